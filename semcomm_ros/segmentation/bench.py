@@ -1,0 +1,123 @@
+"""``semcomm bench seg``: segmenter mIoU and CPU latency on held-out generated frames.
+
+Held-out frames come from scene seeds the training never saw (``train.HELDOUT_SEED0`` onwards),
+at 512x512. mIoU is per frame the mean IoU over the classes present in the ground truth or the
+prediction (table included), then averaged over frames; it is also given on frames degraded like
+synthesized ones (downscale 4x and 8x with area filtering, bicubic upscale back to 512x512).
+Latency is the median wall time of ``seg(rgb)`` for a 512x512 frame with the given torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from .train import HELDOUT_SEED0, generated_frames
+
+
+def miou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean IoU over the classes present in either map."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    classes = np.union1d(np.unique(pred), np.unique(gt))
+    ious = []
+    for c in classes:
+        a, b = pred == c, gt == c
+        ious.append((a & b).sum() / max(1, (a | b).sum()))
+    return float(np.mean(ious))
+
+
+def heldout_frames(n: int, size: int = 512):
+    """``(rgb, labels)`` of ``n`` held-out generated frames (5 per clip)."""
+    return [(rgb, lab) for _, _, rgb, lab, _ in generated_frames(HELDOUT_SEED0, n, size=size)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default=None, help="segmentation backend (default: the config's)")
+    parser.add_argument("--frames", type=int, default=60, help="held-out 512x512 frames")
+    parser.add_argument("--weights", default=None, help="ultralytics weights (default: the shipped model)")
+    parser.add_argument("--imgsz", type=int, default=None)
+    parser.add_argument("--conf", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for the latency figure")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import load_segmenter
+    from .degrade import down_up
+
+    opts = {}
+    if args.weights:
+        opts["weights"] = args.weights
+    for key in ("imgsz", "conf"):
+        if getattr(args, key) is not None:
+            opts[key] = getattr(args, key)
+    if (args.backend or "ultralytics") == "ultralytics":
+        opts["threads"] = args.threads
+    seg = load_segmenter(args.backend, **opts)
+    frames = heldout_frames(args.frames)
+    if seg.backend == "labels":
+        # ground truth in, ground truth out: the figure checks the plumbing, not a model
+        def predict(rgb, lab):
+            seg.feed(lab)
+            return seg(rgb)
+    else:
+        def predict(rgb, lab):
+            return seg(rgb)
+
+    predict(*frames[0])  # warm-up (first call builds the graph)
+    variants = {"clean": None, "down4x_up": 128, "down8x_up": 64}
+    scores: dict[str, list[float]] = {k: [] for k in variants}
+    per_class: dict[int, list[float]] = {}
+    times = []
+    for rgb, lab in frames:
+        for name, size in variants.items():
+            img = rgb if size is None else down_up(rgb, size)
+            t0 = time.perf_counter()
+            pred = predict(img, lab)
+            dt = time.perf_counter() - t0
+            if size is None:
+                times.append(dt)
+                for c in np.union1d(np.unique(pred), np.unique(lab)):
+                    a, b = pred == c, lab == c
+                    per_class.setdefault(int(c), []).append((a & b).sum() / max(1, (a | b).sum()))
+            scores[name].append(miou(pred, lab))
+    ms = 1000 * np.asarray(times)
+    figures = {
+        "backend": seg.backend,
+        "frames": len(frames),
+        "size": "512x512",
+        "miou_clean": float(np.mean(scores["clean"])),
+        "miou_down4x_up": float(np.mean(scores["down4x_up"])),
+        "miou_down8x_up": float(np.mean(scores["down8x_up"])),
+        "ms_per_frame_median": float(np.median(ms)),
+        "ms_per_frame_p90": float(np.percentile(ms, 90)),
+        "threads": args.threads,
+    }
+    print(f"segmenter: {seg.backend}" + (f" ({getattr(seg, 'weights', '')}, imgsz {seg.imgsz}, conf {seg.conf})"
+                                        if seg.backend == "ultralytics" else ""))
+    print(f"held-out generated frames: {len(frames)} at 512x512 (seeds from {HELDOUT_SEED0})")
+    print(f"{'input':<28}{'mIoU':>8}")
+    print(f"{'clean':<28}{figures['miou_clean']:>8.4f}")
+    print(f"{'down 4x (128) + bicubic up':<28}{figures['miou_down4x_up']:>8.4f}")
+    print(f"{'down 8x (64) + bicubic up':<28}{figures['miou_down8x_up']:>8.4f}")
+    print(f"CPU latency, {args.threads} threads: median {figures['ms_per_frame_median']:.1f} ms/frame, "
+          f"p90 {figures['ms_per_frame_p90']:.1f} ms/frame")
+    names = seg.class_names
+    print("per-class IoU (clean): " + ", ".join(f"{names[c]} {np.mean(v):.3f}" for c, v in sorted(per_class.items())))
+    if args.json:
+        print(json.dumps(figures))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="semcomm bench seg", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
