@@ -1,0 +1,148 @@
+"""Diffusion backbone epsilon_theta (paper IV-B1): a frozen diffusers UNet2DConditionModel + VAE.
+
+The backbone has no text encoder. The empty prompt is a fixed null embedding of shape
+[1, null_tokens, cross_attention_dim] (zeros unless a stored tensor is given), fed to every
+cross-attention layer. Real checkpoints load from LOCAL diffusers-layout directories only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"missing {what} directory {path}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{what} directory {path} has no config.json (diffusers layout expected)")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise FileNotFoundError(f"{what} directory {path} holds no weight file (*.safetensors / *.bin)")
+    return path
+
+
+def load_unet(path: str | Path):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(_require_dir(Path(path), "unet"), local_files_only=True)
+
+
+def load_vae(path: str | Path, vae_class: str):
+    import diffusers
+
+    cls = getattr(diffusers, vae_class)
+    return cls.from_pretrained(_require_dir(Path(path), "vae"), local_files_only=True)
+
+
+def load_scheduler(path: str | Path):
+    from diffusers import LCMScheduler
+
+    path = Path(path)
+    if not (path / "scheduler_config.json").is_file():
+        raise FileNotFoundError(f"missing scheduler config {path / 'scheduler_config.json'}")
+    return LCMScheduler.from_pretrained(path, local_files_only=True)
+
+
+def lcm_scheduler(source=None):
+    """The few-step sampler: diffusers' LCMScheduler on the backbone's training noise schedule.
+
+    ``source`` may be any diffusers scheduler (e.g. the DDPMScheduler the backbone was trained
+    with) or a config dict; its beta schedule is kept so that alphas_cumprod match Eq. 1.
+    """
+    from diffusers import LCMScheduler
+
+    if source is None:
+        return LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                            num_train_timesteps=1000, prediction_type="epsilon", clip_sample=False,
+                            set_alpha_to_one=True)
+    config = dict(source.config if hasattr(source, "config") else source)
+    keep = {k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                                   "trained_betas", "prediction_type", "timestep_spacing",
+                                   "steps_offset", "rescale_betas_zero_snr") if k in config}
+    keep.setdefault("prediction_type", "epsilon")
+    return LCMScheduler(clip_sample=False, set_alpha_to_one=True, **keep)
+
+
+def tiny_unet(resolution: int = 64, seed: int = 0):
+    """A small random UNet2DConditionModel with self-attention at every level that has attention.
+
+    Same block structure as SD 1.5 (down blocks with cross-attention transformers, a cross-attention
+    mid block), scaled down for tests on CPU.
+    """
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=resolution // 8, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+
+
+def tiny_vae(seed: int = 0, vae_class: str = "AutoencoderTiny"):
+    """A small random VAE with 1/8 latents and 4 latent channels (SD layout)."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    if vae_class == "AutoencoderTiny":
+        ch = (16, 16, 16, 16)
+        return diffusers.AutoencoderTiny(
+            encoder_block_out_channels=ch, decoder_block_out_channels=ch,
+            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
+            scaling_factor=1.0, shift_factor=0.0)
+    return diffusers.AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+
+
+def sd15_unet_config(resolution: int = 512) -> dict:
+    """UNet2DConditionModel arguments with Stable Diffusion 1.5's shapes (860 M parameters)."""
+    return dict(
+        sample_size=resolution // 8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+    )
+
+
+def vae_scaling(vae) -> tuple[float, float]:
+    cfg = vae.config
+    scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
+    shift = getattr(cfg, "shift_factor", None)
+    return scale, float(shift or 0.0)
+
+
+def encode_images(vae, images: torch.Tensor, sample: bool = False,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_0 = E(I): images [N,3,H,W] in [-1,1] -> scaled latents [N,C,H/8,W/8].
+
+    AutoencoderKL returns the posterior mode unless ``sample`` (training may want samples).
+    """
+    scale, shift = vae_scaling(vae)
+    out = vae.encode(images.to(dtype=vae.dtype))
+    if hasattr(out, "latent_dist"):
+        z = out.latent_dist.sample(generator) if sample else out.latent_dist.mode()
+    else:
+        z = out.latents
+    return (z - shift) * scale
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents -> images [N,3,H,W] in [-1,1] (not clamped)."""
+    scale, shift = vae_scaling(vae)
+    return vae.decode(latents.to(dtype=vae.dtype) / scale + shift).sample
+
+
+def zero_null_embedding(tokens: int, dim: int) -> torch.Tensor:
+    return torch.zeros(1, tokens, dim)
+
+
+def freeze(module: nn.Module | None) -> None:
+    if module is not None:
+        for p in module.parameters():
+            p.requires_grad_(False)

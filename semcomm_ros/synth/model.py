@@ -1,0 +1,436 @@
+"""SynthModel: the modular video diffusion model epsilon_{theta, omega, psi, phi^-} (paper IV-B).
+
+Holds the frozen backbone (UNet + VAE + null embedding + LCM scheduler) and the three adapters:
+Semantic Control psi (ControlNet), Restoration Adapter omega (Eq. 7 processors) and Temporal
+Adapter phi (MotionAdapter, Eq. 8/9). ``predict_noise`` is the full masked clip computation that
+training uses; ``CausalSynthesizer`` (synthesizer.py) streams it frame by frame with a KV cache.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import backbone as bb
+from .config import CONFIG_NAME, TEMPORAL_MODES, SynthConfig
+from .restoration_adapter import RestorationAdapter
+from .runstate import RunState, TemporalRun
+from .semantic_control import build_controlnet, check_labels, controlnet_residuals, one_hot
+from .temporal_adapter import TemporalAdapter
+
+STAGES = ("psi", "omega", "phi")
+#: where ``from_pretrained()`` without a path looks for the shipped model
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+class SynthModel(nn.Module):
+    """epsilon_{theta, omega, psi, phi}: frozen backbone + Semantic Control + Restoration + Temporal."""
+
+    def __init__(self, config: SynthConfig, unet, vae, scheduler=None, controlnet=None,
+                 restoration: RestorationAdapter | None = None, temporal: TemporalAdapter | None = None,
+                 null_embedding: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.unet = unet
+        self.vae = vae
+        self.controlnet = controlnet
+        self.restoration = restoration
+        self.temporal = temporal
+        self.scheduler = scheduler if scheduler is not None else bb.lcm_scheduler()
+        cross = unet.config.cross_attention_dim
+        if null_embedding is None:
+            null_embedding = bb.zero_null_embedding(config.null_tokens, cross)
+        if null_embedding.ndim != 3 or null_embedding.shape[0] != 1 or null_embedding.shape[2] != cross:
+            raise ValueError(f"null embedding must be [1, tokens, {cross}], got {tuple(null_embedding.shape)}")
+        self.register_buffer("null_embedding", null_embedding.clone(), persistent=False)
+        self._check_shapes()
+        self._state = RunState()
+        if restoration is not None:
+            restoration.attach(unet, self._state)
+        self._hooks = temporal.attach(unet, self._state) if temporal is not None else []
+        bb.freeze(unet)
+        bb.freeze(vae)
+        self._timesteps: dict[int, list[int]] = {}
+
+    def _check_shapes(self) -> None:
+        ucfg = self.unet.config
+        lat = getattr(self.vae.config, "latent_channels", None)
+        if lat is not None and lat != ucfg.in_channels:
+            raise ValueError(f"VAE latent channels {lat} != UNet in_channels {ucfg.in_channels}")
+        if self.controlnet is not None:
+            cc = self.controlnet.config.conditioning_channels
+            if cc != self.config.num_classes:
+                raise ValueError(f"ControlNet takes {cc} condition channels but the config has "
+                                 f"{self.config.num_classes} classes (one-hot label maps)")
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_components(cls, unet, vae, config: SynthConfig | None = None, scheduler=None,
+                        controlnet="new", restoration="new", temporal="new", null_embedding=None,
+                        adapter_init: str = "backbone", motion_heads: int | None = None,
+                        motion_max_seq_length: int = 32, controlnet_embedding_channels=None) -> "SynthModel":
+        """Assemble a model from trained backbone parts.
+
+        ``controlnet``/``restoration``/``temporal``: a module, "new" (fresh adapter built for this
+        backbone: ControlNet cloned from the UNet encoder with zero convolutions, omega with
+        W'^K, W'^V copied from the backbone and W'^O zero, phi a fresh MotionAdapter), or None
+        (the model has no such part). ``scheduler`` may be the backbone's training scheduler
+        (its beta schedule is kept) or an LCMScheduler.
+        """
+        config = config or SynthConfig()
+        if config.vae_class != type(vae).__name__ and type(vae).__name__ in ("AutoencoderKL", "AutoencoderTiny"):
+            config = config.replace(vae_class=type(vae).__name__)
+        if controlnet == "new":
+            controlnet = build_controlnet(unet, config.num_classes, controlnet_embedding_channels)
+        if restoration == "new":
+            restoration = RestorationAdapter.from_unet(unet, init=adapter_init)
+        if temporal == "new":
+            temporal = TemporalAdapter.from_unet(unet, num_attention_heads=motion_heads,
+                                                 max_seq_length=motion_max_seq_length)
+        if scheduler is not None and type(scheduler).__name__ != "LCMScheduler":
+            scheduler = bb.lcm_scheduler(scheduler)
+        parts = dict(config.parts)
+        parts["controlnet"] = (parts["controlnet"] or "controlnet") if controlnet is not None else None
+        parts["restoration_adapter"] = (parts["restoration_adapter"] or "restoration_adapter.safetensors") \
+            if restoration is not None else None
+        parts["temporal_adapter"] = (parts["temporal_adapter"] or "temporal_adapter") if temporal is not None else None
+        config = config.replace(parts=parts)
+        return cls(config, unet, vae, scheduler=scheduler, controlnet=controlnet, restoration=restoration,
+                   temporal=temporal, null_embedding=null_embedding)
+
+    @classmethod
+    def tiny(cls, resolution: int = 64, seed: int = 0, num_classes: int = 8, **config) -> "SynthModel":
+        """Same architecture, tiny random weights (tests, benchmarks). All adapters act (non-zero)."""
+        cfg = SynthConfig(height=resolution, width=resolution, num_classes=num_classes, **config)
+        unet = bb.tiny_unet(resolution, seed)
+        vae = bb.tiny_vae(seed + 1, cfg.vae_class)
+        torch.manual_seed(seed + 2)
+        model = cls.from_components(unet, vae, cfg, adapter_init="random", motion_heads=2,
+                                    controlnet_embedding_channels=(8, 16, 16, 32))
+        # ControlNet zero convolutions and AnimateDiff proj_out would make psi/phi no-ops at init;
+        # random values make every adapter visibly act in tests.
+        gen = torch.Generator().manual_seed(seed + 3)
+        with torch.no_grad():
+            for name, p in model.controlnet.named_parameters():
+                if name.startswith(("controlnet_down_blocks", "controlnet_mid_block",
+                                    "controlnet_cond_embedding.conv_out")):
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+            for name, p in model.temporal.named_parameters():
+                if "proj_out" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        return model
+
+    # -- the scheduler -----------------------------------------------------------------------------
+    def timesteps(self, num_steps: int | None = None) -> list[int]:
+        """The T LCM timesteps (descending), e.g. [999, 759, 499, 259] for T=4."""
+        steps = int(num_steps or self.config.num_steps)
+        if steps not in self._timesteps:
+            sched = copy.deepcopy(self.scheduler)
+            sched.set_timesteps(steps)
+            self._timesteps[steps] = [int(t) for t in sched.timesteps]
+        return self._timesteps[steps]
+
+    def alpha_bar(self, t: int) -> float:
+        return float(self.scheduler.alphas_cumprod[int(t)])
+
+    def lcm_step(self, step_index: int, timesteps: list[int], x: torch.Tensor, eps: torch.Tensor,
+                 noise: torch.Tensor | None) -> torch.Tensor:
+        """One LCM multistep update (as diffusers' LCMScheduler.step) with caller-given noise.
+
+        The noise is an argument so that every frame draws its own seeded noise, identically in
+        streaming and in the full-clip computation.
+        """
+        t = timesteps[step_index]
+        a_t = self.alpha_bar(t)
+        c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(t)
+        ptype = self.scheduler.config.prediction_type
+        if ptype == "epsilon":
+            x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+        elif ptype == "v_prediction":
+            x0 = a_t ** 0.5 * x - (1 - a_t) ** 0.5 * eps
+        elif ptype == "sample":
+            x0 = eps
+        else:
+            raise ValueError(f"unsupported prediction_type {ptype!r}")
+        denoised = float(c_out) * x0 + float(c_skip) * x
+        if step_index == len(timesteps) - 1:
+            return denoised
+        a_prev = self.alpha_bar(timesteps[step_index + 1])
+        return a_prev ** 0.5 * denoised + (1 - a_prev) ** 0.5 * noise
+
+    def degraded_input(self, degraded_latents: torch.Tensor, t, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x~ as the backbone sees it at timestep t: q(x~_t | x~_0) for degraded_noise="forward"."""
+        if self.config.degraded_noise == "none":
+            return degraded_latents
+        if noise is None:
+            raise ValueError("degraded_noise='forward' needs the noise for the degraded latent")
+        t = torch.as_tensor(t, device=degraded_latents.device).long()
+        a = self.scheduler.alphas_cumprod.to(degraded_latents.device)[t].to(degraded_latents.dtype)
+        while a.ndim < degraded_latents.ndim:
+            a = a.unsqueeze(-1)
+        return a.sqrt() * degraded_latents + (1 - a).sqrt() * noise
+
+    # -- VAE ----------------------------------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
+        """[..., 3, H, W] in [-1, 1] -> scaled latents [..., C, H/8, W/8] (x_0 = E(I))."""
+        lead = images.shape[:-3]
+        z = bb.encode_images(self.vae, images.reshape(-1, *images.shape[-3:]), sample, generator)
+        return z.reshape(*lead, *z.shape[1:]).to(self.unet.dtype)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """[..., C, h, w] latents -> images [..., 3, 8h, 8w] in [-1, 1] (not clamped)."""
+        lead = latents.shape[:-3]
+        x = bb.decode_latents(self.vae, latents.reshape(-1, *latents.shape[-3:]))
+        return x.reshape(*lead, *x.shape[1:])
+
+    def labels_to_condition(self, labels) -> torch.Tensor:
+        """Label maps [..., H, W] (ids < num_classes) -> one-hot ControlNet condition [..., K, H, W]."""
+        labels = check_labels(labels, self.config.num_classes, (self.config.height, self.config.width))
+        return one_hot(labels.to(self.null_embedding.device), self.config.num_classes, self.unet.dtype)
+
+    # -- the denoiser -------------------------------------------------------------------------------
+    def _lambdas(self, lambda_c, lambda_r, lambda_t) -> tuple[float, float, float]:
+        c = self.config
+        return (float(c.lambda_c if lambda_c is None else lambda_c),
+                float(c.lambda_r if lambda_r is None else lambda_r),
+                float(c.lambda_t if lambda_t is None else lambda_t))
+
+    def _temporal_mode(self, temporal: str | None) -> str:
+        temporal = temporal or "causal"
+        if temporal not in TEMPORAL_MODES:
+            raise ValueError(f"temporal must be one of {TEMPORAL_MODES}, got {temporal!r}")
+        return self.config.causal if temporal == "causal" else temporal
+
+    def denoise_rows(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
+                     degraded: torch.Tensor | None, lambda_c: float, lambda_r: float,
+                     temporal: TemporalRun | None) -> torch.Tensor:
+        """One UNet evaluation on rows [N, C, h, w] (clip-major frames), returns eps [N, C, h, w].
+
+        ``degraded`` is x~ at timestep t (see degraded_input). One batched UNet call computes the
+        main rows and the degraded rows; ControlNet residuals and temporal attention act on the
+        main rows only.
+        """
+        n = x.shape[0]
+        emb = self.null_embedding.to(dtype=x.dtype)
+        down = mid = None
+        if self.controlnet is not None and cond is not None and lambda_c != 0:
+            down, mid = controlnet_residuals(self.controlnet, x, t, emb.expand(n, -1, -1), cond, lambda_c)
+        use_deg = self.restoration is not None and degraded is not None and lambda_r != 0
+        sample, tt = x, t
+        if use_deg:
+            sample, tt = torch.cat([x, degraded.to(x.dtype)]), torch.cat([t, t])
+            if down is not None:
+                down = [torch.cat([d, torch.zeros_like(d)]) for d in down]
+                mid = torch.cat([mid, torch.zeros_like(mid)])
+        if temporal is not None and (self.temporal is None or temporal.lambda_t == 0):
+            temporal = None
+        st = self._state
+        st.n_main, st.degraded, st.lambda_r, st.temporal = n, use_deg, lambda_r, temporal
+        try:
+            out = self.unet(sample, tt, encoder_hidden_states=emb.expand(sample.shape[0], -1, -1),
+                            down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                            return_dict=False)[0]
+        finally:
+            st.clear()
+        return out[:n]
+
+    def predict_noise(self, x_t: torch.Tensor, t, labels=None, degraded_latents: torch.Tensor | None = None,
+                      temporal: str | None = "causal", lambda_c: float | None = None,
+                      lambda_r: float | None = None, lambda_t: float | None = None) -> torch.Tensor:
+        """eps_{theta,omega,psi,phi}(x_t^{1:F}, x~^{1:F}, Y^{1:F}, t) for B clips of F frames.
+
+        x_t: [B, F, C, h, w]; t: int, [B] or [B, F]; labels: [B, F, H, W] class ids or None
+        (no Semantic Control); degraded_latents: [B, F, C, h, w] = x~ as the backbone sees it
+        (apply ``degraded_input`` first when the config says degraded_noise="forward") or None;
+        temporal: "causal" (the config's mode), "sliding", "block", "bidirectional" or "off".
+        Lambdas default to the config's. Returns eps [B, F, C, h, w].
+        """
+        if x_t.ndim != 5:
+            raise ValueError(f"x_t must be [B, F, C, h, w], got shape {tuple(x_t.shape)}")
+        b, f, c, h, w = x_t.shape
+        exp = (self.unet.config.in_channels, self.config.latent_height, self.config.latent_width)
+        if (c, h, w) != exp:
+            raise ValueError(f"x_t frames are {c}x{h}x{w} but the model expects latents {exp[0]}x{exp[1]}x{exp[2]}")
+        lc, lr, lt = self._lambdas(lambda_c, lambda_r, lambda_t)
+        mode = self._temporal_mode(temporal)
+        tt = torch.as_tensor(t, device=x_t.device).long()
+        if tt.ndim == 0:
+            tt = tt.expand(b, f)
+        elif tt.shape == (b,):
+            tt = tt[:, None].expand(b, f)
+        elif tt.shape != (b, f):
+            raise ValueError(f"t must be a scalar, [B] or [B, F]; got {tuple(tt.shape)} for B={b}, F={f}")
+        cond = None
+        if labels is not None:
+            labels = torch.as_tensor(labels) if not isinstance(labels, torch.Tensor) else labels
+            if tuple(labels.shape[:2]) != (b, f):
+                raise ValueError(f"labels must be [B, F, H, W] = [{b}, {f}, H, W], got {tuple(labels.shape)}")
+            cond = self.labels_to_condition(labels).reshape(b * f, self.config.num_classes,
+                                                             self.config.height, self.config.width)
+        deg = None
+        if degraded_latents is not None:
+            if tuple(degraded_latents.shape) != tuple(x_t.shape):
+                raise ValueError(f"degraded_latents {tuple(degraded_latents.shape)} must match x_t {tuple(x_t.shape)}")
+            deg = degraded_latents.reshape(b * f, c, h, w)
+        run = None
+        if mode != "off":
+            if self.temporal is not None and mode in ("bidirectional", "block") and f > self.temporal.max_frames:
+                raise ValueError(f"{mode} temporal attention over {f} frames exceeds the adapter's "
+                                 f"{self.temporal.max_frames} positions")
+            run = TemporalRun(mode=mode, frames=f, lambda_t=lt, window=self.config.window)
+        eps = self.denoise_rows(x_t.reshape(b * f, c, h, w), tt.reshape(-1), cond, deg, lc, lr, run)
+        return eps.reshape(b, f, c, h, w)
+
+    # -- training helpers -----------------------------------------------------------------------------
+    def stage_module(self, stage: str) -> nn.Module:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        module = {"psi": self.controlnet, "omega": self.restoration, "phi": self.temporal}[stage]
+        if module is None:
+            raise ValueError(f"this model has no {stage} module")
+        return module
+
+    def trainable_parameters(self, stage: str) -> list[nn.Parameter]:
+        """The parameters of psi (ControlNet), omega (W'^K, W'^V, W'^O) or phi (MotionAdapter)."""
+        return list(self.stage_module(stage).parameters())
+
+    def freeze_all_but(self, stage: str | None) -> list[nn.Parameter]:
+        """requires_grad only on ``stage`` (None freezes everything); the backbone is always frozen."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if stage is None:
+            return []
+        params = self.trainable_parameters(stage)
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    def parameter_counts(self) -> dict[str, int]:
+        def count(m):
+            return sum(p.numel() for p in m.parameters()) if m is not None else 0
+
+        counts = {"backbone_unet": count(self.unet), "vae": count(self.vae), "psi_controlnet": count(self.controlnet),
+                  "omega_restoration": count(self.restoration), "phi_temporal": count(self.temporal)}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # -- saving / loading -----------------------------------------------------------------------------
+    def save_module(self, stage: str, path: str | Path) -> Path:
+        """Save one adapter: psi -> ControlNet dir, omega -> .safetensors file, phi -> MotionAdapter dir."""
+        from safetensors.torch import save_file
+
+        module = self.stage_module(stage)
+        path = Path(path)
+        if stage == "omega":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, str(path), metadata={"format": "semcomm-restoration-adapter-v1",
+                                                  "layers": ",".join(module.names)})
+        elif stage == "psi":
+            module.save_pretrained(path, safe_serialization=True)
+        else:
+            module.motion.save_pretrained(path, safe_serialization=True)
+        return path
+
+    def load_module(self, stage: str, path: str | Path) -> None:
+        """Load one adapter's weights (same layout as save_module) into this model in place."""
+        path = Path(path)
+        module = self.stage_module(stage)
+        if stage == "omega":
+            loaded = load_restoration_weights(path)
+            try:
+                module.load_state_dict(loaded, strict=True)
+            except RuntimeError as exc:
+                raise ValueError(f"{path} does not fit this backbone's Restoration Adapter: {exc}") from exc
+            return
+        if stage == "psi":
+            from diffusers import ControlNetModel
+            new = ControlNetModel.from_pretrained(bb._require_dir(path, "controlnet"), local_files_only=True)
+            module.load_state_dict(new.state_dict(), strict=True)
+            return
+        from diffusers import MotionAdapter
+        new = MotionAdapter.from_pretrained(bb._require_dir(path, "temporal_adapter"), local_files_only=True)
+        module.motion.load_state_dict(new.state_dict(), strict=True)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the directory layout that ``from_pretrained`` reads (see docs/synth.md)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        parts = dict(self.config.parts)
+        self.unet.save_pretrained(path / parts["unet"], safe_serialization=True)
+        self.vae.save_pretrained(path / parts["vae"], safe_serialization=True)
+        self.scheduler.save_pretrained(path / parts["scheduler"])
+        for stage, key in (("psi", "controlnet"), ("omega", "restoration_adapter"), ("phi", "temporal_adapter")):
+            if self.stage_module_or_none(stage) is not None:
+                self.save_module(stage, path / parts[key])
+        if bool(self.null_embedding.abs().sum() > 0):
+            parts["null_embedding"] = parts["null_embedding"] or "null_embedding.safetensors"
+            save_file({"null_embedding": self.null_embedding.detach().float().cpu().contiguous()},
+                      str(path / parts["null_embedding"]))
+        else:
+            parts["null_embedding"] = None
+        self.config.replace(parts=parts).save(path)
+        return path
+
+    def stage_module_or_none(self, stage: str):
+        return {"psi": self.controlnet, "omega": self.restoration, "phi": self.temporal}[stage]
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None) -> "SynthModel":
+        """Load a model directory (``synthesizer.json`` + parts); no argument = the shipped model."""
+        if path is None:
+            path = DEFAULT_MODEL_DIR
+            if not (path / CONFIG_NAME).is_file():
+                raise FileNotFoundError(
+                    f"the shipped synthesizer model is missing: expected {path / CONFIG_NAME} and its parts "
+                    f"(train it with `semcomm train ...` and save it there, or pass a model directory)")
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"synthesizer model directory {path} does not exist")
+        config = SynthConfig.load(path)
+        parts = config.parts
+        unet = bb.load_unet(path / parts["unet"])
+        vae = bb.load_vae(path / parts["vae"], config.vae_class)
+        scheduler = bb.load_scheduler(path / parts["scheduler"])
+        controlnet = restoration = temporal = None
+        if parts.get("controlnet"):
+            from diffusers import ControlNetModel
+            controlnet = ControlNetModel.from_pretrained(bb._require_dir(path / parts["controlnet"], "controlnet"),
+                                                         local_files_only=True)
+        if parts.get("restoration_adapter"):
+            file = path / parts["restoration_adapter"]
+            restoration = RestorationAdapter.from_unet(unet, init="random")
+            try:
+                restoration.load_state_dict(load_restoration_weights(file), strict=True)
+            except RuntimeError as exc:
+                raise ValueError(f"{file} does not fit the backbone's Restoration Adapter: {exc}") from exc
+        if parts.get("temporal_adapter"):
+            from diffusers import MotionAdapter
+            temporal = TemporalAdapter(MotionAdapter.from_pretrained(
+                bb._require_dir(path / parts["temporal_adapter"], "temporal_adapter"), local_files_only=True))
+        null = None
+        if parts.get("null_embedding"):
+            from safetensors.torch import load_file
+            file = path / parts["null_embedding"]
+            if not file.is_file():
+                raise FileNotFoundError(f"missing null embedding file {file}")
+            null = load_file(str(file))["null_embedding"]
+        return cls(config, unet, vae, scheduler=scheduler, controlnet=controlnet, restoration=restoration,
+                   temporal=temporal, null_embedding=null)
+
+
+def load_restoration_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing Restoration Adapter weight file {path}")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc

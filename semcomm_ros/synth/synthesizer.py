@@ -1,0 +1,200 @@
+"""CausalSynthesizer: streaming, few-step, causal video synthesis with a KV cache (paper IV-B5).
+
+``synth(labels, lowres, seed=k)`` returns the next frame of the stream. Each frame runs T LCM
+steps; at denoising step s the Temporal Adapter attends to the cached keys/values that the
+previous W-1 frames left at the same step s (one cache per denoising step), so streaming equals
+``generate_clip`` -- the same frames computed at once through the masked temporal attention.
+Every frame draws its own noise from its seed (initial latent, LCM re-noising, degraded-latent
+noise), identically in both paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import SynthModel
+from .runstate import TemporalRun
+
+
+def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    """cuda + fp16 when a GPU is there, cpu + fp32 otherwise (either may be given explicitly)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        dtype = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+    return device, dtype
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[..., 3, H, W] in [-1, 1] -> [..., H, W, 3] uint8."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+class CausalSynthesizer:
+    """Frame-by-frame synthesis from decoded label maps and degraded low-res frames."""
+
+    def __init__(self, model: SynthModel, device=None, dtype=None):
+        self.device, self.dtype = default_device_dtype(device, dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.config = model.config
+        self.reset()
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device=None, dtype=None) -> "CausalSynthesizer":
+        """Load a model directory; without ``path`` the shipped model in synth/default_model/."""
+        return cls(SynthModel.from_pretrained(path), device=device, dtype=dtype)
+
+    @classmethod
+    def tiny(cls, resolution: int = 64, seed: int = 0, device=None, dtype=None, **config) -> "CausalSynthesizer":
+        """Same architecture with tiny random weights (tests, benchmarks)."""
+        return cls(SynthModel.tiny(resolution=resolution, seed=seed, **config), device=device, dtype=dtype)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        return self.model.save_pretrained(path)
+
+    # -- state ----------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Start a new stream: forget the KV caches of all denoising steps."""
+        self._caches = [dict() for _ in range(self.config.num_steps)]
+        self.frame_index = 0
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.config.height, self.config.width
+
+    @property
+    def lowres_size(self) -> tuple[int, int]:
+        return self.config.lowres_size
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def frame_noise(self, seed: int) -> torch.Tensor:
+        """[T+1, C, h, w]: x_T, the T-1 LCM re-noising draws, the degraded-latent noise.
+
+        Drawn on the CPU in fp32 from ``seed`` in this order (the order LCMScheduler.step would
+        draw them with a generator), then moved, so a seed gives the same frame on every device.
+        """
+        c = self.config
+        shape = (1, self.model.unet.config.in_channels, c.latent_height, c.latent_width)
+        gen = torch.Generator().manual_seed(int(seed))
+        draws = [torch.randn(shape, generator=gen) for _ in range(c.num_steps + 1)]
+        return torch.cat(draws).to(self.device, self.dtype)
+
+    def _lowres_latents(self, lowres) -> torch.Tensor:
+        """Degraded frames [F, h, w, 3] uint8 -> x~ = E(upsampled frame) [F, C, H/8, W/8].
+
+        The low-res frame (1/lowres_factor of the output size) is upsampled bilinearly to the
+        output size before the VAE encoder, because the backbone's features only exist at the
+        latent size of full frames.
+        """
+        if isinstance(lowres, torch.Tensor):
+            lowres = lowres.cpu().numpy()
+        lowres = np.asarray(lowres)
+        h, w = self.lowres_size
+        if lowres.ndim != 4 or lowres.shape[1:] != (h, w, 3):
+            raise ValueError(f"degraded frame must be {h}x{w}x3 (1/{self.config.lowres_factor} of "
+                             f"{self.config.height}x{self.config.width}), got shape {lowres.shape[1:]}")
+        if lowres.dtype != np.uint8:
+            raise ValueError(f"degraded frame must be uint8, got {lowres.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(lowres)).to(self.device).permute(0, 3, 1, 2)
+        x = x.to(torch.float32) / 127.5 - 1
+        x = F.interpolate(x, size=self.output_size, mode="bilinear", align_corners=False)
+        return self.model.encode_images(x.to(self.dtype))
+
+    def _check_labels_shape(self, labels, frames: int | None):
+        arr = labels if isinstance(labels, (np.ndarray, torch.Tensor)) else np.asarray(labels)
+        want = self.output_size if frames is None else (frames, *self.output_size)
+        if tuple(arr.shape) != tuple(want):
+            what = "label map" if frames is None else "label maps"
+            raise ValueError(f"{what} must have shape {want}, got {tuple(arr.shape)}")
+        return arr
+
+    # -- streaming ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self, labels, lowres=None, seed: int | None = None, output: str = "uint8"):
+        """Synthesize the next frame. labels: HxW class ids; lowres: (H/4)x(W/4)x3 uint8 or None.
+
+        output: "uint8" (HxWx3 numpy), "float" ([3, H, W] tensor in [-1, 1]) or "latent".
+        """
+        model, cfg = self.model, self.config
+        if cfg.causal != "sliding" and model.temporal is not None and cfg.lambda_t != 0:
+            raise ValueError(f"streaming runs the sliding-window causal mode; this config has causal="
+                             f"{cfg.causal!r} (Eq. 9 block mode is available in generate_clip/predict_noise)")
+        labels = self._check_labels_shape(labels, None)
+        seed = self.frame_index if seed is None else seed
+        cond = model.labels_to_condition(labels[None])
+        deg0 = self._lowres_latents(np.asarray(lowres)[None]) if lowres is not None else None
+        noise = self.frame_noise(seed)
+        t_steps = model.timesteps()
+        steps = len(t_steps)
+        x = noise[0:1]
+        for s, t in enumerate(t_steps):
+            tt = torch.full((1,), t, device=self.device, dtype=torch.long)
+            deg = model.degraded_input(deg0, tt, noise[steps:steps + 1]) if deg0 is not None else None
+            run = TemporalRun(mode="sliding", frames=1, lambda_t=float(cfg.lambda_t), window=cfg.window,
+                              cache=self._caches[s])
+            eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run)
+            x = model.lcm_step(s, t_steps, x, eps, noise[s + 1:s + 2] if s + 1 < steps else None)
+        self.frame_index += 1
+        return self._output(x, output)[0]
+
+    __call__ = step
+
+    def _output(self, latents: torch.Tensor, output: str):
+        if output == "latent":
+            return latents
+        images = self.model.decode_latents(latents)
+        if output == "float":
+            return images.float()
+        if output == "uint8":
+            return _to_uint8(images)
+        raise ValueError(f"output must be 'uint8', 'float' or 'latent', got {output!r}")
+
+    # -- the masked full-clip computation ----------------------------------------------------------
+    @torch.inference_mode()
+    def generate_clip(self, labels_seq, lowres_seq=None, seeds=None, output: str = "uint8",
+                      temporal: str = "causal"):
+        """All frames at once, without cache, through the masked temporal attention.
+
+        labels_seq: [F, H, W]; lowres_seq: [F, H/4, W/4, 3] uint8 or None; seeds: F ints
+        (default 0..F-1, the same default as streaming from reset()). Returns [F, H, W, 3] uint8
+        (or [F, 3, H, W] floats / latents).
+        """
+        model, cfg = self.model, self.config
+        labels_seq = np.asarray(labels_seq) if not isinstance(labels_seq, (np.ndarray, torch.Tensor)) else labels_seq
+        frames = int(labels_seq.shape[0]) if labels_seq.ndim >= 1 else 0
+        if frames < 1:
+            raise ValueError("generate_clip needs at least one frame")
+        self._check_labels_shape(labels_seq, frames)
+        seeds = list(range(frames)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != frames:
+            raise ValueError(f"{len(seeds)} seeds for {frames} frames")
+        if lowres_seq is not None and len(lowres_seq) != frames:
+            raise ValueError(f"{len(lowres_seq)} degraded frames for {frames} label maps")
+        mode = model._temporal_mode(temporal)
+        cond = model.labels_to_condition(labels_seq)
+        deg0 = self._lowres_latents(lowres_seq) if lowres_seq is not None else None
+        noise = torch.stack([self.frame_noise(s) for s in seeds])  # [F, T+1, C, h, w]
+        t_steps = model.timesteps()
+        steps = len(t_steps)
+        x = noise[:, 0]
+        if mode in ("bidirectional", "block") and model.temporal is not None and frames > model.temporal.max_frames:
+            raise ValueError(f"{mode} attention over {frames} frames exceeds the adapter's "
+                             f"{model.temporal.max_frames} positions")
+        for s, t in enumerate(t_steps):
+            tt = torch.full((frames,), t, device=self.device, dtype=torch.long)
+            deg = model.degraded_input(deg0, tt, noise[:, steps]) if deg0 is not None else None
+            run = None if mode == "off" else TemporalRun(mode=mode, frames=frames, lambda_t=float(cfg.lambda_t),
+                                                         window=cfg.window)
+            eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run)
+            x = model.lcm_step(s, t_steps, x, eps, noise[:, s + 1] if s + 1 < steps else None)
+        return self._output(x, output)
