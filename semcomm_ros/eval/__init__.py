@@ -1,0 +1,21 @@
+"""Evaluation: the paper's metrics (V-E) and, later, the Table II evaluation."""
+
+from semcomm_ros.eval.metrics import (
+    bits,
+    bpp,
+    dists,
+    flicker,
+    kbps,
+    lpips,
+    miou,
+    ms_ssim,
+    perceptual_status,
+    psnr,
+    segmentation_miou,
+    window_kbps,
+)
+
+__all__ = [
+    "bits", "bpp", "dists", "flicker", "kbps", "lpips", "miou", "ms_ssim", "perceptual_status",
+    "psnr", "segmentation_miou", "window_kbps",
+]
