@@ -1,0 +1,134 @@
+"""Range coding of the codec's symbols with constriction, plus the probability models it uses.
+
+constriction writes 32-bit words; at ~50-400 bits a frame, whole words would waste ~16 bits a
+frame. ``SymbolWriter.finish`` therefore trims the stream to the shortest byte string that still
+decodes to the same symbols when the decoder pads it with zero bytes (checked by decoding it), which
+brings the overhead of ending the stream down to about one byte.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import constriction
+import numpy as np
+
+from semcomm_ros.codec.errors import BitstreamError
+
+_model = constriction.stream.model
+_queue = constriction.stream.queue
+
+_PAD = b"\0" * 8
+
+
+@lru_cache(maxsize=None)
+def uniform(n: int):
+    return _model.Uniform(int(n))
+
+
+@lru_cache(maxsize=None)
+def laplace(size: int, center: float, scale: float):
+    """Discrete Laplace (two-sided geometric) over {0..size-1} centred at ``center``."""
+    k = np.arange(size, dtype=np.float64)
+    p = np.exp(-np.abs(k - center) / max(scale, 1e-3))
+    return _model.Categorical(p / p.sum(), perfect=False)
+
+
+@lru_cache(maxsize=None)
+def categorical(probs: tuple):
+    p = np.asarray(probs, dtype=np.float64)
+    return _model.Categorical(p / p.sum(), perfect=False)
+
+
+# counts (number of regions, points, ...) as an Elias-gamma-like code: bit length, then the rest
+_NBITS_PROBS = tuple(float(0.6**i) for i in range(21))
+
+
+class SymbolWriter:
+    def __init__(self) -> None:
+        self._segments: list[tuple[np.ndarray, object]] = []
+
+    def write(self, symbols, model) -> None:
+        arr = np.atleast_1d(np.asarray(symbols, dtype=np.int32))
+        if arr.size:
+            self._segments.append((arr, model))
+
+    def uint(self, value: int, n: int) -> None:
+        self.write(int(value), uniform(n))
+
+    def count(self, value: int) -> None:
+        v = int(value) + 1
+        nb = v.bit_length()
+        self.write(nb - 1, categorical(_NBITS_PROBS))
+        if nb > 1:
+            self.write(v - (1 << (nb - 1)), uniform(1 << (nb - 1)))
+
+    def finish(self) -> bytes:
+        if not self._segments:
+            return b""
+        enc = _queue.RangeEncoder()
+        for syms, model in self._segments:
+            enc.encode(syms, model)
+        full = enc.get_compressed().astype(">u4").tobytes()
+        # Shortest prefix (optionally with its last byte incremented) that decodes identically.
+        best = full
+        for k in range(len(full) - 1, -1, -1):
+            head = int.from_bytes(full[:k], "big") if k else 0
+            ok = None
+            for cand in (head, head + 1):
+                if k and cand >= 1 << (8 * k):
+                    continue
+                data = cand.to_bytes(k, "big") if k else b""
+                if self._decodes(data):
+                    ok = data
+                    break
+            if ok is None:
+                break
+            best = ok
+        return best
+
+    def _decodes(self, data: bytes) -> bool:
+        try:
+            dec = _queue.RangeDecoder(_words(data))
+            for syms, model in self._segments:
+                if not np.array_equal(dec.decode(model, syms.size), syms):
+                    return False
+            return True
+        except Exception:  # constriction asserts on data invalid for the model
+            return False
+
+
+def _words(data: bytes) -> np.ndarray:
+    padded = data + b"\0" * ((-len(data)) % 4) + _PAD
+    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+
+
+class SymbolReader:
+    """Decodes what SymbolWriter wrote; any failure of the range decoder becomes BitstreamError."""
+
+    def __init__(self, data: bytes, what: str = "payload") -> None:
+        self._what = what
+        self._dec = _queue.RangeDecoder(_words(bytes(data)))
+
+    def read(self, model, n: int | None = None):
+        try:
+            if n is None:
+                return int(self._dec.decode(model))
+            return np.asarray(self._dec.decode(model, int(n)), dtype=np.int64)
+        except BitstreamError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - constriction raises AssertionError/ValueError
+            raise BitstreamError(f"corrupt {self._what}: range decoder failed ({exc})") from None
+
+    def uint(self, n: int) -> int:
+        return self.read(uniform(n))
+
+    def count(self, limit: int, what: str) -> int:
+        nb = self.read(categorical(_NBITS_PROBS)) + 1
+        v = 1
+        if nb > 1:
+            v = (1 << (nb - 1)) + self.read(uniform(1 << (nb - 1)))
+        v -= 1
+        if v > limit:
+            raise BitstreamError(f"corrupt {self._what}: {what} = {v} exceeds the limit {limit}")
+        return v
