@@ -67,6 +67,8 @@ __all__ = [
 _SCALES = tuple(float(0.35 * 1.25**i) for i in range(32))
 _MAX_REGIONS = 1 << 14
 _ANGLE_UNITS = 360  # rotation in degrees
+_SCALE_UNITS = 64  # log2 scale steps (1.1 %): objects grow while they fall towards the camera
+_MAX_SCALE = 4 * _SCALE_UNITS
 
 
 def _step16(q: int, h: int, w: int) -> int:
@@ -81,6 +83,7 @@ _MODE_PROBS = (0.80, 0.15, 0.04, 0.01)
 _CANVAS_PROBS = (0.98, 0.02)  # canvas is class 0 (the table) / explicit
 _T_SCALE = 1.5  # px, pose translation residual
 _R_SCALE = 2.0  # degrees, rotation residual
+_S_SCALE = 2.0  # scale residual, 1/64 octave
 _FIRST_SCALE = 3.0  # px, first point of an intra refresh relative to the predicted instance
 _V_SCALE = 3.0  # px, paper P-frame centroid shift
 
@@ -90,36 +93,30 @@ class _Instance:
     label: int
     base: np.ndarray  # (N, 2) int64 vertices in 1/16 px as intra coded
     group: int = -1  # paper: index of the motion label this region follows (-1 = static)
-    # tracked profile: pose relative to ``base`` (1/16 px, degrees) and its velocity
-    tx: int = 0
-    ty: int = 0
-    rot: int = 0
-    vx: int = 0
-    vy: int = 0
-    vr: int = 0
-    ref_iou: float = 1.0  # encoder side: IoU the intra coding reached
-    center: np.ndarray = field(default=None)  # rotation centre (float, 1/16 px)
+    # tracked profile: pose relative to ``base`` = (tx, ty in 1/16 px, rotation in degrees,
+    # log2-scale in 1/_SCALE_UNITS) and its per-frame velocity
+    pose: tuple = (0, 0, 0, 0)
+    vel: tuple = (0, 0, 0, 0)
+    center: np.ndarray = field(default=None)  # rotation/scaling centre (float, 1/16 px)
 
     def __post_init__(self):
         if self.center is None:
             self.center = self.base.mean(axis=0) if len(self.base) else np.zeros(2)
 
-    def vertices(self, tx=None, ty=None, rot=None) -> np.ndarray:
-        tx = self.tx if tx is None else tx
-        ty = self.ty if ty is None else ty
-        rot = self.rot if rot is None else rot
-        if rot % _ANGLE_UNITS == 0:
-            out = self.base + np.array([tx, ty], dtype=np.int64)
-            return out.astype(np.int32)
+    def vertices(self, pose=None) -> np.ndarray:
+        tx, ty, rot, sc = self.pose if pose is None else pose
+        if rot % _ANGLE_UNITS == 0 and sc == 0:
+            return (self.base + np.array([tx, ty], dtype=np.int64)).astype(np.int32)
         a = math.radians(rot)
-        c, s = math.cos(a), math.sin(a)
+        f = 2.0 ** (sc / _SCALE_UNITS)
+        c, s = f * math.cos(a), f * math.sin(a)
         d = self.base - self.center
         x = d[:, 0] * c - d[:, 1] * s + self.center[0] + tx
         y = d[:, 0] * s + d[:, 1] * c + self.center[1] + ty
         return np.stack([np.rint(x), np.rint(y)], axis=1).astype(np.int32)
 
-    def predicted(self) -> tuple[int, int, int]:
-        return self.tx + self.vx, self.ty + self.vy, self.rot + self.vr
+    def predicted(self) -> tuple:
+        return tuple(p + v for p, v in zip(self.pose, self.vel))
 
 
 def _decay(v: int) -> int:
@@ -347,16 +344,16 @@ class SemanticDecoder:
                 raise FrameLostError(
                     f"P-frame {hdr.frame_index} without a reference: waiting for the next I-frame"
                 )
-            gap = (hdr.frame_index - self._state.next_index) & 0xFF
-            if gap >= 128:
+            gap = (hdr.frame_index - self._state.next_index) & 0xF
+            if gap > 8:
                 raise BitstreamError(
-                    f"out-of-order packet: frame {hdr.frame_index} arrived after frame "
-                    f"{(self._state.next_index - 1) & 0xFF}"
+                    f"out-of-order packet: P-frame {hdr.frame_index} (mod 16) arrived after frame "
+                    f"{(self._state.next_index - 1) & 0xF} (mod 16)"
                 )
             if gap:
                 self.reset()
                 raise FrameLostError(
-                    f"{gap} frame(s) lost before frame {hdr.frame_index}: waiting for the next I-frame"
+                    f"{gap} frame(s) lost before P-frame {hdr.frame_index} (mod 16): waiting for the next I-frame"
                 )
             state = self._decode_p(hdr, payload, self._state)
         self._state = state
@@ -402,11 +399,10 @@ class SemanticDecoder:
             mode = rd.read(mode_model)
             if mode == _MODE_DROP:
                 continue
-            ni = _Instance(inst.label, inst.base, -1, inst.tx, inst.ty, inst.rot, inst.vx, inst.vy, inst.vr,
-                           inst.ref_iou, inst.center)
+            ni = _Instance(inst.label, inst.base, -1, inst.pose, inst.vel, inst.center)
             if mode == _MODE_KEEP:
-                ni.tx, ni.ty, ni.rot = inst.predicted()
-                ni.vx, ni.vy, ni.vr = _decay(inst.vx), _decay(inst.vy), _decay(inst.vr)
+                ni.pose = _wrap(inst.predicted())
+                ni.vel = tuple(_decay(v) for v in inst.vel)
             elif mode == _MODE_UPDATE:
                 _read_update(rd, ni, inst, prev)
             else:  # INTRA: contour read below, with the others
@@ -414,7 +410,7 @@ class SemanticDecoder:
             new_list.append(ni)
         n_new = rd.count(_MAX_REGIONS, "number of new instances")
         if intra_at or n_new:
-            preds = [_top_vertex(inst.vertices(*inst.predicted())) for _, inst in intra_at] + [None] * n_new
+            preds = [_top_vertex(inst.vertices(inst.predicted())) for _, inst in intra_at] + [None] * n_new
             decoded = _read_contours(rd, _hdr_of(prev), preds)
             for (pos, old), (label, rec) in zip(intra_at, decoded[: len(intra_at)]):
                 new_list[pos] = _Instance(old.label, rec)
@@ -437,23 +433,40 @@ def _r_model():
     return ent.laplace(_ANGLE_UNITS, float(_ANGLE_UNITS // 2), _R_SCALE)
 
 
+def _s_model():
+    return ent.laplace(2 * _MAX_SCALE + 1, float(_MAX_SCALE), _S_SCALE)
+
+
 def _read_update(rd, ni: _Instance, inst: _Instance, st: _State) -> None:
     model, s = _t_model(st)
     rx = rd.read(model) - s
     ry = rd.read(model) - s
     rr = rd.read(_r_model()) - _ANGLE_UNITS // 2
-    _apply_update(ni, inst, rx, ry, rr)
+    rs = rd.read(_s_model()) - _MAX_SCALE
+    _apply_update(ni, inst, (rx, ry, rr, rs))
     lim = 4 * s * ONE
-    if abs(ni.tx) > lim or abs(ni.ty) > lim:
-        raise BitstreamError("corrupt P-frame: instance moved far outside the frame")
+    if abs(ni.pose[0]) > lim or abs(ni.pose[1]) > lim or abs(ni.pose[3]) > _MAX_SCALE:
+        raise BitstreamError("corrupt P-frame: instance pose far outside the frame")
 
 
-def _apply_update(ni: _Instance, inst: _Instance, rx: int, ry: int, rr: int) -> None:
-    px, py, pr = inst.predicted()
-    ni.tx, ni.ty = px + rx * ONE, py + ry * ONE
-    ni.rot = (pr + rr) % _ANGLE_UNITS
-    ni.vx, ni.vy = ni.tx - inst.tx, ni.ty - inst.ty
-    ni.vr = ((ni.rot - inst.rot + 180) % 360) - 180
+def _wrap(pose: tuple) -> tuple:
+    tx, ty, rot, sc = pose
+    return (tx, ty, rot % _ANGLE_UNITS, max(-_MAX_SCALE, min(_MAX_SCALE, sc)))
+
+
+def _apply_update(ni: _Instance, inst: _Instance, res: tuple) -> None:
+    rx, ry, rr, rs = res
+    px, py, pr, ps = inst.predicted()
+    ni.pose = _wrap((px + rx * ONE, py + ry * ONE, pr + rr, ps + rs))
+    # the correction also absorbs pose noise: trust only half of the observed step as velocity,
+    # otherwise the extrapolation overshoots and oscillates
+    d = [ni.pose[0] - inst.pose[0], ni.pose[1] - inst.pose[1], ((ni.pose[2] - inst.pose[2] + 180) % 360) - 180,
+         ni.pose[3] - inst.pose[3]]
+    ni.vel = tuple(_half(v) for v in d)
+
+
+def _half(v: int) -> int:
+    return v // 2 if v >= 0 else -((-v) // 2)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -607,8 +620,7 @@ class SemanticEncoder:
         masks = [_fill(r.contour * ONE, h, w) for r in regions]
         preds = []
         for inst in st.instances:
-            v = inst.vertices(*inst.predicted())
-            preds.append(v)
+            preds.append(inst.vertices(inst.predicted()))
         match = _match(st.instances, preds, regions)
         wr = ent.SymbolWriter()
         mode_model = ent.categorical(_MODE_PROBS)
@@ -629,12 +641,13 @@ class SemanticEncoder:
                 wr.write(_MODE_KEEP, mode_model)
                 self.stats["keep"] += 1
                 continue
-            rx, ry, rr, iou_u = _estimate_update(inst, mask, h, w)
+            (rx, ry, rr, rs), iou_u = _estimate_update(inst, mask, h, w)
             if iou_u >= ref - self.update_slack:
                 wr.write(_MODE_UPDATE, mode_model)
                 wr.write(rx + s, tm)
                 wr.write(ry + s, tm)
                 wr.write(rr + _ANGLE_UNITS // 2, _r_model())
+                wr.write(rs + _MAX_SCALE, _s_model())
                 self.stats["update"] += 1
                 continue
             wr.write(_MODE_INTRA, mode_model)
@@ -723,39 +736,41 @@ def _simplified_iou(reg: Region, mask: _Crop, xi: float, st: _State) -> float:
 
 
 def _estimate_update(inst: _Instance, mask: _Crop, h: int, w: int):
-    """Pose correction (px, px, deg) relative to the extrapolated pose, and the IoU it reaches."""
-    px, py, pr = inst.predicted()
-    pm = _moments(_fill(inst.vertices(px, py, pr), h, w))
+    """Pose correction (px, px, deg, scale units) relative to the extrapolated pose, and its IoU."""
+    px, py, pr, ps = inst.predicted()
+    pm = _moments(_fill(inst.vertices((px, py, pr, ps)), h, w))
     tm = _moments(mask)
     if pm is None or tm is None:
-        return 0, 0, 0, 0.0
+        return (0, 0, 0, 0), 0.0
+    rs = int(round(_SCALE_UNITS * 0.5 * math.log2(max(tm[3], 1) / max(pm[3], 1))))
+    rs = max(-_MAX_SCALE - ps, min(_MAX_SCALE - ps, rs))
     cands = {0}
     d = tm[2] - pm[2]
     for base in (d, d + 90, d - 90, d + 180):  # second-moment axes are ambiguous for near-square shapes
         r = int(round(((base + 180) % 360) - 180))
         if abs(r) <= 45:
             cands.add(r)
-    best = (0, 0, 0, -1.0)
 
     def trial(rr):
-        # rotation about the instance centre moves its centroid: re-measure, then translate
-        v = inst.vertices(px, py, pr + rr)
-        mm = _moments(_fill(v, h, w))
+        # rotation/scaling about the instance centre moves its centroid: re-measure, then translate
+        mm = _moments(_fill(inst.vertices((px, py, pr + rr, ps + rs)), h, w))
         if mm is None:
-            return (0, 0, rr, 0.0)
+            return (0, 0, rr, rs), 0.0
         rx = int(round(tm[0] - mm[0]))
         ry = int(round(tm[1] - mm[1]))
-        v2 = inst.vertices(px + rx * ONE, py + ry * ONE, pr + rr)
-        return (rx, ry, rr, _iou(_fill(v2, h, w), mask))
+        v2 = inst.vertices((px + rx * ONE, py + ry * ONE, pr + rr, ps + rs))
+        return (rx, ry, rr, rs), _iou(_fill(v2, h, w), mask)
 
+    best = ((0, 0, 0, 0), -1.0)
     for rr in sorted(cands):
         t = trial(rr)
-        if t[3] > best[3]:
+        if t[1] > best[1]:
             best = t
     for delta in (2, 1):
-        for rr in (best[2] - delta, best[2] + delta):
+        r0 = best[0][2]
+        for rr in (r0 - delta, r0 + delta):
             t = trial(rr)
-            if t[3] > best[3]:
+            if t[1] > best[1]:
                 best = t
     return best
 
