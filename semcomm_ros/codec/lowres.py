@@ -20,11 +20,13 @@ quantizer and its internal rate control cannot go lower):
   (temporal resolution is what gives at very low rates);
 - a keyframe (first frame, every ``keyframe_interval`` frames, or on ``force_keyframe()``) is
   coded once the bucket holds half its expected cost, so its cost is spread over the frames
-  before and after it; P-frames pause meanwhile. Its size is bounded to 20 % of a 10 s window
+  before and after it; P-frames pause meanwhile. Its size is bounded to 12 % of a 10 s window
   by low-passing the keyframe input as much as needed (trial encodes, see ``_code_key``);
 - the quality tier (codec CRF/QP) is chosen at each keyframe, where the encoder is re-opened:
-  the finest tier whose expected cost of coding every frame fits the budget. ``set_kbps`` acts
-  on the bucket at once and on the tier at the next keyframe.
+  the finest tier that still codes >= 80 % of the frames. When the bucket overflows (the scene
+  needs less than the budget at this tier: a fifth of 3 s unused), an extra keyframe moves to
+  the next finer tier. ``set_kbps`` acts on the bucket at once and on the tier at the next
+  keyframe.
 
 Latency: zero frames. No B-frames, no lookahead, no lag: frame k's packet (or ``b""`` for a
 skipped frame) is returned by the ``encode`` call of frame k and decodes alone on arrival.
@@ -53,7 +55,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import cv2
@@ -72,7 +74,9 @@ _DELTA_HDR = struct.Struct("<BBB")  # tag, frame index mod 256, gap
 KEY_OVERHEAD = _KEY_HDR.size + 1
 DELTA_OVERHEAD = _DELTA_HDR.size + 1
 MAX_GAP = 255
-KEY_BLUR_SIGMAS = (0.0, 0.8, 1.2, 1.8, 2.5, 3.5)
+UPGRADE_WINDOW = 30  # frames
+KEY_SHARE = 0.12
+KEY_BLUR_SIGMAS = (0.0, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0, 8.0)
 MAX_SIZE = 4096
 
 # AV1 packets from SVT-AV1 start with a temporal-delimiter OBU that carries no information:
@@ -85,14 +89,13 @@ class _CodecSpec:
     codec_id: int
     encoder: str
     decoder: str
-    # quality tiers, coarsest first: the value of ``quality_option``
+    # quality tiers, coarsest first: the CRF (VP9, AV1) or QP (HEVC)
     tiers: tuple[int, ...]
     # prior bits per pixel of a P-frame / keyframe at each tier, measured on generated tabletop
     # clips at 128x128 with every frame coded; only a starting point: the encoder rescales
     # them by what it measures on the scene at hand
     p_bpp: tuple[float, ...]
     k_bpp: tuple[float, ...]
-    options: dict = field(default_factory=dict)
 
 
 def _vp9_options(q: int) -> dict:
@@ -113,16 +116,30 @@ def _hevc_options(q: int) -> dict:
     }
 
 
+def _spec(codec_id: int, encoder: str, decoder: str, measured: tuple, p: tuple, k: tuple,
+          tiers: tuple) -> _CodecSpec:
+    """Tiers every few CRF/QP steps, priors interpolated (log-linear) between measured points."""
+    x = np.array(measured[::-1], float)
+    lp = np.interp(tiers, x, np.log(p[::-1]))
+    lk = np.interp(tiers, x, np.log(k[::-1]))
+    return _CodecSpec(codec_id, encoder, decoder, tuple(tiers),
+                      tuple(np.exp(lp).round(5)), tuple(np.exp(lk).round(5)))
+
+
+# priors measured with every frame coded on 3 generated tabletop clips at 128x128
 CODECS: dict[str, _CodecSpec] = {
-    "vp9": _CodecSpec(1, "libvpx-vp9", "vp9", (63, 58, 52, 46, 40, 34, 28),
-                      (0.0157, 0.0218, 0.0296, 0.0418, 0.0626, 0.0960, 0.1416),
-                      (0.1068, 0.1439, 0.1943, 0.2523, 0.3283, 0.4201, 0.5531)),
-    "av1": _CodecSpec(2, "libsvtav1", "libdav1d", (63, 58, 52, 46, 40, 34, 28),
-                      (0.0172, 0.0228, 0.0311, 0.0431, 0.0623, 0.0946, 0.1410),
-                      (0.0971, 0.1357, 0.1841, 0.2466, 0.3260, 0.4219, 0.5044)),
-    "hevc": _CodecSpec(3, "libx265", "hevc", (51, 48, 45, 42, 39, 36, 33),
-                       (0.0107, 0.0129, 0.0160, 0.0199, 0.0256, 0.0344, 0.0474),
-                       (0.0765, 0.0889, 0.1063, 0.1330, 0.1527, 0.1802, 0.2256)),
+    "vp9": _spec(1, "libvpx-vp9", "vp9", (63, 58, 52, 46, 40, 34, 28),
+                 (0.0157, 0.0218, 0.0296, 0.0418, 0.0626, 0.0960, 0.1416),
+                 (0.1068, 0.1439, 0.1943, 0.2523, 0.3283, 0.4201, 0.5531),
+                 tuple(range(63, 27, -3))),
+    "av1": _spec(2, "libsvtav1", "libdav1d", (63, 58, 52, 46, 40, 34, 28),
+                 (0.0172, 0.0228, 0.0311, 0.0431, 0.0623, 0.0946, 0.1410),
+                 (0.0971, 0.1357, 0.1841, 0.2466, 0.3260, 0.4219, 0.5044),
+                 tuple(range(63, 27, -3))),
+    "hevc": _spec(3, "libx265", "hevc", (51, 48, 45, 42, 39, 36, 33),
+                  (0.0107, 0.0129, 0.0160, 0.0199, 0.0256, 0.0344, 0.0474),
+                  (0.0765, 0.0889, 0.1063, 0.1330, 0.1527, 0.1802, 0.2256),
+                  tuple(range(51, 32, -2))),
 }
 _OPTIONS = {"vp9": _vp9_options, "av1": _av1_options, "hevc": _hevc_options}
 _BY_ID = {spec.codec_id: name for name, spec in CODECS.items()}
@@ -182,7 +199,7 @@ class LowResEncoder:
     ``width``/``height`` are the camera frame's size; the coded size is ``width // scale`` x
     ``height // scale`` (both must be even and >= 16). ``keyframe_interval`` in frames, 0 for
     keyframes only at the start and on ``force_keyframe()``. ``window_s`` is the rate window
-    the keyframe size is bounded for (a keyframe gets at most 20 % of one window's bits).
+    the keyframe size is bounded for (a keyframe gets at most 12 % of one window's bits).
     """
 
     def __init__(self, width: int, height: int, fps: int = 10, scale: int = 4, kbps: float = 1.0,
@@ -219,6 +236,9 @@ class LowResEncoder:
         # measured / prior cost ratio (how much harder this scene is than the prior table)
         self._p_scale = 1.0
         self._k_scale = 1.0
+        self._clipped: list[float] = []  # bits the bucket's cap threw away, last frames
+        self._upgrade_to = 0
+        self.upgrades = 0  # keyframes spent on moving to a finer tier
         self.frame_types: list[str] = []  # "K", "P" or "S" (skipped) per encoded frame
         self.bits: list[int] = []  # bits sent per frame, header included
 
@@ -271,23 +291,41 @@ class LowResEncoder:
         budget = self._budget()
         if self.keyframe_interval and k - self._last_key >= self.keyframe_interval:
             self._key_pending = True
+        if self._ctx is None:
+            # start as if half a keyframe had been banked (a CBR buffer's initial fullness), so
+            # the first keyframe, too, is half paid before and half after
+            self._bucket = self._est_k(self._choose_tier()) / 2 - budget
         if self._key_pending:
-            tier = self._choose_tier()
+            tier = max(self._choose_tier(), self._upgrade_to)
             est = self._est_k(tier)
-            cap = max(budget * self.fps * 0.5, est / 2 + budget)
-            self._bucket = min(self._bucket + budget, cap)
-            # the very first keyframe goes at once (nothing to show yet) and is paid back after
+            self._fill(budget, est / 2 + budget)
             if self._ctx is None or self._bucket >= est / 2:
                 return self._code_key(k, rgb, tier)
         else:
             est = self._est_p(self._tier)
-            cap = max(budget * self.fps * 0.5, est + budget)
-            self._bucket = min(self._bucket + budget, cap)
+            self._fill(budget, max(0.3 * budget * self.fps, est + budget))
+            self._maybe_upgrade(budget)
             if self._bucket >= est or k - self._last_coded >= MAX_GAP:
                 return self._code_delta(k, rgb)
         self.frame_types.append("S")
         self.bits.append(0)
         return b""
+
+    def _fill(self, budget: float, cap: float) -> None:
+        level = self._bucket + budget
+        self._bucket = min(level, cap)
+        self._clipped.append(max(level - cap, 0.0))
+        del self._clipped[:-UPGRADE_WINDOW]
+
+    def _maybe_upgrade(self, budget: float) -> None:
+        # A budget the scene does not use at this tier is lost to the bucket's cap; since the
+        # tier can only change at a keyframe, spend it on one at a finer tier once a fifth of
+        # the last 3 s went unused (the regular keyframe choice may step back down).
+        if (self._tier + 1 < len(self._spec.tiers) and len(self._clipped) == UPGRADE_WINDOW
+                and sum(self._clipped) >= 0.08 * budget * UPGRADE_WINDOW):
+            self._upgrade_to = self._tier + 1
+            self._key_pending = True
+            self.upgrades += 1
 
     def _encode_frame(self, low: np.ndarray, k: int) -> bytes:
         import av
@@ -306,8 +344,8 @@ class LowResEncoder:
 
     def _key_budget(self) -> float:
         # a keyframe may take at most this share of one rate window: with half of it banked
-        # before and half repaid after, any window then stays within about +-10 %
-        return 0.2 * self.kbps * 1024.0 * self.window_s
+        # before and half repaid after, it moves any window by at most +-KEY_SHARE / 2
+        return KEY_SHARE * self.kbps * 1024.0 * self.window_s
 
     def _code_key(self, k: int, rgb: np.ndarray, tier: int) -> bytes:
         self._tier = tier
@@ -333,6 +371,8 @@ class LowResEncoder:
         self._finish(k, packet, "K")
         self._last_key = k
         self._key_pending = False
+        self._upgrade_to = 0
+        self._clipped = []
         return packet
 
     def _code_delta(self, k: int, rgb: np.ndarray) -> bytes:
