@@ -1,0 +1,517 @@
+"""Training of the three adapters on the frozen backbone (paper V-D2..4), on ``SynthModel``.
+
+Stage   trains                      objective
+------  --------------------------  ----------------------------------------------------------------
+control  psi (ControlNet)           Eq. 3 with eps_{theta,psi}(x_t, Y, t), backbone frozen
+restoration omega (W'K, W'V, W'O)   Eq. 3 with eps_{theta,omega}(x_t, x~_t, t); psi omitted (IV-B3)
+teacher  phi (bidirectional, K)     Eq. 3 over clips of K frames, temporal attention bidirectional
+lcm      phi^- (causal, W)          Eq. 5: student at the teacher's ODE point x^_t matches the teacher
+dmd      phi^- and critic phi^fake  Eq. 6 for the student, alternating with Eq. 3 for the critic
+
+All stages go through ``SynthModel.predict_noise`` -- the exact computation the streaming
+synthesizer runs -- so the adapters are trained where they act. The temporal stages condition on
+the label map and the degraded frame (psi and omega frozen at their default weights), because
+that is how the Temporal Adapter is used at inference; the paper trains phi text-to-video instead.
+
+The teacher/critic/student share one backbone: their Temporal Adapters are swapped in per call
+with ``torch.func.functional_call``, so only one UNet is in memory and gradients reach exactly the
+adapter being trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Preset, StageConfig
+from .data import BatchSampler, ClipSet, build_clipset, flip_array
+from .backbone import _generator
+from .trainer import Trainer, count_params
+
+#: ControlNet hint encoder widths of the tabletop preset (diffusers' default 16/32/96/256 costs
+#: as much as the backbone at 128x128 on a CPU)
+CONTROL_EMBEDDING = (16, 32, 32, 64)
+MODEL = "model"
+TEACHER = "teacher_temporal"
+
+
+# -- model assembly ----------------------------------------------------------------------------
+def assemble_model(preset: Preset, root: Path):
+    """The backbone trained by the vae/backbone stages + fresh (no-op) adapters, saved as a model dir."""
+    from semcomm_ros.scenes import CLASS_NAMES
+    from semcomm_ros.synth import SynthConfig, SynthModel
+
+    from .backbone import build_scheduler, load_unet, load_vae
+
+    unet = load_unet(root / MODEL)
+    vae, _ = load_vae(root / MODEL)
+    res = preset.data.resolution
+    cfg = SynthConfig(height=res, width=res, num_classes=len(CLASS_NAMES), lowres_factor=preset.data.lowres_factor,
+                      vae_class=type(vae).__name__)
+    ch = tuple(preset.backbone.unet_channels)
+    emb = CONTROL_EMBEDDING if ch[0] >= CONTROL_EMBEDDING[-1] // 2 else tuple(max(4, ch[0] // 2) for _ in range(4))
+    model = SynthModel.from_components(unet, vae, cfg, scheduler=build_scheduler(preset.backbone),
+                                       controlnet_embedding_channels=emb,
+                                       motion_heads=max(1, ch[0] // 16) if ch[0] % 16 == 0 else 1)
+    return model
+
+
+def load_model(preset: Preset, root: Path):
+    from semcomm_ros.synth import SynthModel
+
+    path = root / MODEL
+    if not (path / "synthesizer.json").is_file():
+        model = assemble_model(preset, root)
+        model.save_pretrained(path)
+    return SynthModel.from_pretrained(path)
+
+
+def save_part(model, stage: str, root: Path) -> None:
+    """Write the trained part into the model directory (other parts untouched)."""
+    parts = model.config.parts
+    key = {"psi": "controlnet", "omega": "restoration_adapter", "phi": "temporal_adapter"}[stage]
+    model.save_module(stage, root / MODEL / parts[key])
+
+
+def add_noise(model, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; t is [B] for x0 [B, F, C, h, w]."""
+    a = model.scheduler.alphas_cumprod.to(x0.device)[t.long()].to(x0.dtype)
+    while a.ndim < x0.ndim:
+        a = a.unsqueeze(-1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+
+
+def x0_from_eps(model, x_t, eps, t):
+    """Eq. 4."""
+    a = model.scheduler.alphas_cumprod.to(x_t.device)[t.long()].to(x_t.dtype)
+    while a.ndim < x_t.ndim:
+        a = a.unsqueeze(-1)
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+# -- latent caches ------------------------------------------------------------------------------
+class EncodedClips:
+    """VAE latents of frames (x_0) and of upsampled degraded frames (x~_0) for every flip."""
+
+    def __init__(self, clean: torch.Tensor, degraded: torch.Tensor):
+        self.clean, self.degraded = clean, degraded  # (N, F, 4, C, h, w)
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, model, clips: ClipSet, cache_file: Path | None = None, progress: bool = True,
+              batch: int = 64) -> "EncodedClips":
+        if cache_file is not None and cache_file.is_file():
+            d = torch.load(cache_file)
+            return cls(d["clean"], d["degraded"])
+        from tqdm.auto import tqdm
+
+        n, f = clips.num_clips, clips.frames_per_clip
+        res = clips.frames.shape[2]
+        frames = clips.frames.reshape(n * f, *clips.frames.shape[2:])
+        lows = clips.lowres.reshape(n * f, *clips.lowres.shape[2:])
+        bar = tqdm(total=8 * n * f, desc="encode latents", disable=not progress)
+
+        def enc(arr, flip, up):
+            out = []
+            for i in range(0, len(arr), batch):
+                a = flip_array(arr[i:i + batch], flip, spatial_axes=(1, 2))
+                x = torch.from_numpy(a).float().div(127.5).sub(1).permute(0, 3, 1, 2)
+                if up:  # as CausalSynthesizer._lowres_latents: bilinear to the output size, then E
+                    x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+                out.append(model.encode_images(x))
+                bar.update(len(a))
+            return torch.cat(out)
+
+        clean = torch.stack([enc(frames, fl, False) for fl in range(4)], 1)
+        deg = torch.stack([enc(lows, fl, True) for fl in range(4)], 1)
+        bar.close()
+        out = cls(clean.reshape(n, f, *clean.shape[1:]), deg.reshape(n, f, *deg.shape[1:]))
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"clean": out.clean, "degraded": out.degraded}, cache_file)
+        return out
+
+    def lookup(self, batch: dict, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx_f = torch.as_tensor(np.asarray(batch["start"])[:, None] + np.arange(frames))
+        ci = torch.as_tensor(np.asarray(batch["clip"]))[:, None]
+        fl = torch.as_tensor(np.asarray(batch["flip"]))[:, None]
+        return self.clean[ci, idx_f, fl], self.degraded[ci, idx_f, fl]
+
+
+def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
+    vae_file = next((root / MODEL / "vae").glob("*.safetensors"))
+    h = hashlib.sha1()
+    h.update(vae_file.read_bytes())
+    from .data import _key
+
+    h.update(_key(preset.data, degradation).encode())
+    return root / "cache" / f"latents_{h.hexdigest()[:12]}.pt"
+
+
+def stage_data(model, preset: Preset, cfg: StageConfig, root: Path, progress: bool):
+    clips = build_clipset(preset.data, degradation=cfg.degradation, progress=progress)
+    enc = EncodedClips.build(model, clips, _cache_file(root, preset, cfg.degradation), progress=progress)
+    return clips, enc
+
+
+# -- stage modules ------------------------------------------------------------------------------
+class _AdapterStage(nn.Module):
+    """Common part: a SynthModel, its encoded clips, and Eq. 3 on a batch of clips."""
+
+    stage_param = "psi"
+
+    def __init__(self, model, enc: EncodedClips | None, cfg: StageConfig):
+        super().__init__()
+        self.model, self.enc, self.cfg = model, enc, cfg
+        self.trainable = model.freeze_all_but(self.stage_param)
+        self._check_trainable(self.trainable)
+
+    def _check_trainable(self, expected: list[nn.Parameter]) -> None:
+        # the paper's contract: only the adapter of this stage learns; the backbone stays frozen
+        ids = {id(p) for p in expected}
+        got = [n for n, p in self.named_parameters() if p.requires_grad]
+        bad = [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in ids]
+        assert not bad, f"parameters outside {self.stage_param} would be trained: {bad[:5]}"
+        assert got, f"no trainable parameters in {self.stage_param}"
+
+    def batch_tensors(self, batch: dict):
+        dev = self.model.null_embedding.device
+        k = np.asarray(batch["labels"]).shape[1]
+        if "x0" in batch:
+            x0, deg = batch["x0"], batch["deg0"]
+        else:
+            x0, deg = self.enc.lookup(batch, k)
+        labels = torch.from_numpy(np.ascontiguousarray(batch["labels"])).long()
+        return x0.to(dev), deg.to(dev), labels.to(dev)
+
+    def noise(self, shape, generator, dev):
+        return torch.randn(shape, generator=generator).to(dev)
+
+    def timesteps(self, b: int, generator, dev, lo: int = 0, hi: int | None = None):
+        hi = hi or self.model.scheduler.config.num_train_timesteps
+        return torch.randint(lo, hi, (b,), generator=generator).to(dev)
+
+
+class ControlStage(_AdapterStage):
+    """psi by Eq. 3: ||eps - eps_{theta,psi}(x_t, Y, t)||^2, trained at lambda_C of the config."""
+
+    stage_param = "psi"
+
+    def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
+        generator = _generator(batch, generator)
+        x0, _, labels = self.batch_tensors(batch)
+        b = x0.shape[0]
+        t = self.timesteps(b, generator, x0.device)
+        eps = self.noise(x0.shape, generator, x0.device)
+        pred = self.model.predict_noise(add_noise(self.model, x0, eps, t), t, labels=labels, temporal="off",
+                                        lambda_c=self.cfg.lambda_c, lambda_r=0.0)
+        return F.mse_loss(pred, eps)
+
+
+class RestorationStage(_AdapterStage):
+    """omega by Eq. 3: ||eps - eps_{theta,omega}(x_t, x~_t, t)||^2 (psi omitted, as in IV-B3)."""
+
+    stage_param = "omega"
+
+    def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
+        generator = _generator(batch, generator)
+        x0, d0, _ = self.batch_tensors(batch)
+        b = x0.shape[0]
+        t = self.timesteps(b, generator, x0.device)
+        eps = self.noise(x0.shape, generator, x0.device)
+        deg = self.model.degraded_input(d0, t, self.noise(d0.shape, generator, x0.device))
+        pred = self.model.predict_noise(add_noise(self.model, x0, eps, t), t, labels=None, degraded_latents=deg,
+                                        temporal="off", lambda_c=0.0, lambda_r=self.cfg.lambda_r)
+        return F.mse_loss(pred, eps)
+
+
+class _Swap(nn.Module):
+    """Calls ``model.predict_noise`` through forward, so functional_call can swap phi's weights."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, kwargs):
+        return self.model.predict_noise(**kwargs)
+
+
+def _phi_params(adapter) -> dict[str, torch.Tensor]:
+    return {f"model.temporal.{n}": p for n, p in adapter.named_parameters()}
+
+
+class TeacherStage(_AdapterStage):
+    """phi with bidirectional temporal attention over K frames, Eq. 3 on clips (one t per clip)."""
+
+    stage_param = "phi"
+
+    def conditioned(self, x_t, t, labels, d0, dnoise, temporal):
+        deg = self.model.degraded_input(d0, t, dnoise)
+        return dict(x_t=x_t, t=t, labels=labels, degraded_latents=deg, temporal=temporal)
+
+    def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
+        generator = _generator(batch, generator)
+        x0, d0, labels = self.batch_tensors(batch)
+        b, dev = x0.shape[0], x0.device
+        t = self.timesteps(b, generator, dev)
+        eps = self.noise(x0.shape, generator, dev)
+        kw = self.conditioned(add_noise(self.model, x0, eps, t), t, labels, d0,
+                              self.noise(d0.shape, generator, dev), "bidirectional")
+        return F.mse_loss(self.model.predict_noise(**kw), eps)
+
+
+class _DistillStage(TeacherStage):
+    """Holds the frozen teacher phi (bidirectional) beside the model's own phi (the student)."""
+
+    def __init__(self, model, enc, cfg, teacher_phi):
+        super().__init__(model, enc, cfg)
+        # kept out of the module tree: the model is already registered once, as self.model
+        self.__dict__["swap"] = _Swap(model)
+        self.teacher = teacher_phi.requires_grad_(False)
+        model.config.window = cfg.window  # W of the causal student (Eq. 9 / sliding window)
+
+    def eps_with(self, adapter, kwargs):
+        return torch.func.functional_call(self.swap, _phi_params(adapter), (kwargs,), strict=False)
+
+
+class LCMStage(_DistillStage):
+    """Eq. 5 on teacher samples: the causal student at the teacher's ODE point matches the teacher.
+
+    The teacher's ODE solver Psi (one DDIM jump from t+s to t) gives x^_t on the teacher's
+    trajectory of a sample from the teacher; the student eps_{theta,phi^-}(x^_t, t) with causal
+    window W is regressed onto the bidirectional teacher's eps_{theta,phi}(x^_t, t).
+    """
+
+    def __init__(self, model, enc, cfg, teacher_phi, samples: dict):
+        super().__init__(model, enc, cfg, teacher_phi)
+        self.samples = samples  # x0 [S, K, C, h, w], deg0, labels from the teacher (sample_teacher)
+
+    def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
+        generator = _generator(batch, generator)
+        s = self.samples
+        idx = torch.as_tensor(batch["sample"])
+        dev = self.model.null_embedding.device
+        x0, d0, labels = s["x0"][idx].to(dev), s["deg0"][idx].to(dev), s["labels"][idx].to(dev)
+        b = x0.shape[0]
+        skip = self.cfg.skip
+        t_hi = self.timesteps(b, generator, dev, lo=skip)
+        t_lo = t_hi - skip
+        eps = self.noise(x0.shape, generator, dev)
+        dn = self.noise(d0.shape, generator, dev)
+        x_hi = add_noise(self.model, x0, eps, t_hi)
+        with torch.no_grad():
+            e_hi = self.eps_with(self.teacher, self.conditioned(x_hi, t_hi, labels, d0, dn, "bidirectional"))
+            x0_hat = x0_from_eps(self.model, x_hi, e_hi, t_hi)
+            x_lo = add_noise(self.model, x0_hat, e_hi, t_lo)  # DDIM: Psi(x_{t+s}, t+s, t)
+            target = self.eps_with(self.teacher, self.conditioned(x_lo, t_lo, labels, d0, dn, "bidirectional"))
+        pred = self.model.predict_noise(**self.conditioned(x_lo, t_lo, labels, d0, dn, "causal"))
+        return F.mse_loss(pred, target)
+
+
+class DMDStage(_DistillStage):
+    """Eq. 6 (student, causal, T steps) alternating with Eq. 3 (critic, bidirectional).
+
+    Student phase: generate x^ from noise with the student's T-step LCM sampler (gradient through
+    the last step), noise it to t ~ U[t_min, t_max], and push x^ along s_real - s_fake, estimated
+    by the teacher's and the critic's x_{t->0} (Eq. 4), normalised as in DMD. Critic phase: Eq. 3
+    on the student's (detached) samples.
+    """
+
+    def __init__(self, model, enc, cfg, teacher_phi, critic_phi):
+        super().__init__(model, enc, cfg, teacher_phi)
+        self.critic = critic_phi.requires_grad_(True)
+        student = list(model.temporal.parameters())
+        for p in student:
+            p.requires_grad_(True)
+        self._check_trainable(student + list(self.critic.parameters()))
+        self._fake = None
+
+    def student_parameters(self):
+        return list(self.model.temporal.parameters())
+
+    def critic_parameters(self):
+        return list(self.critic.parameters())
+
+    def generate(self, shape, labels, d0, generator, dev):
+        steps = self.model.timesteps(self.cfg.student_steps)
+        x = self.noise(shape, generator, dev)
+        b = shape[0]
+        for i, t in enumerate(steps):
+            tt = torch.full((b,), int(t), device=dev, dtype=torch.long)
+            last = i == len(steps) - 1
+            with torch.set_grad_enabled(last and torch.is_grad_enabled()):
+                eps = self.model.predict_noise(**self.conditioned(x, tt, labels, d0, self.noise(d0.shape, generator, dev),
+                                                                  "causal"))
+                x = self.model.lcm_step(i, steps, x, eps, self.noise(shape, generator, dev))
+        return x
+
+    def forward(self, batch, step: int = 0, phase: str = "student", generator=None):
+        generator = _generator(batch, generator)
+        x0, d0, labels = self.batch_tensors(batch)
+        b, dev = x0.shape[0], x0.device
+        if phase == "student":
+            fake = self.generate(x0.shape, labels, d0, generator, dev)
+            self._fake = fake.detach()
+            t = self.timesteps(b, generator, dev, lo=self.cfg.t_min, hi=self.cfg.t_max)
+            eps = self.noise(fake.shape, generator, dev)
+            dn = self.noise(d0.shape, generator, dev)
+            with torch.no_grad():
+                x_t = add_noise(self.model, fake.detach(), eps, t)
+                kw = self.conditioned(x_t, t, labels, d0, dn, "bidirectional")
+                real_x0 = x0_from_eps(self.model, x_t, self.eps_with(self.teacher, kw), t)
+                fake_x0 = x0_from_eps(self.model, x_t, self.eps_with(self.critic, kw), t)
+                w = (fake.detach() - real_x0).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-4)
+                grad = (fake_x0 - real_x0) / w  # -(s_real - s_fake), normalised (DMD)
+                target = fake.detach() - grad
+            return 0.5 * F.mse_loss(fake, target)
+        if phase == "critic":
+            fake = self._fake if self._fake is not None else self.generate(x0.shape, labels, d0, generator, dev).detach()
+            t = self.timesteps(b, generator, dev)
+            eps = self.noise(fake.shape, generator, dev)
+            kw = self.conditioned(add_noise(self.model, fake, eps, t), t, labels, d0,
+                                  self.noise(d0.shape, generator, dev), "bidirectional")
+            return F.mse_loss(self.eps_with(self.critic, kw), eps)
+        raise ValueError(f"DMD has phases 'student' and 'critic', got {phase!r}")
+
+
+# -- teacher sampling (LCM data) ---------------------------------------------------------------
+@torch.no_grad()
+def sample_teacher(model, teacher_phi, enc: EncodedClips, clips: ClipSet, cfg: StageConfig,
+                   progress: bool = True) -> dict:
+    """``cfg.teacher_samples`` clips of K frames sampled by the bidirectional teacher (DDIM)."""
+    from tqdm.auto import tqdm
+
+    stage = _DistillStage(model, enc, cfg, teacher_phi)
+    sampler = BatchSampler(clips, 1, frames=cfg.frames, seed=cfg.seed + 7)
+    dev = model.null_embedding.device
+    n_t = model.scheduler.config.num_train_timesteps
+    ts = np.linspace(n_t - 1, 0, cfg.teacher_steps).round().astype(int)
+    gen = torch.Generator().manual_seed(cfg.seed + 11)
+    out = {"x0": [], "deg0": [], "labels": []}
+    for i in tqdm(range(cfg.teacher_samples), desc="teacher samples", disable=not progress):
+        batch = sampler.batch(i)
+        _, d0, labels = stage.batch_tensors(batch)
+        x = torch.randn((1, cfg.frames, *enc.clean.shape[-3:]), generator=gen).to(dev)
+        dn = torch.randn(d0.shape, generator=gen).to(dev)
+        for j, t in enumerate(ts):
+            tt = torch.full((1,), int(t), device=dev, dtype=torch.long)
+            eps = stage.eps_with(teacher_phi, stage.conditioned(x, tt, labels, d0, dn, "bidirectional"))
+            x0 = x0_from_eps(model, x, eps, tt)
+            if j == len(ts) - 1:
+                x = x0
+            else:
+                x = add_noise(model, x0, eps, torch.full((1,), int(ts[j + 1]), device=dev, dtype=torch.long))
+        out["x0"].append(x.cpu())
+        out["deg0"].append(d0.cpu())
+        out["labels"].append(labels.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+# -- stage runners -----------------------------------------------------------------------------
+def _trainer(stage_mod, cfg, root, name, batch_fn, progress, mixed_precision, phases=None, phase_lr=None):
+    return Trainer(stage_mod, cfg, root / name, batch_fn, phases=phases, phase_lr=phase_lr, progress=progress,
+                   mixed_precision=mixed_precision)
+
+
+def _finish(trainer, stage_mod, model, part: str, root: Path, extra: dict | None = None) -> dict:
+    res = trainer.run() if extra is None else extra
+    m = trainer.unwrap().model
+    save_part(m, part, root)
+    counts = m.parameter_counts()
+    res.update({"trainable_params": count_params(m.trainable_parameters(part)), "model_params": counts["total"],
+                "param_counts": counts})
+    return res
+
+
+def _simple(stage_cls, part, name):
+    def run(preset: Preset, cfg: StageConfig, root: Path, resume: bool = False, progress: bool = True,
+            mixed_precision: str = "no") -> dict:
+        model = load_model(preset, root)
+        clips, enc = stage_data(model, preset, cfg, root, progress)
+        st = stage_cls(model, enc, cfg)
+        sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
+        tr = _trainer(st, cfg, root, name, sampler.batch, progress, mixed_precision)
+        if resume:
+            tr.load_checkpoint()
+        res = tr.run()
+        return _finish(tr, st, model, part, root, res)
+
+    return run
+
+
+run_control = _simple(ControlStage, "psi", "control")
+run_restoration = _simple(RestorationStage, "omega", "restoration")
+
+
+def run_teacher(preset, cfg, root, resume=False, progress=True, mixed_precision="no"):
+    model = load_model(preset, root)
+    clips, enc = stage_data(model, preset, cfg, root, progress)
+    st = TeacherStage(model, enc, cfg)
+    sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
+    tr = _trainer(st, cfg, root, "teacher", sampler.batch, progress, mixed_precision)
+    if resume:
+        tr.load_checkpoint()
+    res = tr.run()
+    m = tr.unwrap().model
+    m.save_module("phi", root / TEACHER)  # kept apart: lcm/dmd read it as the frozen teacher
+    return _finish(tr, st, model, "phi", root, res)
+
+
+def _load_teacher(root: Path):
+    from diffusers import MotionAdapter
+
+    from semcomm_ros.synth.temporal_adapter import TemporalAdapter
+
+    if not (root / TEACHER).is_dir():
+        raise FileNotFoundError(f"no teacher Temporal Adapter under {root / TEACHER}; run `semcomm train teacher` first")
+    return TemporalAdapter(MotionAdapter.from_pretrained(root / TEACHER, local_files_only=True))
+
+
+def run_lcm(preset, cfg, root, resume=False, progress=True, mixed_precision="no"):
+    model = load_model(preset, root)
+    teacher = _load_teacher(root)
+    model.temporal.load_state_dict(teacher.state_dict())  # student initialised from the teacher
+    clips, enc = stage_data(model, preset, cfg, root, progress)
+    samples_file = root / "cache" / "teacher_samples.pt"
+    if resume and samples_file.is_file():
+        samples = torch.load(samples_file)
+    else:
+        samples = sample_teacher(model, teacher, enc, clips, cfg, progress)
+        samples_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(samples, samples_file)
+    st = LCMStage(model, enc, cfg, teacher, samples)
+    n = samples["x0"].shape[0]
+
+    def batch_fn(step):
+        rng = np.random.default_rng([cfg.seed, step])
+        return {"sample": rng.integers(0, n, cfg.batch_size)}
+
+    tr = _trainer(st, cfg, root, "lcm", batch_fn, progress, mixed_precision)
+    if resume:
+        tr.load_checkpoint()
+    res = tr.run()
+    res["teacher_samples"] = n
+    return _finish(tr, st, model, "phi", root, res)
+
+
+def run_dmd(preset, cfg, root, resume=False, progress=True, mixed_precision="no"):
+    model = load_model(preset, root)
+    teacher = _load_teacher(root)
+    critic = copy.deepcopy(teacher)  # the critic starts as the teacher (bidirectional)
+    clips, enc = stage_data(model, preset, cfg, root, progress)
+    st = DMDStage(model, enc, cfg, teacher, critic)
+    sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
+    phases = {"student": st.student_parameters(), "critic": st.critic_parameters()}
+    tr = _trainer(st, cfg, root, "dmd", sampler.batch, progress, mixed_precision, phases=phases,
+                  phase_lr={"critic": cfg.critic_lr or cfg.lr})
+    if resume:
+        tr.load_checkpoint()
+    res = tr.run()
+    res["critic_params"] = count_params(st.critic_parameters())
+    return _finish(tr, st, model, "phi", root, res)

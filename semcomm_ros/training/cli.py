@@ -1,0 +1,94 @@
+"""``semcomm train <stage>``: train the backbone and the three adapters (paper V-D).
+
+Stages, in order (``all`` runs them one after another for a preset, skipping finished ones):
+  vae          the compact VAE (AutoencoderTiny) on tabletop frames
+  backbone     the denoiser epsilon_theta (UNet2DConditionModel) with Eq. 3
+  control      Semantic Control psi (ControlNet), Eq. 3 on (frame, label map), backbone frozen
+  restoration  Restoration Adapter omega (W'K, W'V, W'O only), Eq. 3 on (clean, degraded)
+  teacher      bidirectional Temporal Adapter phi over K frames, Eq. 3
+  lcm          causal student (window W) initialised from the teacher, Eq. 5 on teacher samples
+  dmd          student by Eq. 6 (DMD) alternating with a bidirectional critic by Eq. 3
+
+Multi-GPU: ``accelerate launch -m semcomm_ros train <stage> ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import PRESETS, STAGES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="stage", metavar="<stage>", required=True)
+    for name in (*STAGES, "all"):
+        p = sub.add_parser(name, help=(__doc__.split(f"  {name}")[1].split("\n")[0].strip()
+                                       if f"  {name} " in __doc__ else "run every stage of the preset in order"))
+        p.add_argument("--preset", default="tabletop",
+                       help=f"one of {', '.join(PRESETS)} or a preset .json (default: tabletop)")
+        p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+        p.add_argument("--steps", type=int, default=None, help="override the number of optimiser steps")
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (paper: 1e-2)")
+        p.add_argument("--grad-clip", type=float, default=None, help="gradient clipping norm (paper: 1)")
+        p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps")
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--checkpoint-every", type=int, default=None)
+        p.add_argument("--degradation", choices=("codec", "realesrgan", "mixed"), default=None,
+                       help="restoration: degraded frames from the real low-res codec (default), the "
+                            "Real-ESRGAN-style pipeline, or both")
+        p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if name == "all":
+            p.add_argument("--export", default=None,
+                           help="copy the finished model to this directory (e.g. the shipped default path)")
+            p.add_argument("--from-stage", choices=STAGES, default=None, help="start at this stage")
+
+
+def _overrides(args) -> dict:
+    return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+            "grad_clip": args.grad_clip, "grad_accum": args.grad_accum, "seed": args.seed,
+            "checkpoint_every": args.checkpoint_every, "degradation": args.degradation}
+
+
+def run(args) -> int:
+    from .config import get_preset
+    from .pipeline import run_stage
+
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    root = Path(args.out or f"runs/{preset.name}")
+    ov = _overrides(args)
+    for k in ("steps", "batch_size", "grad_accum"):
+        if ov[k] is not None and ov[k] <= 0:
+            print(f"error: --{k.replace('_', '-')} must be positive, got {ov[k]}", file=sys.stderr)
+            return 2
+    stages = [args.stage] if args.stage != "all" else list(STAGES)
+    if args.stage == "all" and args.from_stage:
+        stages = stages[stages.index(args.from_stage):]
+    for st in stages:
+        if args.stage == "all" and preset.stage(st).steps <= 0:
+            print(f"[{st}] skipped: 0 steps in preset {preset.name}")
+            continue
+        try:
+            info = run_stage(st, preset, root, resume=args.resume, overrides=ov if args.stage != "all" else
+                             {k: v for k, v in ov.items() if k not in ("steps", "batch_size", "lr")},
+                             progress=not args.no_progress, mixed_precision=args.mixed_precision)
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            print(f"error: [{st}] {exc}", file=sys.stderr)
+            return 1
+        print(f"[{st}] " + json.dumps({k: v for k, v in info.items() if k != "loss"}, default=str))
+    if args.stage == "all" and getattr(args, "export", None):
+        from .export import export_model
+
+        dest = export_model(root / "model", args.export)
+        print(f"exported to {dest}")
+    return 0

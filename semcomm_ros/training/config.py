@@ -1,0 +1,197 @@
+"""Training configuration: the paper's hyper-parameters (V-D) as defaults, plus the presets.
+
+Every stage is configured by one :class:`StageConfig`; a :class:`Preset` bundles the data, the
+backbone architecture and one StageConfig per stage. Configs are plain dataclasses that
+round-trip through JSON (``to_dict`` / ``from_dict``), as diffusers configs do.
+
+Presets:
+- ``paper``: the values printed in the paper (batch 16, lr 2e-6 / 1e-5, 1e5 iterations, K=16, ...)
+  for an SD-1.5-sized model on GPUs. Listed for reference and for users with real hardware.
+- ``tabletop``: what trains the shipped default model on 2 CPU cores in about an hour.
+- ``tiny``: a few-second configuration for tests and ``semcomm bench train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES: tuple[str, ...] = ("vae", "backbone", "control", "restoration", "teacher", "lcm", "dmd")
+
+
+@dataclass
+class StageConfig:
+    """Optimiser and schedule of one stage (AdamW as in the paper, V-D)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-2  # paper: AdamW, weight decay 1e-2
+    grad_clip: float = 1.0  # paper: gradient clipping of 1
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    # stage-specific knobs (ignored by stages that do not use them)
+    frames: int = 1  # K: frames per training sample (video stages)
+    window: int = 3  # W: causal window of the student (lcm, dmd)
+    lambda_c: float = 0.4  # Semantic Control weight used while training psi
+    lambda_r: float = 0.8  # Restoration weight used while training omega
+    teacher_samples: int = 8  # lcm: videos sampled from the teacher (paper: 1e3)
+    teacher_steps: int = 20  # lcm: DDIM steps used to sample the teacher
+    skip: int = 20  # lcm: ODE jump s in train timesteps
+    critic_lr: float = 0.0  # dmd: critic learning rate (0 -> same as lr)
+    critic_updates: int = 1  # dmd: critic updates per student update
+    student_steps: int = 4  # dmd: T, sampling steps of the student generator
+    t_min: int = 20  # dmd: t ~ U[t_min, t_max] for the score estimates
+    t_max: int = 980
+    degradation: str = "codec"  # restoration: "codec" (real low-res stream) | "realesrgan" | "mixed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class DataConfig:
+    """Which tabletop clips the stages train on (rendered once, cached under ``.cache/``)."""
+
+    resolution: int = 128
+    clips: int = 48
+    frames_per_clip: int = 16
+    first_seed: int = 100_000  # held-out evaluation clips use small seeds; training uses these
+    lowres_factor: int = 4  # paper V-C: degraded frames at 4x lower spatial resolution
+    lowres_kbps: float = 1.0  # paper V-C: 1 kbps for YCB-Sim
+    fps: float = 10.0  # paper V-A: 10 frames per second
+
+
+@dataclass
+class BackboneConfig:
+    """The compact backbone of the tabletop preset: AutoencoderTiny + UNet2DConditionModel."""
+
+    # 8 latent channels at 1/8 (SD has 4): a 24x bottleneck instead of 48x, which a VAE trained
+    # for minutes on a CPU can reconstruct; the UNet's cost barely depends on it
+    latent_channels: int = 8
+    vae_channels: int = 48
+    # 4 levels = 3 downsamplings -> latent 1/8 of the frame, as SD's VAE. No residual block at full
+    # resolution (encoder level 0, decoder last level): they cost most and add little at 128x128.
+    vae_encoder_blocks: tuple[int, ...] = (0, 1, 1, 1)
+    vae_decoder_blocks: tuple[int, ...] = (2, 2, 1, 0)
+    vae_crop: int = 64  # the VAE is fully convolutional: train it on random crops (4x cheaper)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_layers_per_block: int = 1
+    attention_head_dim: int = 8
+    cross_attention_dim: int = 32
+    norm_num_groups: int = 8
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085  # SD 1.5's scaled-linear schedule
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+
+
+@dataclass
+class Preset:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageConfig:
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+        return self.stages.get(name, StageConfig())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "data": dataclasses.asdict(self.data),
+            "backbone": dataclasses.asdict(self.backbone),
+            "stages": {k: v.to_dict() for k, v in self.stages.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preset":
+        bb = dict(d.get("backbone", {}))
+        for k in ("unet_channels", "vae_encoder_blocks", "vae_decoder_blocks"):
+            if k in bb:
+                bb[k] = tuple(bb[k])
+        return cls(
+            name=d.get("name", "custom"),
+            data=DataConfig(**d.get("data", {})),
+            backbone=BackboneConfig(**bb),
+            stages={k: StageConfig(**v) for k, v in d.get("stages", {}).items()},
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Preset":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _paper() -> Preset:
+    # Values printed in V-D. Resolution and frames refer to the paper's 512x512 YCB-Sim setting.
+    return Preset(
+        name="paper",
+        data=DataConfig(resolution=512, clips=10_000, frames_per_clip=16),
+        stages={
+            "vae": StageConfig(steps=0),  # the paper uses SD's pretrained VAE
+            "backbone": StageConfig(steps=0),  # ... and SD's pretrained, frozen UNet
+            "control": StageConfig(steps=100_000, batch_size=16, lr=2e-6, grad_clip=1.0),
+            "restoration": StageConfig(steps=100_000, batch_size=16, lr=1e-5, degradation="realesrgan"),
+            "teacher": StageConfig(steps=0, frames=16),  # AnimateDiff's pretrained motion module
+            "lcm": StageConfig(steps=8_000, batch_size=6, frames=16, window=3, teacher_samples=1_000),
+            "dmd": StageConfig(steps=50_000, batch_size=6, frames=16, window=3, lr=1e-5),
+        },
+    )
+
+
+def _tabletop() -> Preset:
+    # Sized for 2 shared CPU cores: every stage well under 20 minutes (docs/training.md).
+    return Preset(
+        name="tabletop",
+        data=DataConfig(resolution=128, clips=48, frames_per_clip=16),
+        stages={
+            "vae": StageConfig(steps=1000, batch_size=16, lr=1e-3, checkpoint_every=250),
+            "backbone": StageConfig(steps=3000, batch_size=32, lr=1e-3, checkpoint_every=500),
+            "control": StageConfig(steps=1500, batch_size=16, lr=5e-4, checkpoint_every=250),
+            "restoration": StageConfig(steps=800, batch_size=16, lr=5e-4, checkpoint_every=200),
+            "teacher": StageConfig(steps=500, batch_size=2, frames=8, lr=5e-4, checkpoint_every=100),
+            "lcm": StageConfig(steps=300, batch_size=2, frames=8, window=3, lr=2e-4, teacher_samples=8,
+                               teacher_steps=10, checkpoint_every=100),
+            "dmd": StageConfig(steps=150, batch_size=2, frames=8, window=3, lr=1e-4, checkpoint_every=50),
+        },
+    )
+
+
+def _tiny() -> Preset:
+    return Preset(
+        name="tiny",
+        data=DataConfig(resolution=32, clips=2, frames_per_clip=4, lowres_factor=4),
+        backbone=BackboneConfig(vae_channels=8, vae_encoder_blocks=(0, 1, 1, 1), vae_decoder_blocks=(1, 1, 1, 0),
+                                vae_crop=16, unet_channels=(16, 32), cross_attention_dim=16,
+                                attention_head_dim=8, norm_num_groups=8),
+        stages={
+            s: StageConfig(steps=3, batch_size=2, lr=1e-3, checkpoint_every=2, log_every=1, frames=4 if s in
+                           ("teacher", "lcm", "dmd") else 1, window=2, teacher_samples=2, teacher_steps=2,
+                           degradation="realesrgan")
+            for s in STAGES
+        },
+    )
+
+
+PRESETS = {"paper": _paper, "tabletop": _tabletop, "tiny": _tiny}
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh copy of a named preset, or a JSON file written by :meth:`Preset.save`."""
+    if name in PRESETS:
+        return PRESETS[name]()
+    p = Path(name)
+    if p.suffix == ".json" and p.is_file():
+        return Preset.load(p)
+    raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)} or a preset .json file")

@@ -1,0 +1,129 @@
+"""Run one training stage of a preset end to end: data, stage module, Trainer, export.
+
+Layout of a run directory ``<root>`` (default ``runs/<preset>``):
+
+    <root>/preset.json            the preset used (written by every stage)
+    <root>/<stage>/log.csv        loss log of the stage
+    <root>/<stage>/checkpoints/   accelerate states, newest two kept (``--resume`` continues)
+    <root>/model/                 the assembled model in the synthesizer's layout
+                                  (vae/, unet/, scheduler/, then the adapters' files)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .config import STAGES, Preset
+from .trainer import Trainer, count_params
+
+
+def _threads() -> None:
+    # 2 cores shared by several processes: never oversubscribe. On a machine where another job
+    # keeps one core busy, SEMCOMM_TRAIN_THREADS=1 is several times faster than 2 spinning threads.
+    import os
+
+    n = int(os.environ.get("SEMCOMM_TRAIN_THREADS", "0") or 0)
+    torch.set_num_threads(n if n > 0 else min(2, torch.get_num_threads()))
+
+
+def stage_config(preset: Preset, stage: str, overrides: dict | None = None):
+    cfg = preset.stage(stage)
+    if overrides:
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return cfg
+
+
+def _record(root: Path, stage: str, info: dict) -> None:
+    path = root / "stages.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[stage] = info
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def run_stage(stage: str, preset: Preset, root: str | Path, resume: bool = False, overrides: dict | None = None,
+              progress: bool = True, mixed_precision: str = "no") -> dict:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    _threads()
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    preset.save(root / "preset.json")
+    cfg = stage_config(preset, stage, overrides)
+    if cfg.steps <= 0:
+        raise ValueError(f"stage {stage!r} has 0 steps in preset {preset.name!r} (the paper uses pretrained weights "
+                         "for it); pass --steps")
+    fn = {"vae": _vae, "backbone": _backbone}.get(stage)
+    if fn is None:
+        from . import adapters
+
+        fn = getattr(adapters, f"run_{stage}")
+    t0 = time.time()
+    info = fn(preset, cfg, root, resume=resume, progress=progress, mixed_precision=mixed_precision)
+    info.update({"stage": stage, "wall_s_this_run": round(time.time() - t0, 1), "steps_config": cfg.steps,
+                 "batch_size": cfg.batch_size, "lr": cfg.lr, "device": _device_name()})
+    _record(root, stage, info)
+    return info
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import os
+    import platform
+
+    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+
+
+def _clips(preset: Preset, degradation: str = "realesrgan", progress: bool = True):
+    from .data import build_clipset
+
+    return build_clipset(preset.data, degradation=degradation, progress=progress)
+
+
+def _vae(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mixed_precision: str) -> dict:
+    from .backbone import VAEStage, latent_scaling_factor, save_backbone
+    from .data import BatchSampler
+
+    clips = _clips(preset, progress=progress)
+    stage = VAEStage(preset.backbone)
+    sampler = BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed)
+    trainer = Trainer(stage, cfg, root / "vae", sampler.batch, progress=progress, mixed_precision=mixed_precision)
+    if resume:
+        trainer.load_checkpoint()
+    res = trainer.run()
+    vae = trainer.unwrap().vae.eval()
+    sf = latent_scaling_factor(vae, clips)
+    save_backbone(root / "model", vae, None, sf, preset.backbone)
+    res.update({"trainable_params": count_params(vae.parameters()), "scaling_factor": sf})
+    return res
+
+
+def _backbone(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mixed_precision: str) -> dict:
+    from .backbone import BackboneStage, LatentCache, load_vae, save_backbone
+    from .data import BatchSampler
+
+    clips = _clips(preset, progress=progress)
+    vae, sf = load_vae(root / "model")
+    vae.eval().requires_grad_(False)
+    cache = LatentCache.build(vae, clips, sf, progress=progress)
+    latent = cache.latents.shape[-1]
+    stage = BackboneStage(preset.backbone, latent, cache)
+    sampler = BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed)
+    trainer = Trainer(stage, cfg, root / "backbone", sampler.batch, progress=progress,
+                      mixed_precision=mixed_precision)
+    if resume:
+        trainer.load_checkpoint()
+    res = trainer.run()
+    unet = trainer.unwrap().unet.eval()
+    save_backbone(root / "model", None, unet, sf, preset.backbone)
+    from .adapters import assemble_model
+
+    # the synthesizer's model directory, with no-op adapters until their stages have run
+    assemble_model(preset, root).save_pretrained(root / "model")
+    res.update({"trainable_params": count_params(unet.parameters())})
+    return res

@@ -1,0 +1,199 @@
+"""Training stages on tiny configs: each lowers its loss on a fixed batch, frozen parts stay
+bit-identical, only the stage's parameters train, checkpoints round-trip and resume exactly."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from semcomm_ros.training import adapters as ad
+from semcomm_ros.training.backbone import BackboneStage, VAEStage, build_scheduler, build_unet, build_vae
+from semcomm_ros.training.config import get_preset
+from semcomm_ros.training.data import BatchSampler, build_clipset
+from semcomm_ros.training.trainer import Trainer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def preset():
+    return get_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def clips(preset):
+    return build_clipset(preset.data, degradation="realesrgan", cache=False, progress=False)
+
+
+def _model(preset, seed=0):
+    from semcomm_ros.scenes import CLASS_NAMES
+    from semcomm_ros.synth import SynthConfig, SynthModel
+
+    torch.manual_seed(seed)
+    bb = preset.backbone
+    res = preset.data.resolution
+    cfg = SynthConfig(height=res, width=res, num_classes=len(CLASS_NAMES), lowres_factor=preset.data.lowres_factor,
+                      window=2)
+    return SynthModel.from_components(build_unet(bb, res // 8), build_vae(bb), cfg, scheduler=build_scheduler(bb),
+                                      controlnet_embedding_channels=(4, 4, 4, 4), motion_heads=1)
+
+
+@pytest.fixture(scope="module")
+def encoded(preset, clips):
+    return ad.EncodedClips.build(_model(preset), clips, cache_file=None, progress=False)
+
+
+def _fixed(batch):
+    # same clips and the same noise/timesteps every step: the loss is a fixed function
+    batch = dict(batch, seed=123)
+    return lambda step: batch
+
+
+def _loss(stage, batch, phase="main"):
+    with torch.no_grad():
+        return float(stage(dict(batch, seed=123), 0, phase))
+
+
+def _train_fixed(stage, cfg, batch, tmp_path, steps, phases=None, name="run"):
+    tr = Trainer(stage, cfg, tmp_path / name, _fixed(batch), phases=phases, progress=False, cpu=True)
+    tr.run(steps)
+    return tr
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _cfg(preset, stage, **kw):
+    from dataclasses import replace
+
+    return replace(preset.stage(stage), **{"checkpoint_every": 0, **kw})
+
+
+def test_vae_and_backbone_lower_their_loss(preset, clips, tmp_path):
+    batch = BatchSampler(clips, 4, seed=1).batch(0)
+    vs = VAEStage(preset.backbone)
+    before = _loss(vs, batch)
+    _train_fixed(vs, _cfg(preset, "vae", lr=3e-3), batch, tmp_path, 8, name="vae")
+    assert _loss(vs, batch) < before
+
+    lat = torch.randn(4, preset.backbone.latent_channels, 4, 4)
+    bs = BackboneStage(preset.backbone, 4)
+    b = {"latents": lat}
+    before = _loss(bs, b)
+    _train_fixed(bs, _cfg(preset, "backbone", lr=3e-3), b, tmp_path, 8, name="bb")
+    assert _loss(bs, b) < before
+
+
+@pytest.mark.parametrize("kind", ["control", "restoration", "teacher"])
+def test_adapter_stage_lowers_loss_and_trains_only_its_adapter(kind, preset, clips, encoded, tmp_path):
+    model = _model(preset)
+    cls = {"control": ad.ControlStage, "restoration": ad.RestorationStage, "teacher": ad.TeacherStage}[kind]
+    part = {"control": "psi", "restoration": "omega", "teacher": "phi"}[kind]
+    cfg = _cfg(preset, kind, lr=3e-3)
+    stage = cls(model, encoded, cfg)
+    batch = BatchSampler(clips, 2, frames=cfg.frames, seed=3).batch(0)
+    frozen = {n: _snapshot(m) for n, m in (("unet", model.unet), ("vae", model.vae), ("psi", model.controlnet),
+                                           ("omega", model.restoration), ("phi", model.temporal))
+              if n != part}
+    trained = _snapshot(model.stage_module(part))
+    before = _loss(stage, batch)
+    _train_fixed(stage, cfg, batch, tmp_path, 6)
+    assert _loss(stage, batch) < before
+    for name, snap in frozen.items():
+        mod = {"unet": model.unet, "vae": model.vae, "psi": model.controlnet, "omega": model.restoration,
+               "phi": model.temporal}[name]
+        assert _same(snap, mod.state_dict()), f"{name} changed while training {part}"
+    assert not _same(trained, model.stage_module(part).state_dict())
+    # omega is exactly W'K, W'V, W'O of every self-attention layer
+    if part == "omega":
+        names = {n.rsplit(".", 2)[-2] for n, _ in model.restoration.named_parameters()}
+        assert names == {"to_k", "to_v", "to_out"}
+
+
+def test_lcm_lowers_loss_with_teacher_frozen(preset, clips, encoded, tmp_path):
+    model = _model(preset)
+    cfg = _cfg(preset, "lcm", lr=3e-3, teacher_samples=2, teacher_steps=2, frames=4)
+    teacher = copy.deepcopy(model.temporal)
+    with torch.no_grad():  # a teacher that acts (AnimateDiff's proj_out starts at zero)
+        for n, p in teacher.named_parameters():
+            if "proj_out" in n:
+                p.normal_(0, 0.1)
+    t_snap = _snapshot(teacher)
+    samples = ad.sample_teacher(model, teacher, encoded, clips, cfg, progress=False)
+    assert samples["x0"].shape[:2] == (2, 4)
+    stage = ad.LCMStage(model, encoded, cfg, teacher, samples)
+    batch = {"sample": np.array([0, 1])}
+    before = _loss(stage, batch)
+    _train_fixed(stage, cfg, batch, tmp_path, 6)
+    assert _loss(stage, batch) < before
+    assert _same(t_snap, teacher.state_dict())
+
+
+def test_dmd_alternates_student_and_critic_on_temporal_adapters_only(preset, clips, encoded, tmp_path):
+    model = _model(preset)
+    cfg = _cfg(preset, "dmd", lr=3e-3, frames=4, student_steps=2)
+    teacher = copy.deepcopy(model.temporal)
+    with torch.no_grad():
+        for n, p in teacher.named_parameters():
+            if "proj_out" in n:
+                p.normal_(0, 0.1)
+    critic = copy.deepcopy(teacher)
+    stage = ad.DMDStage(model, encoded, cfg, teacher, critic)
+    trainable = {id(p) for p in stage.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in stage.student_parameters() + stage.critic_parameters()}
+    snaps = {"unet": _snapshot(model.unet), "psi": _snapshot(model.controlnet), "omega": _snapshot(model.restoration),
+             "teacher": _snapshot(teacher)}
+    student0 = _snapshot(model.temporal)
+    batch = BatchSampler(clips, 1, frames=4, seed=5).batch(0)
+
+    # Eq. 6 step: the student's sample x^ moves toward x^ - (s_fake - s_real) direction's target
+    g = torch.Generator().manual_seed(9)
+    fake = stage(batch, 0, "student", generator=g)
+    critic_before = _loss(stage, batch, "critic")
+    phases = {"student": stage.student_parameters(), "critic": stage.critic_parameters()}
+    _train_fixed(stage, cfg, batch, tmp_path, 4, phases=phases)
+    assert float(fake) >= 0
+    assert _loss(stage, batch, "critic") < critic_before
+    assert not _same(student0, model.temporal.state_dict())
+    for name, mod in (("unet", model.unet), ("psi", model.controlnet), ("omega", model.restoration),
+                      ("teacher", teacher)):
+        assert _same(snaps[name], mod.state_dict()), f"{name} changed during DMD"
+    # the contract is asserted, not assumed
+    model.unet.conv_in.weight.requires_grad_(True)
+    with pytest.raises(AssertionError, match="outside"):
+        stage._check_trainable(stage.student_parameters() + stage.critic_parameters())
+    model.unet.conv_in.weight.requires_grad_(False)
+
+
+def test_checkpoint_round_trip_and_exact_resume(preset, clips, encoded, tmp_path):
+    cfg = _cfg(preset, "control", lr=3e-3, checkpoint_every=2)
+    sampler = BatchSampler(clips, 2, seed=4)
+
+    def trainer(name):
+        torch.manual_seed(0)
+        st = ad.ControlStage(_model(preset), encoded, cfg)
+        return Trainer(st, cfg, tmp_path / name, sampler.batch, progress=False, cpu=True)
+
+    full = trainer("full")
+    full.run(4)
+    part = trainer("part")
+    part.run(2)
+    assert [p.name for p in part.checkpoints()] == ["step_2"]
+    resumed = trainer("part")
+    assert resumed.load_checkpoint() == 2
+    assert _same(_snapshot(part.unwrap().model.controlnet), resumed.unwrap().model.controlnet.state_dict())
+    resumed.run(4)
+    a, b = full.unwrap().model.controlnet.state_dict(), resumed.unwrap().model.controlnet.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    log = (tmp_path / "part" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,phase,loss") and log[-1].startswith("4,main,")
+    with pytest.raises(FileNotFoundError):
+        resumed.load_checkpoint(tmp_path / "nowhere")
