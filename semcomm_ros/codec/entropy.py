@@ -35,6 +35,12 @@ def laplace(size: int, center: float, scale: float):
 
 
 @lru_cache(maxsize=None)
+def quantized_laplace(lo: int, hi: int):
+    """Laplace family over {lo..hi}; mean and scale are given per symbol when coding."""
+    return _model.QuantizedLaplace(int(lo), int(hi))
+
+
+@lru_cache(maxsize=None)
 def categorical(probs: tuple):
     p = np.asarray(probs, dtype=np.float64)
     return _model.Categorical(p / p.sum(), perfect=False)
@@ -46,12 +52,13 @@ _NBITS_PROBS = tuple(float(0.6**i) for i in range(21))
 
 class SymbolWriter:
     def __init__(self) -> None:
-        self._segments: list[tuple[np.ndarray, object]] = []
+        self._segments: list[tuple[np.ndarray, object, tuple]] = []
 
-    def write(self, symbols, model) -> None:
+    def write(self, symbols, model, *params) -> None:
+        """Symbols under ``model``; ``params`` (float arrays, one value a symbol) for model families."""
         arr = np.atleast_1d(np.asarray(symbols, dtype=np.int32))
         if arr.size:
-            self._segments.append((arr, model))
+            self._segments.append((arr, model, tuple(np.asarray(p, dtype=np.float64) for p in params)))
 
     def uint(self, value: int, n: int) -> None:
         self.write(int(value), uniform(n))
@@ -67,8 +74,8 @@ class SymbolWriter:
         if not self._segments:
             return b""
         enc = _queue.RangeEncoder()
-        for syms, model in self._segments:
-            enc.encode(syms, model)
+        for syms, model, params in self._segments:
+            enc.encode(syms, model, *params)
         full = enc.get_compressed().astype(">u4").tobytes()
         # Shortest prefix (optionally with its last byte incremented) that decodes identically.
         best = full
@@ -90,8 +97,9 @@ class SymbolWriter:
     def _decodes(self, data: bytes) -> bool:
         try:
             dec = _queue.RangeDecoder(_words(data))
-            for syms, model in self._segments:
-                if not np.array_equal(dec.decode(model, syms.size), syms):
+            for syms, model, params in self._segments:
+                got = dec.decode(model, *params) if params else dec.decode(model, syms.size)
+                if not np.array_equal(got, syms):
                     return False
             return True
         except Exception:  # constriction asserts on data invalid for the model
@@ -110,8 +118,11 @@ class SymbolReader:
         self._what = what
         self._dec = _queue.RangeDecoder(_words(bytes(data)))
 
-    def read(self, model, n: int | None = None):
+    def read(self, model, n: int | None = None, *params):
         try:
+            if params:
+                return np.asarray(self._dec.decode(model, *(np.asarray(p, dtype=np.float64) for p in params)),
+                                  dtype=np.int64)
             if n is None:
                 return int(self._dec.decode(model))
             return np.asarray(self._dec.decode(model, int(n)), dtype=np.int64)

@@ -266,7 +266,9 @@ class LowResEncoder:
         return self._spec.p_bpp[tier] * self._pixels * self._p_scale + 8 * DELTA_OVERHEAD
 
     def _est_k(self, tier: int) -> float:
-        return self._spec.k_bpp[tier] * self._pixels * self._k_scale + 8 * KEY_OVERHEAD
+        # _code_key low-passes a keyframe down to the key budget when it can
+        est = self._spec.k_bpp[tier] * self._pixels * self._k_scale
+        return min(est, self._key_budget() - 8 * KEY_OVERHEAD) + 8 * KEY_OVERHEAD
 
     def _choose_tier(self) -> int:
         budget = self._budget()

@@ -1,0 +1,241 @@
+"""``semcomm fuzz``: feed decoders mutated, truncated, spliced and shuffled packets.
+
+A decoder passes when every bad packet either decodes to a valid map or raises
+``BitstreamError`` (with a message); any other exception, a decode slower than the time limit,
+or an output of the wrong shape/dtype is a failure. Valid streams are encoded first, decoders
+are brought to a random position of the stream (so P-frames meet a real reference state), and
+then get one bad packet followed by the rest of the stream.
+
+Targets are a small registry (``TARGETS``): ``semantic`` always; ``lowres`` when
+``semcomm_ros.codec.lowres`` exists and provides ``fuzz_corpus(seed) -> list[list[bytes]]``
+(valid packet streams) and ``LowResDecoder``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import random
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from semcomm_ros.codec.errors import BitstreamError
+from semcomm_ros.codec.packet import FRAME_P, crc8
+
+MUTATIONS = ("bitflip", "bytes", "truncate", "extend", "random", "splice", "shuffle", "reseal", "header")
+
+
+@dataclass
+class Target:
+    name: str
+    corpus: Callable[[int], list[list[bytes]]]  # seed -> valid packet streams
+    decoder: Callable[[], object]  # () -> object with decode(packet)
+    reseal: Callable[[bytes], bytes] | None = None  # recompute the checksum of a mutated packet
+
+
+def _semantic_maps(rng: np.random.Generator, n: int, h: int, w: int) -> list[np.ndarray]:
+    """A moving hand-made scene: ring with a hole, nested square, disc, occluding box, appearing blob."""
+    import cv2
+
+    out = []
+    for t in range(n):
+        lab = np.zeros((h, w), np.uint8)
+        ox, oy = int(4 * t + rng.integers(0, 3)), int(2 * t)
+        cv2.rectangle(lab, (10 + ox, 10 + oy), (70 + ox, 60 + oy), 1, -1)
+        cv2.rectangle(lab, (25 + ox, 22 + oy), (50 + ox, 45 + oy), 0, -1)
+        cv2.rectangle(lab, (32 + ox, 28 + oy), (40 + ox, 36 + oy), 2, -1)
+        c = (w - 50 - 2 * t, h // 2 + t)
+        cv2.ellipse(lab, c, (28, 18), 7 * t, 0, 360, 3, -1)
+        cv2.rectangle(lab, (c[0] - 5, c[1] - 40), (c[0] + 25, c[1] - 5), 4, -1)
+        if t >= n // 2:
+            cv2.circle(lab, (w // 2, h - 30), 6 + t, 5, -1)
+        out.append(lab)
+    return out
+
+
+def _semantic_corpus(seed: int) -> list[list[bytes]]:
+    from semcomm_ros.codec.semantic import SemanticEncoder
+
+    rng = np.random.default_rng(seed)
+    streams = []
+    for profile in ("paper", "tracked"):
+        for q, xi, period in ((256, 6.0, 4), (1024, 2.0, 3), (37, 10.0, 8)):
+            enc = SemanticEncoder(xi=xi, period=period, q_symbols=q, profile=profile)
+            maps = _semantic_maps(rng, 12, 96 + 32 * (q == 37), 160)
+            streams.append([enc.encode(m) for m in maps])
+    return streams
+
+
+def _semantic_decoder():
+    from semcomm_ros.codec.semantic import SemanticDecoder
+
+    return SemanticDecoder()
+
+
+def _semantic_reseal(pkt: bytes) -> bytes:
+    if len(pkt) < 2:
+        return pkt
+    b = bytearray(pkt)
+    if b[0] & 3 == FRAME_P:
+        b[1] &= 0xF0
+        b[1] |= crc8(bytes(b)) & 0xF
+        return bytes(b)
+    return bytes(b[:-1]) + bytes([crc8(bytes(b[:-1]))])
+
+
+def _lowres_target() -> Target | None:
+    try:
+        mod = importlib.import_module("semcomm_ros.codec.lowres")
+    except ModuleNotFoundError as exc:
+        if exc.name != "semcomm_ros.codec.lowres":
+            raise
+        return None
+    if not hasattr(mod, "fuzz_corpus") or not hasattr(mod, "LowResDecoder"):
+        return None
+    return Target("lowres", mod.fuzz_corpus, mod.LowResDecoder, getattr(mod, "fuzz_reseal", None))
+
+
+def targets() -> dict[str, Target]:
+    out = {"semantic": Target("semantic", _semantic_corpus, _semantic_decoder, _semantic_reseal)}
+    lr = _lowres_target()
+    if lr is not None:
+        out["lowres"] = lr
+    return out
+
+
+@dataclass
+class FuzzReport:
+    target: str
+    packets: int = 0
+    decoded: int = 0  # bad packets that still decoded to a valid map
+    rejected: int = 0  # BitstreamError
+    failures: list[str] = field(default_factory=list)
+    by_mutation: Counter = field(default_factory=Counter)
+    max_ms: float = 0.0
+    messages: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        lines = [
+            f"target {self.target}: {self.packets} bad packets: {self.rejected} BitstreamError, "
+            f"{self.decoded} decoded to a valid map, {len(self.failures)} other exceptions/failures; "
+            f"slowest decode {self.max_ms:.1f} ms",
+            "  mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items())),
+            "  most common errors:",
+        ]
+        lines += [f"    {n:6d}  {m}" for m, n in self.messages.most_common(6)]
+        lines += [f"  FAILURE: {f}" for f in self.failures[:10]]
+        return "\n".join(lines)
+
+
+def _mutate(kind: str, pkt: bytes, stream: list[bytes], rng: random.Random, reseal) -> bytes:
+    b = bytearray(pkt)
+    if kind == "bitflip" and b:
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(b))
+            b[i] ^= 1 << rng.randrange(8)
+    elif kind == "bytes" and b:
+        for _ in range(rng.randint(1, 3)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    elif kind == "truncate":
+        b = b[: rng.randrange(len(b) + 1)]
+    elif kind == "extend":
+        b += bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+    elif kind == "random":
+        b = bytearray(rng.randrange(256) for _ in range(rng.randint(0, 200)))
+        if b and rng.random() < 0.7:
+            b[0] = (b[0] & 0x0F) | (pkt[0] & 0xF0)  # keep the magic: get past the first check
+    elif kind == "splice":
+        other = rng.choice(stream)
+        cut = rng.randrange(len(b) + 1)
+        b = b[:cut] + bytearray(other[rng.randrange(len(other) + 1) :])
+    elif kind == "header" and len(b) > 2:
+        i = rng.randrange(min(len(b), 8))
+        b[i] = rng.randrange(256)
+    elif kind == "reseal" and b:
+        # corrupt the payload, then fix the checksum so the payload parser itself is exercised
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(b))
+            b[i] ^= 1 << rng.randrange(8)
+        if rng.random() < 0.3:
+            b = b[: rng.randrange(2, len(b) + 1)] if len(b) > 2 else b
+        if reseal is not None:
+            b = bytearray(reseal(bytes(b)))
+    return bytes(b)
+
+
+def run_fuzz(target: Target, count: int, seed: int = 0, limit_ms: float = 2000.0) -> FuzzReport:
+    rng = random.Random(seed)
+    streams = target.corpus(seed)
+    # decoder states at every position of every stream
+    states: list[tuple[list[bytes], int, object]] = []
+    for stream in streams:
+        dec = target.decoder()
+        states.append((stream, 0, copy.deepcopy(dec)))
+        for i, pkt in enumerate(stream):
+            dec.decode(pkt)
+            states.append((stream, i + 1, copy.deepcopy(dec)))
+    rep = FuzzReport(target.name)
+    for n in range(count):
+        stream, pos, dec0 = rng.choice(states)
+        dec = copy.deepcopy(dec0)
+        kind = MUTATIONS[n % len(MUTATIONS)]
+        if kind == "shuffle":
+            seq = list(stream)
+            rng.shuffle(seq)
+            seq = seq[: rng.randint(1, len(seq))]
+        else:
+            base = stream[pos] if pos < len(stream) else rng.choice(stream)
+            seq = [_mutate(kind, base, stream, rng, target.reseal)] + list(stream[pos + 1 : pos + 4])
+        rep.by_mutation[kind] += 1
+        for pkt in seq:
+            rep.packets += 1
+            t0 = time.perf_counter()
+            try:
+                out = dec.decode(pkt)
+            except BitstreamError as exc:
+                rep.rejected += 1
+                msg = str(exc)
+                if not msg:
+                    rep.failures.append(f"{kind}: BitstreamError without a message")
+                rep.messages[msg.split(":")[0][:60]] += 1
+            except Exception as exc:  # noqa: BLE001 - the point of fuzzing
+                rep.failures.append(f"{kind}: {type(exc).__name__}: {exc} | packet {pkt.hex()[:120]}\n"
+                                    + traceback.format_exc(limit=3))
+            else:
+                rep.decoded += 1
+                if not isinstance(out, np.ndarray):
+                    rep.failures.append(f"{kind}: decode returned {type(out).__name__}")
+            ms = 1e3 * (time.perf_counter() - t0)
+            rep.max_ms = max(rep.max_ms, ms)
+            if ms > limit_ms:
+                rep.failures.append(f"{kind}: decode took {ms:.0f} ms (limit {limit_ms:.0f})")
+    return rep
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--target", default="semantic", help="decoder to fuzz: semantic, lowres (if present), all")
+    parser.add_argument("--count", type=int, default=10000, help="number of bad-packet trials (default 10000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit-ms", type=float, default=2000.0, help="a decode slower than this is a failure")
+
+
+def run(args) -> int:
+    table = targets()
+    names = list(table) if args.target == "all" else [args.target]
+    bad = 0
+    for name in names:
+        if name not in table:
+            print(f"unknown or unavailable target {name!r}; available: {', '.join(table)}")
+            return 2
+        t0 = time.perf_counter()
+        rep = run_fuzz(table[name], args.count, args.seed, args.limit_ms)
+        print(rep.summary())
+        print(f"  {time.perf_counter() - t0:.1f} s")
+        bad += len(rep.failures)
+    print("PASS" if not bad else f"FAIL: {bad} failures")
+    return 0 if not bad else 1
