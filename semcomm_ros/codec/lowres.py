@@ -53,6 +53,7 @@ Corrupt, truncated, foreign or unknown-version packets raise ``BitstreamError``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import struct
 from dataclasses import dataclass
@@ -460,6 +461,7 @@ class LowResDecoder:
         self._last_index: int | None = None
         self._last_packet: bytes | None = None
         self._frame: np.ndarray | None = None
+        self._chain: list[bytes] = []  # payloads since the keyframe: the decoder's whole state
         self.state = "waiting"
         self.losses = 0
         self.frames_decoded = 0
@@ -468,13 +470,27 @@ class LowResDecoder:
     def needs_keyframe(self) -> bool:
         return self.state != "ok"
 
+    def __deepcopy__(self, memo):
+        # FFmpeg contexts cannot be copied; the copy re-decodes the chain since the keyframe
+        new = LowResDecoder.__new__(LowResDecoder)
+        for key, value in self.__dict__.items():
+            if key != "_ctx":
+                new.__dict__[key] = copy.deepcopy(value, memo)
+        new._ctx = None
+        if self._ctx is not None and self._chain:
+            new._ctx = _open_decoder(self._codec)
+            for payload in self._chain:
+                new._ctx.decode(_packet(self._codec, payload))
+        return new
+
     def _mark_lost(self, why: str) -> None:
         if self.state == "ok":
             self.losses += 1
             log.warning("low-res stream: %s; waiting for a keyframe", why)
-        self.state = "lost"
+        self.state = "lost" if self.state == "ok" or self.state == "lost" else self.state
         self._frame = None
         self._ctx = None
+        self._chain = []
 
     def decode(self, packet: bytes) -> np.ndarray | None:
         if isinstance(packet, (bytes, bytearray, memoryview)) and len(packet) == 0:
@@ -498,23 +514,14 @@ class LowResDecoder:
         return rgb
 
     def _decode_key(self, info: dict, packet: bytes) -> np.ndarray | None:
-        import av
-
         if packet == self._last_packet and self.state == "ok":
             return self._frame.copy()
         _check_payload(info["codec"], info["payload"], True)
         # a fresh decoder per keyframe: nothing predicted from before the keyframe survives
-        self._ctx = av.CodecContext.create(CODECS[info["codec"]].decoder, "r")
-        self._ctx.thread_count = 1  # frame threads would delay output: one packet, one picture
-        if info["codec"] == "av1":
-            self._ctx.options = {"max_frame_delay": "1"}
+        self._ctx = _open_decoder(info["codec"])
         self._codec, self._size = info["codec"], (info["width"], info["height"])
-        try:
-            rgb = self._run(info["payload"])
-        except BitstreamError:
-            self.state = "waiting" if self.state == "waiting" else "lost"
-            self._frame, self._ctx = None, None
-            raise
+        self._chain = []
+        rgb = self._run(info["payload"])  # on error: state "lost" (or still "waiting")
         self.state = "ok"
         self._last_index = info["index"] & 0xFF
         self._last_packet = packet
@@ -523,11 +530,8 @@ class LowResDecoder:
     def _run(self, payload: bytes) -> np.ndarray:
         import av
 
-        data = _AV1_TD + payload if self._codec == "av1" else payload
         try:
-            frames = self._ctx.decode(av.Packet(data))
-            if not frames:
-                frames = []
+            frames = self._ctx.decode(_packet(self._codec, payload))
         except (av.FFmpegError, ValueError, OSError) as exc:
             self._mark_lost("undecodable packet")
             raise BitstreamError(f"{self._codec} decoder rejected the payload: {exc}") from exc
@@ -540,18 +544,42 @@ class LowResDecoder:
             raise BitstreamError(f"{self._codec} picture is {frame.width}x{frame.height}, header "
                                  f"says {self._size[0]}x{self._size[1]}")
         self._frame = frame.to_ndarray(format="rgb24")
+        self._chain.append(payload)
         self.frames_decoded += 1
         return self._frame.copy()
 
 
-def fuzz_corpus(frames: int = 30, seed: int = 0, kbps: float = 2.0) -> list[bytes]:
-    """Valid low-res packets of a short tabletop clip, as seeds for the decoder fuzzer."""
+def _open_decoder(codec: str):
+    import av
+
+    ctx = av.CodecContext.create(CODECS[codec].decoder, "r")
+    ctx.thread_count = 1  # frame threads would delay output: one packet, one picture
+    if codec == "av1":
+        ctx.options = {"max_frame_delay": "1"}
+    return ctx
+
+
+def _packet(codec: str, payload: bytes):
+    import av
+
+    return av.Packet(_AV1_TD + payload if codec == "av1" else payload)
+
+
+def fuzz_corpus(seed: int = 0, frames: int = 30) -> list[list[bytes]]:
+    """Valid low-res packet streams (what goes on the wire: skipped frames send nothing) of short
+    tabletop clips at two rates, as seeds for ``semcomm fuzz --target lowres``."""
     from semcomm_ros.scenes import tabletop_clip
 
-    enc = LowResEncoder(256, 256, fps=10, scale=4, kbps=kbps, keyframe_interval=10)
-    out = []
-    for rgb, _ in tabletop_clip(seed, frames, 256, 256):
-        packet = enc.encode(rgb)
-        if packet:
-            out.append(packet)
-    return out
+    streams = []
+    for i, kbps in enumerate((2.0, 8.0)):
+        enc = LowResEncoder(256, 256, fps=10, scale=4, kbps=kbps, keyframe_interval=10)
+        packets = (enc.encode(rgb) for rgb, _ in tabletop_clip(seed + i, frames, 256, 256))
+        streams.append([p for p in packets if p])
+    return streams
+
+
+def fuzz_reseal(packet: bytes) -> bytes:
+    """Recompute a mutated packet's checksum, so the fuzzer reaches the payload checks."""
+    if len(packet) < 2:
+        return packet
+    return packet[:-1] + bytes([crc8(packet[:-1])])
