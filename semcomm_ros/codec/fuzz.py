@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import importlib
 import random
+import re
 import time
 import traceback
 from collections import Counter
@@ -202,7 +203,7 @@ def run_fuzz(target: Target, count: int, seed: int = 0, limit_ms: float = 2000.0
                 msg = str(exc)
                 if not msg:
                     rep.failures.append(f"{kind}: BitstreamError without a message")
-                rep.messages[msg.split(":")[0][:60]] += 1
+                rep.messages[re.sub(r"\d+", "#", msg.split(":")[0])[:70]] += 1
             except Exception as exc:  # noqa: BLE001 - the point of fuzzing
                 rep.failures.append(f"{kind}: {type(exc).__name__}: {exc} | packet {pkt.hex()[:120]}\n"
                                     + traceback.format_exc(limit=3))

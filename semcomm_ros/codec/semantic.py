@@ -534,11 +534,18 @@ def _apply_update(ni: _Instance, inst: _Instance, res: tuple) -> None:
     rx, ry, rr, rs = res
     px, py, pr, ps = inst.predicted()
     ni.pose = _wrap((px + rx * ONE, py + ry * ONE, pr + rr, ps + rs))
-    # the correction also absorbs pose noise: trust only half of the observed step as velocity,
-    # otherwise the extrapolation overshoots and oscillates
-    d = [ni.pose[0] - inst.pose[0], ni.pose[1] - inst.pose[1], ((ni.pose[2] - inst.pose[2] + 180) % 360) - 180,
-         ni.pose[3] - inst.pose[3]]
-    ni.vel = tuple(_half(v) for v in d)
+    # alpha-beta tracking: the correction is part pose noise, part velocity change; feeding a
+    # fraction _BETA of it into the (decaying) velocity follows pushes without oscillating
+    corr = (rx * ONE, ry * ONE, rr, rs)
+    ni.vel = tuple(_decay(v) + _frac(c) for v, c in zip(inst.vel, corr))
+
+
+_BETA = (1, 4)  # numerator, denominator
+
+
+def _frac(v: int) -> int:
+    n, d = _BETA
+    return (v * n) // d if v >= 0 else -((-v * n) // d)
 
 
 def _half(v: int) -> int:

@@ -1,0 +1,226 @@
+"""``semcomm bench semantic``: rate-distortion of the semantic video codec, like the paper's Fig. 6.
+
+Generated tabletop clips (512x512, 10 fps, 3-8 objects) are encoded and decoded with xi swept over
+[4, 24] for Q in {16, 64, 256, 1024} (P = 4) and P in {1, 2, 4, 8} (Q = 256) with the paper
+profile, plus the tracked profile; mIoU is the per-frame mean IoU over the classes present in the
+original or the decoded map, averaged over all frames; kbps counts every byte of every packet
+(1 kbit = 1024 bit, as the paper's bpp conversion). Prints a table, the targets, the speed, and
+writes the plot.
+
+Each clip is generated once per run (in the worker that codes it with every configuration);
+``--workers`` spreads clips over processes (the machine is shared: default 1).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+XI_FULL = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+XI_QUICK = (4.0, 6.0, 12.0, 24.0)
+FPS = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str
+    q: int
+    period: int
+    xi: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile:<7} Q={self.q:<4d} P={self.period:<2d} xi={self.xi:g}"
+
+
+def configs(xis) -> list[Config]:
+    out = []
+    for q in (16, 64, 256, 1024):
+        out += [Config("paper", q, 4, xi) for xi in xis]
+    for p in (1, 2, 8):
+        out += [Config("paper", 256, p, xi) for xi in xis]
+    out += [Config("tracked", 256, 32, xi) for xi in xis]
+    return out
+
+
+def frame_miou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean IoU over the classes present in either map (one frame)."""
+    conf = np.bincount(gt.ravel().astype(np.int64) * 256 + pred.ravel(), minlength=65536).reshape(256, 256)
+    inter = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return float(np.mean(inter[present] / union[present]))
+
+
+def _clip(seed: int, frames: int, size: int) -> list[np.ndarray]:
+    from semcomm_ros.scenes import tabletop_clip
+
+    return [labels for _, labels in tabletop_clip(seed, frames, size, size)]
+
+
+def _code_clip(job) -> dict:
+    from semcomm_ros.codec.semantic import SemanticDecoder, SemanticEncoder
+
+    seed, frames, size, cfgs = job
+    clip = _clip(seed, frames, size)
+    out = {}
+    for cfg in cfgs:
+        enc = SemanticEncoder(xi=cfg.xi, period=cfg.period, q_symbols=cfg.q, profile=cfg.profile)
+        dec = SemanticDecoder()
+        bits, miou = 0, 0.0
+        for labels in clip:
+            pkt = enc.encode(labels)
+            bits += 8 * len(pkt)
+            miou += frame_miou(dec.decode(pkt), labels)
+        out[cfg] = (bits, miou, len(clip), enc.stats["I"], enc.stats["forced_I"])
+    return out
+
+
+def speed(seeds, frames: int, size: int, profile: str, xi: float, period: int) -> tuple[float, float]:
+    """Median wall and CPU ms of encode + decode of one frame (single process, one core)."""
+    from semcomm_ros.codec.semantic import SemanticDecoder, SemanticEncoder
+
+    wall, cpu = [], []
+    for seed in seeds:
+        clip = _clip(seed, frames, size)
+        enc = SemanticEncoder(xi=xi, period=period, profile=profile)
+        dec = SemanticDecoder()
+        for labels in clip:
+            t0, c0 = time.perf_counter(), time.process_time()
+            dec.decode(enc.encode(labels))
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    return 1e3 * float(np.median(wall)), 1e3 * float(np.median(cpu))
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=80)
+
+    def curve(ax, sel, label, **kw):
+        pts = sorted((results[c]["kbps"], results[c]["miou"]) for c in sel if c in results)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=label, **kw)
+
+    cfgs = list(results)
+    for q in (16, 64, 256, 1024):
+        curve(axes[0], [c for c in cfgs if c.profile == "paper" and c.period == 4 and c.q == q], f"Q={q}")
+    axes[0].set_title("paper profile, P=4: effect of Q")
+    for p in (1, 2, 4, 8):
+        curve(axes[1], [c for c in cfgs if c.profile == "paper" and c.q == 256 and c.period == p], f"P={p}")
+    axes[1].set_title("paper profile, Q=256: effect of P")
+    curve(axes[2], [c for c in cfgs if c.profile == "paper" and c.q == 256 and c.period == 4], "paper (Q=256, P=4)")
+    curve(axes[2], [c for c in cfgs if c.profile == "tracked"], "tracked (Q=256, P=32)")
+    axes[2].set_title("paper vs tracked profile")
+    for ax in axes:
+        ax.axhline(0.85, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("rate [kbps] (xi swept 4..24)")
+        ax.set_ylabel("mIoU")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[2].axvline(1.0, color="C0", lw=0.8, ls=":")
+    axes[2].axvline(0.5, color="C1", lw=0.8, ls=":")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--videos", type=int, default=20, help="number of generated clips (default 20)")
+    parser.add_argument("--frames", type=int, default=50, help="frames per clip (default 50)")
+    parser.add_argument("--size", type=int, default=512, help="frame side in pixels (default 512)")
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the first clip")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1: the machine is shared)")
+    parser.add_argument("--quick", action="store_true", help="small run: 4 clips x 20 frames, 4 values of xi")
+    parser.add_argument("--plot", default="docs/img/semantic_rd.png", help="PNG to write ('' = none)")
+    parser.add_argument("--json", default="", help="also write the results as JSON here")
+
+
+def run(args) -> int:
+    videos, frames, xis = args.videos, args.frames, XI_FULL
+    if args.quick:
+        videos, frames, xis = min(videos, 4), min(frames, 20), XI_QUICK
+    cfgs = configs(xis)
+    jobs = [(args.seed + i, frames, args.size, cfgs) for i in range(videos)]
+    print(f"semantic codec rate-distortion: {videos} clips x {frames} frames, {args.size}x{args.size}, "
+          f"{FPS:g} fps, {len(cfgs)} configurations, {args.workers} worker(s)")
+    t0 = time.perf_counter()
+    acc: dict = {}
+    if args.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(args.workers) as pool:
+            parts = list(pool.imap_unordered(_code_clip, jobs))
+    else:
+        parts = [_code_clip(j) for j in jobs]
+    for part in parts:
+        for cfg, vals in part.items():
+            a = acc.setdefault(cfg, [0, 0.0, 0, 0, 0])
+            for i, v in enumerate(vals):
+                a[i] += v
+    results = {}
+    for cfg in cfgs:
+        bits, msum, n, n_i, forced = acc[cfg]
+        kbps = bits / n * FPS / 1024.0
+        results[cfg] = {
+            "kbps": kbps,
+            "bpp": kbps * 1024.0 / (args.size * args.size * FPS),
+            "bits_per_frame": bits / n,
+            "miou": msum / n,
+            "iframes": n_i,
+            "forced_iframes": forced,
+            "frames": n,
+        }
+    print(f"coded in {time.perf_counter() - t0:.0f} s\n")
+    print(f"{'configuration':<32} {'kbps':>7} {'bpp':>9} {'bits/frame':>10} {'mIoU':>6} {'I':>5} {'forced I':>8}")
+    for cfg in cfgs:
+        r = results[cfg]
+        print(f"{cfg.name:<32} {r['kbps']:7.3f} {r['bpp']:9.6f} {r['bits_per_frame']:10.1f} {r['miou']:6.3f} "
+              f"{r['iframes']:5d} {r['forced_iframes']:8d}")
+
+    def best(sel):
+        ok = [c for c in sel if results[c]["miou"] >= 0.85]
+        return min(ok, key=lambda c: results[c]["kbps"]) if ok else None
+
+    print("\ntargets")
+    op = Config("paper", 256, 4, 6.0)
+    if op in results:
+        r = results[op]
+        ok = r["miou"] >= 0.85 and r["kbps"] <= 1.0
+        print(f"  paper operating point Q=256 P=4 xi=6: {r['kbps']:.3f} kbps, mIoU {r['miou']:.3f} "
+              f"(target mIoU >= 0.85 at <= 1.0 kbps: {'MET' if ok else 'NOT MET'})")
+    for prof in ("paper", "tracked"):
+        b = best([c for c in cfgs if c.profile == prof])
+        if b is None:
+            print(f"  {prof}: no configuration reaches mIoU 0.85")
+        else:
+            print(f"  {prof}: lowest rate at mIoU >= 0.85: {results[b]['kbps']:.3f} kbps "
+                  f"(mIoU {results[b]['miou']:.3f}, {b.name.strip()})")
+    bt = best([c for c in cfgs if c.profile == "tracked"])
+    if bt is not None:
+        print(f"  tracked target (mIoU >= 0.85 at <= 0.5 kbps): {'MET' if results[bt]['kbps'] <= 0.5 else 'NOT MET'}")
+
+    print("\nspeed (encode + decode of one frame, median, one process)")
+    sp_seeds = [args.seed + i for i in range(min(videos, 2))]
+    for prof, xi, period in (("paper", 6.0, 4), ("tracked", 4.0, 32)):
+        wall, cpu = speed(sp_seeds, frames, args.size, prof, xi, period)
+        print(f"  {prof:<7} xi={xi:g} P={period}: {wall:.2f} ms wall, {cpu:.2f} ms CPU "
+              f"(target <= 10 ms: {'MET' if cpu <= 10 else 'NOT MET'})")
+    if args.plot:
+        import os
+
+        os.makedirs(os.path.dirname(args.plot) or ".", exist_ok=True)
+        plot(results, args.plot)
+        print(f"\nplot: {args.plot} ({os.path.getsize(args.plot) // 1024} KB)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"profile": c.profile, "q": c.q, "period": c.period, "xi": c.xi, **r}
+                       for c, r in results.items()], f, indent=1)
+    return 0

@@ -1,0 +1,243 @@
+"""Semantic video codec (paper IV-A): round trips, P-frames, loss, accounting, header, fuzz."""
+
+import cv2
+import numpy as np
+import pytest
+
+from semcomm_ros.codec import BitstreamError, SemanticDecoder, SemanticEncoder
+from semcomm_ros.codec.fuzz import run_fuzz, targets
+from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, bpp, frame_bits, kbps, parse_header
+from semcomm_ros.codec.semantic import PROFILES
+
+PROFILES_ = list(PROFILES)
+
+
+def scene(h=128, w=160, t=0):
+    """Rings with holes, nested regions, a disc with a hole occluded by a box, touching regions,
+    a 1-px line, a single pixel and a region touching the border."""
+    lab = np.zeros((h, w), np.uint8)
+    lab[10:60, 10 + t : 80 + t] = 1  # ring ...
+    lab[20:40, 20 + t : 40 + t] = 0  # ... its hole (table seen through it)
+    lab[25:30, 25 + t : 30 + t] = 2  # nested in the hole
+    lab[32:36, 32 + t : 36 + t] = 1  # same class as the ring, inside its hole
+    cv2.circle(lab, (110, 80), 30, 3, -1)
+    cv2.circle(lab, (110, 80), 12, 0, -1)
+    lab[70:100, 100:150] = 4  # occludes the disc
+    lab[60:70, 40:60] = 5
+    lab[60:70, 60:80] = 6  # touches class 5
+    lab[5, 150] = 7
+    lab[110:112, 10:100] = 8
+    lab[120:128, 0:20] = 9  # touches the border
+    return lab
+
+
+def iou(a, b, c):
+    A, B = a == c, b == c
+    return (A & B).sum() / max(1, (A | B).sum())
+
+
+@pytest.mark.parametrize("profile", PROFILES_)
+def test_lossless_round_trip_at_xi0(profile):
+    lab = scene()
+    enc = SemanticEncoder(xi=0, q_symbols=1024, profile=profile)
+    pkt = enc.encode(lab)
+    out = SemanticDecoder().decode(pkt)
+    assert out.dtype == np.uint8 and out.shape == lab.shape
+    assert np.array_equal(out, lab)  # holes, nesting, occlusion order, touching regions
+
+
+@pytest.mark.parametrize("profile", PROFILES_)
+def test_lossy_round_trip_keeps_shapes(profile):
+    lab = scene()
+    out = SemanticDecoder().decode(SemanticEncoder(xi=2, profile=profile).encode(lab))
+    for c in (1, 3, 4, 5, 6):
+        assert iou(out, lab, c) > 0.85, c
+    assert out[30, 30] == 0 and out[27, 27] == 2  # hole and what lies in it
+    assert out[85, 110] == 4  # the occluder stays on top
+
+
+def test_canvas_other_than_zero():
+    lab = np.full((64, 64), 3, np.uint8)
+    lab[10:30, 10:30] = 0
+    out = SemanticDecoder().decode(SemanticEncoder(xi=0, q_symbols=1024).encode(lab))
+    assert np.array_equal(out, lab)
+
+
+def moving(n, h=128, w=160):
+    maps = []
+    for t in range(n):
+        lab = np.zeros((h, w), np.uint8)
+        lab[20 + t : 60 + t, 10 + 3 * t : 60 + 3 * t] = 1
+        cv2.ellipse(lab, (110, 80), (25, 12), 10 * t, 0, 360, 2, -1)
+        maps.append(lab)
+    return maps
+
+
+@pytest.mark.parametrize("profile", PROFILES_)
+def test_pframes_follow_motion(profile):
+    enc = SemanticEncoder(xi=2, period=4, profile=profile)
+    dec = SemanticDecoder()
+    types, ious = [], []
+    for lab in moving(8):
+        pkt = enc.encode(lab)
+        types.append(parse_header(pkt).frame_type)
+        out = dec.decode(pkt)
+        assert np.array_equal(out, enc.reconstruction())  # closed loop: encoder sees what the decoder shows
+        ious.append(iou(out, lab, 1))
+    assert types == [FRAME_I, FRAME_P, FRAME_P, FRAME_P] * 2
+    assert min(ious) > 0.85  # P-frames moved the box along (a static copy would drop to ~0.5)
+    p_size = len(SemanticEncoder(profile=profile).encode(moving(1)[0]))
+    assert p_size > 5  # sanity: an I-frame costs more than a P-frame header
+
+
+def test_paper_pframe_is_centroid_shift():
+    maps = moving(2)
+    enc = SemanticEncoder(xi=0, q_symbols=1024, period=4)
+    dec = SemanticDecoder()
+    dec.decode(enc.encode(maps[0]))
+    out = dec.decode(enc.encode(maps[1]))
+    ys, xs = np.nonzero(out == 1)
+    assert (xs.min(), ys.min()) == (13, 21)  # shifted by v = (3, 1)
+
+
+def test_appearing_class_forces_iframe_in_paper_profile():
+    enc = SemanticEncoder(period=8)
+    a = moving(2)
+    b = a[1].copy()
+    b[100:120, 10:40] = 9
+    assert parse_header(enc.encode(a[0])).frame_type == FRAME_I
+    assert parse_header(enc.encode(a[1])).frame_type == FRAME_P
+    assert parse_header(enc.encode(b)).frame_type == FRAME_I
+    assert enc.stats["forced_I"] == 1
+
+
+def test_tracked_profile_codes_new_instance_inside_pframe():
+    enc = SemanticEncoder(profile="tracked", xi=2)
+    dec = SemanticDecoder()
+    a = moving(2)
+    b = a[1].copy()
+    b[100:120, 10:40] = 9
+    dec.decode(enc.encode(a[0]))
+    dec.decode(enc.encode(a[1]))
+    pkt = enc.encode(b)
+    assert parse_header(pkt).frame_type == FRAME_P and enc.stats["new"] == 1
+    assert iou(dec.decode(pkt), b, 9) > 0.9
+
+
+def test_force_iframe_and_params_mid_stream():
+    enc = SemanticEncoder(period=10)
+    dec = SemanticDecoder()
+    maps = moving(8)
+    kinds = []
+    for i, lab in enumerate(maps):
+        if i == 2:
+            enc.force_iframe()
+        if i == 4:
+            enc.set_params(xi=12.0)  # encoder-side only: no I-frame needed
+        if i == 5:
+            enc.q_symbols = 1024  # the decoder must learn the new Q: I-frame
+        if i == 7:
+            enc.set_params(profile="tracked")
+        pkt = enc.encode(lab)
+        hdr = parse_header(pkt)
+        kinds.append(hdr.frame_type_name)
+        if hdr.is_iframe:
+            assert hdr.q_symbols == enc.q_symbols and hdr.profile == enc.profile and hdr.xi == enc.xi
+        assert np.array_equal(dec.decode(pkt), enc.reconstruction())
+    assert kinds == ["I", "P", "I", "P", "P", "I", "P", "I"]
+    with pytest.raises(ValueError):
+        enc.set_params(q_symbols=1)
+    with pytest.raises(ValueError):
+        enc.set_params(profile="nope")
+    with pytest.raises(ValueError):
+        enc.set_params(colour=1)
+
+
+@pytest.mark.parametrize("profile", PROFILES_)
+def test_loss_then_resume_exactly_at_next_iframe(profile):
+    maps = moving(12)
+    enc = SemanticEncoder(xi=2, period=4, profile=profile)
+    pkts = [enc.encode(m) for m in maps]
+    ref = SemanticDecoder()
+    ref_out = [ref.decode(p) for p in pkts]
+    dec = SemanticDecoder()
+    for i in range(5):
+        dec.decode(pkts[i])
+    # packet 5 is lost
+    for i in (6, 7):
+        with pytest.raises(FrameLostError, match="waiting for the next I-frame"):
+            dec.decode(pkts[i])
+    assert dec.waiting_for_iframe
+    for i in range(8, 12):  # 8 is an I-frame: the stream resumes there, bit-exactly
+        assert np.array_equal(dec.decode(pkts[i]), ref_out[i])
+
+
+def test_out_of_order_and_no_reference():
+    enc = SemanticEncoder(period=8)
+    pkts = [enc.encode(m) for m in moving(4)]
+    dec = SemanticDecoder()
+    with pytest.raises(FrameLostError, match="without a reference"):
+        dec.decode(pkts[1])
+    dec.decode(pkts[0])
+    dec.decode(pkts[1])
+    dec.decode(pkts[2])
+    with pytest.raises(BitstreamError, match="out-of-order"):
+        dec.decode(pkts[1])
+    ok = SemanticDecoder()
+    for p in pkts:
+        want = ok.decode(p)
+    assert np.array_equal(dec.decode(pkts[3]), want)  # a stale packet does not break the stream
+
+
+def test_accounting():
+    enc = SemanticEncoder()
+    pkts = [enc.encode(m) for m in moving(10)]
+    bits = sum(frame_bits(p) for p in pkts)
+    assert bits == 8 * sum(len(p) for p in pkts)
+    assert kbps(bits, 10, fps=10) == pytest.approx(bits / 1024)
+    assert kbps(1024, 10, fps=10) == pytest.approx(1.0)
+    # the paper's conversions (Sec. V-B): 1 kbps at 512x512x10 and 7 kbps at 256x512x10
+    assert bpp(1.0, 512, 512, 10) == pytest.approx(1024 / (512 * 512 * 10))
+    assert bpp(7.0, 256, 512, 10) == pytest.approx(0.0054, abs=1e-4)
+    with pytest.raises(ValueError):
+        kbps(10, 0)
+
+
+def test_header_parsing():
+    enc = SemanticEncoder(xi=5.25, period=7, q_symbols=256)
+    i_pkt = enc.encode(np.zeros((512, 512), np.uint8))
+    h = parse_header(i_pkt)
+    assert (h.frame_type, h.frame_index, h.profile, h.height, h.width, h.q_symbols, h.xi, h.period) == (
+        FRAME_I, 0, "paper", 512, 512, 256, 5.25, 7)
+    p = parse_header(enc.encode(np.zeros((512, 512), np.uint8)))
+    assert (p.frame_type, p.frame_index, p.is_iframe) == (FRAME_P, 1, False)
+    odd = SemanticEncoder(q_symbols=300, profile="tracked").encode(np.zeros((37, 1000), np.uint8))
+    h = parse_header(odd)
+    assert (h.height, h.width, h.q_symbols, h.profile) == (37, 1000, 300, "tracked")
+    assert SemanticDecoder().decode(odd).shape == (37, 1000)
+
+
+def test_bad_packets_raise_clear_errors():
+    enc = SemanticEncoder()
+    pkt = enc.encode(scene())
+    dec = SemanticDecoder()
+    with pytest.raises(BitstreamError, match="truncated"):
+        dec.decode(pkt[:1])
+    with pytest.raises(BitstreamError, match="checksum"):
+        dec.decode(pkt[:-3] + pkt[-1:])
+    with pytest.raises(BitstreamError, match="foreign"):
+        dec.decode(b"\x89PNG\r\n\x1a\n" + pkt)
+    with pytest.raises(BitstreamError, match="version"):
+        dec.decode(bytes([(pkt[0] & 0xF3) | (2 << 2)]) + pkt[1:])
+    with pytest.raises(BitstreamError):
+        dec.decode("not bytes")
+    with pytest.raises(ValueError):
+        enc.encode(np.zeros((4, 4), np.int32))
+    with pytest.raises(ValueError):
+        enc.encode(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_small_fuzz_only_bitstream_errors():
+    rep = run_fuzz(targets()["semantic"], count=500, seed=1)
+    assert rep.packets >= 500 and rep.rejected > 100
+    assert rep.failures == [], rep.failures[:3]
