@@ -57,9 +57,10 @@ class SynthConfig:
     num_steps: int = 4
     #: "sliding" (default, no added delay) or "block" (Eq. 9 literally), see docs/synth.md
     causal: str = "sliding"
-    #: "forward": the degraded latent enters the backbone as x~_t = q(x~_t | x~_0) at the same t
-    #: (the paper's notation); "none": the clean degraded latent x~_0 with timestep t
-    degraded_noise: str = "forward"
+    #: "none" (default): the clean degraded latent x~_0 enters the backbone with the same timestep t,
+    #: so the degraded cue is intact at every step; "forward": x~_t = q(x~_t | x~_0), the literal
+    #: reading of the paper's notation x~_t, which drowns the cue in noise at the first steps
+    degraded_noise: str = "none"
     #: tokens of the null (empty-prompt) embedding fed to cross-attention
     null_tokens: int = 1
     vae_class: str = "AutoencoderTiny"

@@ -112,15 +112,18 @@ class SynthModel(nn.Module):
                                     controlnet_embedding_channels=(8, 16, 16, 32))
         # ControlNet zero convolutions and AnimateDiff proj_out would make psi/phi no-ops at init;
         # random values make every adapter visibly act in tests.
-        gen = torch.Generator().manual_seed(seed + 3)
-        with torch.no_grad():
-            for name, p in model.controlnet.named_parameters():
-                if name.startswith(("controlnet_down_blocks", "controlnet_mid_block",
-                                    "controlnet_cond_embedding.conv_out")):
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-            for name, p in model.temporal.named_parameters():
-                if "proj_out" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        torch.manual_seed(seed + 3)
+        zero_init = [model.controlnet.controlnet_cond_embedding.conv_out, model.controlnet.controlnet_mid_block,
+                     *model.controlnet.controlnet_down_blocks]
+        zero_init += [m.proj_out for m in model.temporal.motion.modules() if hasattr(m, "proj_out")]
+        for m in zero_init:
+            m.reset_parameters()
+        # PyTorch's default conv init shrinks the signal layer by layer, so a random conditioning
+        # embedding would ignore the label map; variance-preserving init keeps it visible.
+        for m in model.controlnet.controlnet_cond_embedding.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
         return model
 
     # -- the scheduler -----------------------------------------------------------------------------
@@ -420,8 +423,14 @@ class SynthModel(nn.Module):
             if not file.is_file():
                 raise FileNotFoundError(f"missing null embedding file {file}")
             null = load_file(str(file))["null_embedding"]
-        return cls(config, unet, vae, scheduler=scheduler, controlnet=controlnet, restoration=restoration,
-                   temporal=temporal, null_embedding=null)
+        model = cls(config, unet, vae, scheduler=scheduler, controlnet=controlnet, restoration=restoration,
+                    temporal=temporal, null_embedding=null)
+        # safetensors hands out tensors at arbitrary offsets of the mapped file; BLAS kernels round
+        # differently on unaligned memory, so fresh (aligned) copies make loading bit-exact.
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                t.data = t.data.clone()
+        return model
 
 
 def load_restoration_weights(path: Path) -> dict[str, torch.Tensor]:

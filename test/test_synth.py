@@ -1,0 +1,222 @@
+"""Proofs for the causal diffusion synthesizer (issue 5) on tiny random configurations."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from semcomm_ros.synth import CausalSynthesizer, SynthConfig, SynthModel
+from semcomm_ros.synth.temporal_adapter import block_causal_mask
+
+torch.set_num_threads(2)
+
+RES = 32
+FRAMES = 5
+
+
+def _inputs(frames=FRAMES, seed=0, res=RES, classes=8):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, (frames, res, res)).astype(np.uint8)
+    low = rng.integers(0, 256, (frames, res // 4, res // 4, 3)).astype(np.uint8)
+    return labels, low
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return CausalSynthesizer.tiny(RES, seed=0)
+
+
+def test_streaming_with_kv_cache_equals_masked_clip(synth):
+    labels, low = _inputs()
+    clip = synth.generate_clip(labels, low, seeds=range(10, 10 + FRAMES), output="float")
+    synth.reset()
+    stream = torch.stack([synth(labels[k], low[k], seed=10 + k, output="float") for k in range(FRAMES)])
+    assert stream.shape == (FRAMES, 3, RES, RES)
+    assert (stream - clip).abs().max().item() < 1e-4
+    # the cache of every denoising step holds W-1 frames, no more (constant cost per frame)
+    assert len(synth._caches) == synth.config.num_steps
+    for cache in synth._caches:
+        assert cache and all(k.shape[1] == synth.config.window - 1 for k, _ in cache.values())
+    # the temporal attention really links frames: a different frame 0 changes frame 1
+    labels2 = labels.copy()
+    labels2[0] = (labels2[0] + 1) % 8
+    ref = synth.generate_clip(labels[:2], low[:2], seeds=[10, 11], output="latent")
+    other = synth.generate_clip(labels2[:2], low[:2], seeds=[10, 11], output="latent")
+    assert (other[1] - ref[1]).abs().max() > 1e-2
+
+
+def test_uint8_output_and_default_seeds(synth):
+    labels, low = _inputs(frames=2)
+    synth.reset()
+    a = [synth(labels[k], low[k]) for k in range(2)]
+    assert a[0].shape == (RES, RES, 3) and a[0].dtype == np.uint8
+    b = synth.generate_clip(labels, low)
+    assert np.abs(np.stack(a).astype(int) - b.astype(int)).max() <= 1
+
+
+def test_causality_future_frames_never_change_the_past(synth):
+    labels, low = _inputs(frames=6, seed=1)
+    labels2, low2 = labels.copy(), low.copy()
+    labels2[4:] = (labels2[4:] + 3) % 8
+    low2[4:] = 255 - low2[4:]
+    for mode in ("sliding", "block"):
+        a = synth.generate_clip(labels, low, output="latent", temporal=mode)
+        b = synth.generate_clip(labels2, low2, output="latent", temporal=mode)
+        past = 3 if mode == "sliding" else 2  # block mode (W=3): frame 3 shares a block with frame 4
+        assert (a[:past + 1] - b[:past + 1]).abs().max() < 1e-6, mode
+        assert (a[4:] - b[4:]).abs().max() > 1e-3
+    # Eq. 9's within-block look-ahead: frame 3 sees frame 4 in block mode (delay up to W-1)
+    a = synth.generate_clip(labels, low, output="latent", temporal="block")
+    b = synth.generate_clip(labels2, low2, output="latent", temporal="block")
+    assert (a[3] - b[3]).abs().max() > 1e-4
+    # the bidirectional teacher does leak the future into the past (the check above can fail)
+    a = synth.generate_clip(labels, low, output="latent", temporal="bidirectional")
+    b = synth.generate_clip(labels2, low2, output="latent", temporal="bidirectional")
+    assert (a[0] - b[0]).abs().max() > 1e-4
+
+
+def test_block_mask_is_eq9():
+    w, k = 3, 8
+    m = block_causal_mask(k, w)
+    for i in range(1, k + 1):  # the paper's 1-based indices
+        for j in range(1, k + 1):
+            assert bool(m[i - 1, j - 1]) == ((j - 1) // w <= (i - 1) // w)
+
+
+def test_zero_lambdas_equal_bare_backbone():
+    from diffusers import LCMScheduler
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    synth = CausalSynthesizer.tiny(RES, seed=3, lambda_c=0.0, lambda_r=0.0, lambda_t=0.0)
+    model = synth.model
+    labels, low = _inputs(frames=3)
+    out = torch.stack([synth(labels[k], low[k], seed=k, output="latent") for k in range(3)])
+
+    unet = copy.deepcopy(model.unet)
+    unet._forward_hooks.clear()
+    for m in unet.modules():
+        m._forward_hooks.clear()
+    unet.set_attn_processor(AttnProcessor2_0())
+    sched = LCMScheduler.from_config(model.scheduler.config)
+    ref = []
+    with torch.no_grad():
+        for k in range(3):
+            gen = torch.Generator().manual_seed(k)
+            x = torch.randn(1, 4, RES // 8, RES // 8, generator=gen)
+            sched.set_timesteps(synth.config.num_steps)
+            for t in sched.timesteps:
+                eps = unet(x, t, encoder_hidden_states=torch.zeros(1, 1, unet.config.cross_attention_dim)).sample
+                x = sched.step(eps, t, x, generator=gen).prev_sample
+            ref.append(x[0])
+    assert (out - torch.stack(ref)).abs().max().item() < 1e-4
+    # and each module alone changes the output (the proof above is not vacuous)
+    for name in ("lambda_c", "lambda_r", "lambda_t"):
+        synth.config.__setattr__(name, 0.8)
+        synth.reset()
+        alt = torch.stack([synth(labels[k], low[k], seed=k, output="latent") for k in range(3)])
+        synth.config.__setattr__(name, 0.0)
+        assert (alt - out).abs().max() > 1e-3, name
+
+
+def test_trainable_parameter_sets_and_frozen_backbone():
+    model = SynthModel.tiny(RES, seed=0)
+    backbone = {id(p) for p in list(model.unet.parameters()) + list(model.vae.parameters())}
+    sets = {s: {id(p) for p in model.trainable_parameters(s)} for s in ("psi", "omega", "phi")}
+    assert sets["psi"] == {id(p) for p in model.controlnet.parameters()}
+    assert sets["phi"] == {id(p) for p in model.temporal.motion.parameters()}
+    names = [n for n, _ in model.restoration.named_parameters()]
+    assert names and all(n.split(".")[-2] in ("to_k", "to_v", "to_out") for n in names)
+    assert not (sets["psi"] & sets["omega"]) and not (sets["omega"] & sets["phi"]) and not (sets["psi"] & sets["phi"])
+    assert not any(s & backbone for s in sets.values())
+    assert not any(k.startswith("processor") or ".processor." in k for k in model.unet.state_dict())
+
+    x = torch.randn(1, 3, 4, RES // 8, RES // 8)
+    labels = torch.randint(0, 8, (1, 3, RES, RES))
+    deg = torch.randn_like(x)
+    for stage in ("psi", "omega", "phi"):
+        model.freeze_all_but(stage)
+        model.zero_grad(set_to_none=True)
+        model.predict_noise(x, 500, labels, deg, temporal="causal").square().mean().backward()
+        with_grad = {id(p) for p in model.parameters() if p.grad is not None}
+        assert with_grad == sets[stage], stage
+        assert any(p.grad.abs().sum() > 0 for p in model.trainable_parameters(stage))
+        assert all(not p.requires_grad for p in list(model.unet.parameters()) + list(model.vae.parameters()))
+
+
+def test_save_and_load_reproduce_outputs_bit_exactly(tmp_path):
+    synth = CausalSynthesizer.tiny(RES, seed=5, window=2)
+    labels, low = _inputs(frames=3, seed=2)
+    a = torch.stack([synth(labels[k], low[k], output="float") for k in range(3)])
+    path = synth.save_pretrained(tmp_path / "model")
+    for part in ("synthesizer.json", "unet", "vae", "scheduler", "controlnet", "restoration_adapter.safetensors",
+                 "temporal_adapter"):
+        assert (path / part).exists(), part
+    loaded = CausalSynthesizer.from_pretrained(path)
+    assert loaded.config == synth.config
+    b = torch.stack([loaded(labels[k], low[k], output="float") for k in range(3)])
+    assert torch.equal(a, b)
+    # the Temporal Adapter directory is a plain diffusers MotionAdapter
+    from diffusers import MotionAdapter
+    assert MotionAdapter.from_pretrained(path / "temporal_adapter").config.motion_max_seq_length == 32
+
+
+def test_bidirectional_mode_is_animatediff():
+    """phi in "bidirectional" mode computes exactly diffusers' UNetMotionModel (AnimateDiff)."""
+    from diffusers import UNetMotionModel
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    model = SynthModel.tiny(RES, seed=1).eval()
+    x = torch.randn(1, 4, 4, RES // 8, RES // 8)
+    with torch.no_grad():
+        eps = model.predict_noise(x, 400, temporal="bidirectional")
+        unet = copy.deepcopy(model.unet)
+        for m in unet.modules():
+            m._forward_hooks.clear()
+        unet.set_attn_processor(AttnProcessor2_0())
+        ref = UNetMotionModel.from_unet2d(unet, model.temporal.motion)(
+            x.permute(0, 2, 1, 3, 4), torch.tensor([400]),
+            encoder_hidden_states=torch.zeros(4, 1, unet.config.cross_attention_dim)).sample
+    assert (eps - ref.permute(0, 2, 1, 3, 4)).abs().max() < 1e-5
+
+
+def test_clear_errors(tmp_path, monkeypatch):
+    synth = CausalSynthesizer.tiny(RES, seed=0)
+    labels, low = _inputs(frames=1)
+    with pytest.raises(ValueError, match="label map must have shape"):
+        synth(labels[0, :16], low[0])
+    bad = labels[0].copy()
+    bad[0, 0] = 8
+    with pytest.raises(ValueError, match="class id 8 .* 8 classes"):
+        synth(bad, low[0])
+    with pytest.raises(ValueError, match="degraded frame must be 8x8x3"):
+        synth(labels[0], low[0, :4])
+    with pytest.raises(ValueError, match="seeds"):
+        synth.generate_clip(labels, low, seeds=[1, 2])
+    with pytest.raises(ValueError, match="x_t frames"):
+        synth.model.predict_noise(torch.zeros(1, 2, 4, 3, 3), 10)
+    path = synth.save_pretrained(tmp_path / "m")
+    (path / "restoration_adapter.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="restoration_adapter.safetensors"):
+        CausalSynthesizer.from_pretrained(path)
+    for f in (path / "unet").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match="unet"):
+        CausalSynthesizer.from_pretrained(path)
+    import semcomm_ros.synth.model as model_mod
+    monkeypatch.setattr(model_mod, "DEFAULT_MODEL_DIR", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        CausalSynthesizer.from_pretrained()
+
+
+def test_config_round_trips_and_validates():
+    cfg = SynthConfig(height=64, width=96, num_classes=5, window=4, causal="block", lambda_r=0.5)
+    assert SynthConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="causal"):
+        SynthConfig(causal="future")
+    with pytest.raises(ValueError, match="multiples of 8"):
+        SynthConfig(height=60)
+    with pytest.raises(ValueError, match="unknown keys"):
+        SynthConfig.from_dict({"lambda_x": 1})
