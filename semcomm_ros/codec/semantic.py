@@ -88,9 +88,12 @@ _MODE_PROBS = {
 }
 _MODE_CTX = {_MODE_KEEP: 1, _MODE_UPDATE: 2, _MODE_MOVE: 2, _MODE_INTRA: 0}
 _CANVAS_PROBS = (0.98, 0.02)  # canvas is class 0 (the table) / explicit
-_T_SCALE = 3.0  # px, pose translation residual
-_R_SCALE = 5.0  # degrees, rotation residual
-_S_SCALE = 7.0  # scale residual, 1/64 octave
+_T_UNIT = 32  # pose translation residual step, 1/16 px (2 px: cheaper, accurate enough)
+_T_SCALE = 3.0 * ONE / _T_UNIT  # Laplace scale of the translation residual, in steps
+_R_UNIT = 2  # rotation residual step, degrees
+_R_SCALE = 5.0  # degrees, Laplace scale of the rotation residual
+_S_UNIT = 2  # scale residual step, 1/64 octave
+_S_SCALE = 7.0  # 1/64 octave, Laplace scale of the scale residual
 _FIRST_SCALE = 3.0  # px, first point of an intra refresh relative to the predicted instance
 _V_SCALE = 3.0  # px, paper P-frame centroid shift
 
@@ -503,12 +506,16 @@ def _t_model(st):
     return ent.laplace(2 * s + 1, float(s), _T_SCALE), s
 
 
+_R_HALF = _ANGLE_UNITS // 2 // _R_UNIT
+_S_HALF = _MAX_SCALE // _S_UNIT
+
+
 def _r_model():
-    return ent.laplace(_ANGLE_UNITS, float(_ANGLE_UNITS // 2), _R_SCALE)
+    return ent.laplace(2 * _R_HALF, float(_R_HALF), _R_SCALE / _R_UNIT)
 
 
 def _s_model():
-    return ent.laplace(2 * _MAX_SCALE + 1, float(_MAX_SCALE), _S_SCALE)
+    return ent.laplace(2 * _S_HALF + 1, float(_S_HALF), _S_SCALE / _S_UNIT)
 
 
 def _read_update(rd, ni: _Instance, inst: _Instance, st: _State, full: bool) -> None:
@@ -517,8 +524,8 @@ def _read_update(rd, ni: _Instance, inst: _Instance, st: _State, full: bool) -> 
     ry = rd.read(model) - s
     rr = rs = 0
     if full:
-        rr = rd.read(_r_model()) - _ANGLE_UNITS // 2
-        rs = rd.read(_s_model()) - _MAX_SCALE
+        rr = (rd.read(_r_model()) - _R_HALF) * _R_UNIT
+        rs = (rd.read(_s_model()) - _S_HALF) * _S_UNIT
     _apply_update(ni, inst, (rx, ry, rr, rs))
     lim = 4 * s * ONE
     if abs(ni.pose[0]) > lim or abs(ni.pose[1]) > lim or abs(ni.pose[3]) > _MAX_SCALE:
@@ -533,10 +540,10 @@ def _wrap(pose: tuple) -> tuple:
 def _apply_update(ni: _Instance, inst: _Instance, res: tuple) -> None:
     rx, ry, rr, rs = res
     px, py, pr, ps = inst.predicted()
-    ni.pose = _wrap((px + rx * ONE, py + ry * ONE, pr + rr, ps + rs))
+    ni.pose = _wrap((px + rx * _T_UNIT, py + ry * _T_UNIT, pr + rr, ps + rs))
     # alpha-beta tracking: the correction is part pose noise, part velocity change; feeding a
     # fraction _BETA of it into the (decaying) velocity follows pushes without oscillating
-    corr = (rx * ONE, ry * ONE, rr, rs)
+    corr = (rx * _T_UNIT, ry * _T_UNIT, rr, rs)
     ni.vel = tuple(_decay(v) + _frac(c) for v, c in zip(inst.vel, corr))
 
 
@@ -736,8 +743,8 @@ class SemanticEncoder:
                 wr.write(_MODE_UPDATE, mode_model)
                 wr.write(rx + s, tm)
                 wr.write(ry + s, tm)
-                wr.write(rr + _ANGLE_UNITS // 2, _r_model())
-                wr.write(rs + _MAX_SCALE, _s_model())
+                wr.write(rr // _R_UNIT + _R_HALF, _r_model())
+                wr.write(rs // _S_UNIT + _S_HALF, _s_model())
                 self.stats["update"] += 1
                 continue
             wr.write(_MODE_INTRA, mode_model)
@@ -833,8 +840,8 @@ def _estimate_move(inst: _Instance, mask: _Crop, h: int, w: int):
     tm = _moments(mask)
     if pm is None or tm is None:
         return (0, 0, 0, 0), 0.0
-    rx, ry = int(round(tm[0] - pm[0])), int(round(tm[1] - pm[1]))
-    v = inst.vertices((pose[0] + rx * ONE, pose[1] + ry * ONE, pose[2], pose[3]))
+    rx, ry = int(round((tm[0] - pm[0]) * ONE / _T_UNIT)), int(round((tm[1] - pm[1]) * ONE / _T_UNIT))
+    v = inst.vertices((pose[0] + rx * _T_UNIT, pose[1] + ry * _T_UNIT, pose[2], pose[3]))
     return (rx, ry, 0, 0), _iou(_fill(v, h, w), mask)
 
 
@@ -847,21 +854,22 @@ def _estimate_update(inst: _Instance, mask: _Crop, h: int, w: int):
         return (0, 0, 0, 0), 0.0
     rs = int(round(_SCALE_UNITS * 0.5 * math.log2(max(tm[3], 1) / max(pm[3], 1))))
     rs = max(-_MAX_SCALE - ps, min(_MAX_SCALE - ps, rs))
+    rs = _S_UNIT * int(round(rs / _S_UNIT))
     cands = {0}
     d = tm[2] - pm[2]
     for base in (d, d + 90, d - 90, d + 180):  # second-moment axes are ambiguous for near-square shapes
         r = int(round(((base + 180) % 360) - 180))
         if abs(r) <= 45:
-            cands.add(r)
+            cands.add(_R_UNIT * int(round(r / _R_UNIT)))
 
     def trial(rr):
         # rotation/scaling about the instance centre moves its centroid: re-measure, then translate
         mm = _moments(_fill(inst.vertices((px, py, pr + rr, ps + rs)), h, w))
         if mm is None:
             return (0, 0, rr, rs), 0.0
-        rx = int(round(tm[0] - mm[0]))
-        ry = int(round(tm[1] - mm[1]))
-        v2 = inst.vertices((px + rx * ONE, py + ry * ONE, pr + rr, ps + rs))
+        rx = int(round((tm[0] - mm[0]) * ONE / _T_UNIT))
+        ry = int(round((tm[1] - mm[1]) * ONE / _T_UNIT))
+        v2 = inst.vertices((px + rx * _T_UNIT, py + ry * _T_UNIT, pr + rr, ps + rs))
         return (rx, ry, rr, rs), _iou(_fill(v2, h, w), mask)
 
     best = ((0, 0, 0, 0), -1.0)
@@ -869,7 +877,7 @@ def _estimate_update(inst: _Instance, mask: _Crop, h: int, w: int):
         t = trial(rr)
         if t[1] > best[1]:
             best = t
-    for delta in (2, 1):
+    for delta in (2 * _R_UNIT, _R_UNIT):
         r0 = best[0][2]
         for rr in (r0 - delta, r0 + delta):
             t = trial(rr)
