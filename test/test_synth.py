@@ -11,7 +11,9 @@ import torch
 from semcomm_ros.synth import CausalSynthesizer, SynthConfig, SynthModel
 from semcomm_ros.synth.temporal_adapter import block_causal_mask
 
-torch.set_num_threads(2)
+# one thread: on the shared 2-core machines OpenMP workers of several processes otherwise
+# spin against each other and tiny-tensor ops get ~10x slower
+torch.set_num_threads(1)
 
 RES = 32
 FRAMES = 5
