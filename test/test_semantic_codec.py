@@ -75,7 +75,7 @@ def moving(n, h=128, w=160):
 
 @pytest.mark.parametrize("profile", PROFILES_)
 def test_pframes_follow_motion(profile):
-    enc = SemanticEncoder(xi=2, period=4, profile=profile)
+    enc = SemanticEncoder(xi=2, period=4, profile=profile, keep_slack=0.05, update_slack=0.05)
     dec = SemanticDecoder()
     types, ious = [], []
     for lab in moving(8):

@@ -30,10 +30,12 @@ class Config:
     q: int
     period: int
     xi: float
+    slack: float | None = None  # tracked profile: keep_slack = update_slack (None = default)
 
     @property
     def name(self) -> str:
-        return f"{self.profile:<7} Q={self.q:<4d} P={self.period:<2d} xi={self.xi:g}"
+        extra = f" slack={self.slack:g}" if self.slack is not None else ""
+        return f"{self.profile:<7} Q={self.q:<4d} P={self.period:<2d} xi={self.xi:g}{extra}"
 
 
 def configs(xis) -> list[Config]:
@@ -43,7 +45,11 @@ def configs(xis) -> list[Config]:
     for p in (1, 2, 8):
         out += [Config("paper", 256, p, xi) for xi in xis]
     out += [Config("tracked", 256, 32, xi) for xi in xis]
+    out += [Config("tracked", 256, 32, 4.0, slack) for slack in SLACKS]
     return out
+
+
+SLACKS = (0.06, 0.1, 0.14, 0.26, 0.32)
 
 
 def frame_miou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -62,20 +68,24 @@ def _clip(seed: int, frames: int, size: int) -> list[np.ndarray]:
 
 
 def _code_clip(job) -> dict:
+    from semcomm_ros.codec.packet import parse_header, payload_of
     from semcomm_ros.codec.semantic import SemanticDecoder, SemanticEncoder
 
     seed, frames, size, cfgs = job
     clip = _clip(seed, frames, size)
     out = {}
     for cfg in cfgs:
-        enc = SemanticEncoder(xi=cfg.xi, period=cfg.period, q_symbols=cfg.q, profile=cfg.profile)
+        kw = {} if cfg.slack is None else {"keep_slack": cfg.slack, "update_slack": cfg.slack}
+        enc = SemanticEncoder(xi=cfg.xi, period=cfg.period, q_symbols=cfg.q, profile=cfg.profile, **kw)
         dec = SemanticDecoder()
-        bits, miou = 0, 0.0
+        bits, payload, miou = 0, 0, 0.0
         for labels in clip:
             pkt = enc.encode(labels)
             bits += 8 * len(pkt)
+            hdr = parse_header(pkt)
+            payload += 8 * len(payload_of(pkt, hdr))
             miou += frame_miou(dec.decode(pkt), labels)
-        out[cfg] = (bits, miou, len(clip), enc.stats["I"], enc.stats["forced_I"])
+        out[cfg] = (bits, miou, len(clip), enc.stats["I"], enc.stats["forced_I"], payload)
     return out
 
 
@@ -117,7 +127,9 @@ def plot(results: dict, path: str) -> None:
         curve(axes[1], [c for c in cfgs if c.profile == "paper" and c.q == 256 and c.period == p], f"P={p}")
     axes[1].set_title("paper profile, Q=256: effect of P")
     curve(axes[2], [c for c in cfgs if c.profile == "paper" and c.q == 256 and c.period == 4], "paper (Q=256, P=4)")
-    curve(axes[2], [c for c in cfgs if c.profile == "tracked"], "tracked (Q=256, P=32)")
+    curve(axes[2], [c for c in cfgs if c.profile == "tracked" and c.slack is None], "tracked (Q=256, P=32), xi swept")
+    curve(axes[2], [c for c in cfgs if c.profile == "tracked" and (c.slack is not None or c.xi == 4.0)],
+          "tracked, xi=4, slack swept 0.06..0.32", ls="--")
     axes[2].set_title("paper vs tracked profile")
     for ax in axes:
         ax.axhline(0.85, color="grey", lw=0.8, ls="--")
@@ -162,15 +174,16 @@ def run(args) -> int:
         parts = [_code_clip(j) for j in jobs]
     for part in parts:
         for cfg, vals in part.items():
-            a = acc.setdefault(cfg, [0, 0.0, 0, 0, 0])
+            a = acc.setdefault(cfg, [0, 0.0, 0, 0, 0, 0])
             for i, v in enumerate(vals):
                 a[i] += v
     results = {}
     for cfg in cfgs:
-        bits, msum, n, n_i, forced = acc[cfg]
+        bits, msum, n, n_i, forced, payload = acc[cfg]
         kbps = bits / n * FPS / 1024.0
         results[cfg] = {
             "kbps": kbps,
+            "payload_kbps": payload / n * FPS / 1024.0,
             "bpp": kbps * 1024.0 / (args.size * args.size * FPS),
             "bits_per_frame": bits / n,
             "miou": msum / n,
@@ -179,11 +192,13 @@ def run(args) -> int:
             "frames": n,
         }
     print(f"coded in {time.perf_counter() - t0:.0f} s\n")
-    print(f"{'configuration':<32} {'kbps':>7} {'bpp':>9} {'bits/frame':>10} {'mIoU':>6} {'I':>5} {'forced I':>8}")
+    print("kbps: every byte of every packet; payload: without the framing (header, checksum)")
+    print(f"{'configuration':<44} {'kbps':>7} {'payload':>7} {'bpp':>9} {'bits/frame':>10} {'mIoU':>6} "
+          f"{'I':>5} {'forced I':>8}")
     for cfg in cfgs:
         r = results[cfg]
-        print(f"{cfg.name:<32} {r['kbps']:7.3f} {r['bpp']:9.6f} {r['bits_per_frame']:10.1f} {r['miou']:6.3f} "
-              f"{r['iframes']:5d} {r['forced_iframes']:8d}")
+        print(f"{cfg.name:<44} {r['kbps']:7.3f} {r['payload_kbps']:7.3f} {r['bpp']:9.6f} {r['bits_per_frame']:10.1f} "
+              f"{r['miou']:6.3f} {r['iframes']:5d} {r['forced_iframes']:8d}")
 
     def best(sel):
         ok = [c for c in sel if results[c]["miou"] >= 0.85]
@@ -202,7 +217,7 @@ def run(args) -> int:
             print(f"  {prof}: no configuration reaches mIoU 0.85")
         else:
             print(f"  {prof}: lowest rate at mIoU >= 0.85: {results[b]['kbps']:.3f} kbps "
-                  f"(mIoU {results[b]['miou']:.3f}, {b.name.strip()})")
+                  f"({results[b]['payload_kbps']:.3f} kbps payload; mIoU {results[b]['miou']:.3f}, {b.name.strip()})")
     bt = best([c for c in cfgs if c.profile == "tracked"])
     if bt is not None:
         print(f"  tracked target (mIoU >= 0.85 at <= 0.5 kbps): {'MET' if results[bt]['kbps'] <= 0.5 else 'NOT MET'}")
@@ -221,6 +236,6 @@ def run(args) -> int:
         print(f"\nplot: {args.plot} ({os.path.getsize(args.plot) // 1024} KB)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([{"profile": c.profile, "q": c.q, "period": c.period, "xi": c.xi, **r}
+            json.dump([{"profile": c.profile, "q": c.q, "period": c.period, "xi": c.xi, "slack": c.slack, **r}
                        for c, r in results.items()], f, indent=1)
     return 0

@@ -29,9 +29,7 @@ class Region:
 
 def signed_area(pts: np.ndarray) -> float:
     """Shoelace area; > 0 when the points run clockwise on screen (y pointing down)."""
-    x = pts[:, 0].astype(np.float64)
-    y = pts[:, 1].astype(np.float64)
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    return float(cv2.contourArea(np.ascontiguousarray(pts, dtype=np.int32).reshape(-1, 1, 2), oriented=True))
 
 
 def canvas_label(labels: np.ndarray) -> int:

@@ -46,8 +46,14 @@ def categorical(probs: tuple):
     return _model.Categorical(p / p.sum(), perfect=False)
 
 
-# counts (number of regions, points, ...) as an Elias-gamma-like code: bit length, then the rest
+# counts (number of regions, points, ...) as an Elias-gamma-like code: the bit length of count+1
+# under a categorical model over 1..21 bits, then the remaining bits uniformly
 _NBITS_PROBS = tuple(float(0.6**i) for i in range(21))
+
+
+def nbits_probs(*head: float) -> tuple:
+    """A bit-length model: ``head`` for 1, 2, ... bits, a small floor for longer counts."""
+    return tuple(head) + (1e-4,) * (21 - len(head))
 
 
 class SymbolWriter:
@@ -63,10 +69,10 @@ class SymbolWriter:
     def uint(self, value: int, n: int) -> None:
         self.write(int(value), uniform(n))
 
-    def count(self, value: int) -> None:
+    def count(self, value: int, probs: tuple = _NBITS_PROBS) -> None:
         v = int(value) + 1
         nb = v.bit_length()
-        self.write(nb - 1, categorical(_NBITS_PROBS))
+        self.write(nb - 1, categorical(probs))
         if nb > 1:
             self.write(v - (1 << (nb - 1)), uniform(1 << (nb - 1)))
 
@@ -134,8 +140,8 @@ class SymbolReader:
     def uint(self, n: int) -> int:
         return self.read(uniform(n))
 
-    def count(self, limit: int, what: str) -> int:
-        nb = self.read(categorical(_NBITS_PROBS)) + 1
+    def count(self, limit: int, what: str, probs: tuple = _NBITS_PROBS) -> int:
+        nb = self.read(categorical(probs)) + 1
         v = 1
         if nb > 1:
             v = (1 << (nb - 1)) + self.read(uniform(1 << (nb - 1)))

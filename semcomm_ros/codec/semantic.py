@@ -61,6 +61,7 @@ __all__ = [
     "kbps",
     "bpp",
     "PROFILES",
+    "PROFILE_DEFAULTS",
 ]
 
 # Laplace scales (in quantization symbols) an I-frame may pick for its vertex differences.
@@ -78,14 +79,29 @@ def _step16(q: int, h: int, w: int) -> int:
 # ---- entropy models fitted to contour statistics of generated tabletop clips (tracked profile) ----
 # P(label): object classes are small integers; the escape keeps every uint8 label codable.
 _LABEL_PROBS = tuple([1.0] * 16 + [1.0 / 64] * 240)
+# bit-length models of the counts (entropy.SymbolWriter.count), from the same clips: contours have
+# 4..15 points at xi 4..12, a scene 3..14 regions, and objects rarely appear in a given P-frame
+_NPTS_PROBS = ent.nbits_probs(0.01, 0.03, 0.5, 0.45, 0.02, 0.005)
+_NREG_PROBS = ent.nbits_probs(0.02, 0.15, 0.5, 0.3, 0.03, 0.005)
+_NNEW_PROBS = ent.nbits_probs(0.9, 0.08, 0.015, 0.003)
 _MODE_KEEP, _MODE_UPDATE, _MODE_INTRA, _MODE_DROP, _MODE_MOVE = range(5)
-# P(mode | mode of the same instance in the previous frame: fresh (intra coded), kept, corrected),
-# counted on generated clips; order KEEP, UPDATE, INTRA, DROP, MOVE
+# P(mode | (mode of the same instance in the previous frame: fresh (intra coded), kept, corrected;
+# whether the decoder extrapolates a motion)), counted on generated clips (seeds 300-305);
+# order KEEP, UPDATE, INTRA, DROP, MOVE
 _MODE_PROBS = {
-    0: (0.51, 0.33, 0.04, 0.03, 0.09),
-    1: (0.69, 0.115, 0.01, 0.005, 0.18),
-    2: (0.78, 0.10, 0.01, 0.01, 0.10),
+    (0, 0): (0.54, 0.32, 0.02, 0.03, 0.10),
+    (0, 1): (0.54, 0.32, 0.02, 0.03, 0.10),
+    (1, 0): (0.855, 0.01, 0.014, 0.005, 0.12),
+    (1, 1): (0.79, 0.072, 0.004, 0.003, 0.135),
+    (2, 0): (0.745, 0.151, 0.01, 0.007, 0.087),
+    (2, 1): (0.745, 0.151, 0.01, 0.007, 0.087),
 }
+def _mode_ctx(inst) -> tuple:
+    """Context of an instance's mode: how it was coded last frame, and whether it is moving."""
+    moving = abs(inst.vel[0]) + abs(inst.vel[1]) >= ONE // 2 or abs(inst.vel[2]) >= 1 or abs(inst.vel[3]) >= 1
+    return inst.last, int(moving)
+
+
 _MODE_CTX = {_MODE_KEEP: 1, _MODE_UPDATE: 2, _MODE_MOVE: 2, _MODE_INTRA: 0}
 _CANVAS_PROBS = (0.98, 0.02)  # canvas is class 0 (the table) / explicit
 _T_UNIT = 32  # pose translation residual step, 1/16 px (2 px: cheaper, accurate enough)
@@ -262,7 +278,7 @@ def _write_contours(wr, items, hdr: FrameHeader, scale_index=None):
         wr.uint(s, len(_SCALES))
     for label, pts, pred in heads:
         _write_label(wr, label, hdr.profile)
-        wr.count(len(pts) - 1)
+        wr.count(len(pts) - 1, _NPTS_PROBS)
         if pred is None:
             wr.uint(int(pts[0, 0]), w)
             wr.uint(int(pts[0, 1]), h)
@@ -319,7 +335,7 @@ def _read_contours(rd, hdr: FrameHeader, preds: list):
     total = 0
     for pred in preds:
         label = _read_label(rd, hdr.profile)
-        npts = rd.count(4 * (h + w), "points in a contour") + 1
+        npts = rd.count(4 * (h + w), "points in a contour", _NPTS_PROBS) + 1
         total += npts - 1
         if total > 8 * h * w:
             raise BitstreamError("corrupt payload: more contour points than the frame has pixels")
@@ -443,7 +459,7 @@ class SemanticDecoder:
             raise BitstreamError(f"I-frame header out of range: {hdr}")
         rd = ent.SymbolReader(payload, "I-frame payload")
         canvas = 0 if rd.read(ent.categorical(_CANVAS_PROBS)) == 0 else rd.uint(256)
-        n = rd.count(_MAX_REGIONS, "number of regions")
+        n = rd.count(_MAX_REGIONS, "number of regions", _NREG_PROBS)
         state = _State(hdr, canvas)
         for label, rec in _read_contours(rd, hdr, [None] * n):
             state.instances.append(_Instance(label, rec))
@@ -471,9 +487,9 @@ class SemanticDecoder:
         new_list: list[_Instance] = []
         intra_at: list[tuple[int, _Instance]] = []
         for inst in prev.instances:
-            mode = rd.read(ent.categorical(_MODE_PROBS[inst.last]))
+            mode = rd.read(ent.categorical(_MODE_PROBS[_mode_ctx(inst)]))
             if _MODE_LOG is not None:
-                _MODE_LOG.append((inst.last, mode))
+                _MODE_LOG.append((_mode_ctx(inst), mode))
             if mode == _MODE_DROP:
                 continue
             ni = _Instance(inst.label, inst.base, -1, inst.pose, inst.vel, inst.center, _MODE_CTX[mode])
@@ -485,7 +501,7 @@ class SemanticDecoder:
             else:  # INTRA: contour read below, with the others
                 intra_at.append((len(new_list), inst))
             new_list.append(ni)
-        n_new = rd.count(_MAX_REGIONS, "number of new instances")
+        n_new = rd.count(_MAX_REGIONS, "number of new instances", _NNEW_PROBS)
         if intra_at or n_new:
             preds = [_top_vertex(inst.vertices(inst.predicted())) for _, inst in intra_at] + [None] * n_new
             decoded = _read_contours(rd, _hdr_of(prev), preds)
@@ -562,6 +578,14 @@ def _half(v: int) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+# xi / period used when the encoder is given None: the paper's operating point, and the point of
+# the tracked profile's rate-distortion curve that matches the paper's mIoU (docs/semantic_codec.md)
+PROFILE_DEFAULTS = {
+    "paper": {"xi": 6.0, "period": 4},
+    "tracked": {"xi": 4.0, "period": 32},
+}
+
+
 class SemanticEncoder:
     """``encode(labels) -> bytes`` for one frame of a 2-D uint8 class map.
 
@@ -569,21 +593,25 @@ class SemanticEncoder:
     simplification tolerance (px), ``period`` I-frame period P, ``q_symbols`` Q, ``profile``
     ("paper" or "tracked"). A change of Q, profile or frame size makes the next frame an I-frame
     (the decoder learns them from I-frames); xi and P act from the next frame on.
+    ``xi=None`` / ``period=None`` take the profile's defaults (PROFILE_DEFAULTS).
     Tracked-profile knobs: ``keep_slack`` / ``update_slack`` (IoU an instance may lose against its
-    intra refresh before it is updated / re-sent).
+    intra refresh before its pose is corrected / before it is re-sent as a new contour).
     """
 
     def __init__(
         self,
-        xi: float = 6.0,
-        period: int = 4,
+        xi: float | None = 6.0,
+        period: int | None = 4,
         q_symbols: int = 256,
         profile: str = "paper",
-        keep_slack: float = 0.04,
-        update_slack: float = 0.06,
+        keep_slack: float = 0.2,
+        update_slack: float = 0.2,
     ) -> None:
-        self.xi = xi
-        self.period = period
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        defaults = PROFILE_DEFAULTS[profile]
+        self.xi = defaults["xi"] if xi is None else xi
+        self.period = defaults["period"] if period is None else period
         self.q_symbols = q_symbols
         self.profile = profile
         self.keep_slack = keep_slack
@@ -666,7 +694,7 @@ class SemanticEncoder:
         else:
             wr.write(1, ent.categorical(_CANVAS_PROBS))
             wr.uint(canvas, 256)
-        wr.count(len(regions))
+        wr.count(len(regions), _NREG_PROBS)
         hdr = FrameHeader(self.frame_index & 0xFF, FRAME_I, **{k: v for k, v in self._header_kw(h, w).items()
                                                                  if k != "xi" and k != "period"})
         items = [(r.label, simplify(r.contour, float(self.xi)), None) for r in regions]
@@ -718,7 +746,7 @@ class SemanticEncoder:
         used = set()
         for i, inst in enumerate(st.instances):
             j = match.get(i)
-            mode_model = ent.categorical(_MODE_PROBS[inst.last])
+            mode_model = ent.categorical(_MODE_PROBS[_mode_ctx(inst)])
             if j is None:
                 wr.write(_MODE_DROP, mode_model)
                 self.stats["drop"] += 1
@@ -751,7 +779,7 @@ class SemanticEncoder:
             self.stats["intra"] += 1
             intra_items.append((reg.label, simplify(reg.contour, float(self.xi)), _top_vertex(preds[i])))
         new = [regions[j] for j in range(len(regions)) if j not in used]
-        wr.count(len(new))
+        wr.count(len(new), _NNEW_PROBS)
         self.stats["new"] += len(new)
         items = intra_items + [(r.label, simplify(r.contour, float(self.xi)), None) for r in new]
         if items:
