@@ -209,7 +209,7 @@ class SynthModel(nn.Module):
 
     def denoise_rows(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
                      degraded: torch.Tensor | None, lambda_c: float, lambda_r: float,
-                     temporal: TemporalRun | None) -> torch.Tensor:
+                     temporal: TemporalRun | None, cond_is_embedding: bool = False) -> torch.Tensor:
         """One UNet evaluation on rows [N, C, h, w] (clip-major frames), returns eps [N, C, h, w].
 
         ``degraded`` is x~ at timestep t (see degraded_input). One batched UNet call computes the
@@ -220,7 +220,8 @@ class SynthModel(nn.Module):
         emb = self.null_embedding.to(dtype=x.dtype)
         down = mid = None
         if self.controlnet is not None and cond is not None and lambda_c != 0:
-            down, mid = controlnet_residuals(self.controlnet, x, t, emb.expand(n, -1, -1), cond, lambda_c)
+            down, mid = controlnet_residuals(self.controlnet, x, t, emb.expand(n, -1, -1), cond, lambda_c,
+                                             cond_is_embedding)
         use_deg = self.restoration is not None and degraded is not None and lambda_r != 0
         sample, tt = x, t
         if use_deg:

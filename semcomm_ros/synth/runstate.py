@@ -20,6 +20,8 @@ class TemporalRun:
     window: int
     #: streaming: the KV cache of the current denoising step (dict site key -> tensors), else None
     cache: dict | None = None
+    #: streaming: per-attention constants (fused projections, position tables), kept across frames
+    tables: dict | None = None
 
 
 @dataclass

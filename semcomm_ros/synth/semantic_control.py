@@ -63,8 +63,34 @@ def build_controlnet(unet, num_classes: int, conditioning_embedding_out_channels
     return ControlNetModel.from_unet(unet, conditioning_channels=num_classes, **kwargs)
 
 
-def controlnet_residuals(controlnet, sample, timestep, encoder_hidden_states, cond, lambda_c: float):
-    """lambda_C * zbar: the ControlNet's down/mid residuals for the backbone decoder."""
-    down, mid = controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                           controlnet_cond=cond, conditioning_scale=float(lambda_c), return_dict=False)
+class _Embedded(torch.nn.Module):
+    """Stands in for the ControlNet's conditioning embedding when it was computed beforehand."""
+
+    def forward(self, cond):
+        return cond
+
+
+def condition_embedding(controlnet, cond: torch.Tensor) -> torch.Tensor:
+    """The ControlNet's embedding of the one-hot label map (it does not depend on x_t or t)."""
+    return controlnet.controlnet_cond_embedding(cond)
+
+
+def controlnet_residuals(controlnet, sample, timestep, encoder_hidden_states, cond, lambda_c: float,
+                         cond_is_embedding: bool = False):
+    """lambda_C * zbar: the ControlNet's down/mid residuals for the backbone decoder.
+
+    ``cond_is_embedding``: ``cond`` is already ``condition_embedding(controlnet, one_hot)``; the
+    streaming synthesizer computes it once per frame instead of once per denoising step.
+    """
+    if cond_is_embedding:
+        original = controlnet.controlnet_cond_embedding
+        controlnet.controlnet_cond_embedding = _Embedded()
+        try:
+            down, mid = controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                                   controlnet_cond=cond, conditioning_scale=float(lambda_c), return_dict=False)
+        finally:
+            controlnet.controlnet_cond_embedding = original
+    else:
+        down, mid = controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                               controlnet_cond=cond, conditioning_scale=float(lambda_c), return_dict=False)
     return list(down), mid

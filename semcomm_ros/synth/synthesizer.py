@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .model import SynthModel
 from .runstate import TemporalRun
+from .semantic_control import condition_embedding
 
 
 def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
@@ -45,6 +46,8 @@ class CausalSynthesizer:
     def __init__(self, model: SynthModel, device=None, dtype=None):
         self.device, self.dtype = default_device_dtype(device, dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        # the VAE's convolutions run faster channels-last on CPU (oneDNN) and on GPU (cuDNN)
+        self.model.vae.to(memory_format=torch.channels_last)
         self.config = model.config
         self.reset()
 
@@ -66,6 +69,7 @@ class CausalSynthesizer:
     def reset(self) -> None:
         """Start a new stream: forget the KV caches of all denoising steps."""
         self._caches = [dict() for _ in range(self.config.num_steps)]
+        self._tables: dict = {}
         self.frame_index = 0
 
     @property
@@ -110,6 +114,13 @@ class CausalSynthesizer:
         x = F.interpolate(x, size=self.output_size, mode="bilinear", align_corners=False)
         return self.model.encode_images(x.to(self.dtype))
 
+    def _condition(self, labels) -> tuple[torch.Tensor | None, bool]:
+        """One-hot label maps -> the ControlNet's conditioning embedding, once per frame."""
+        cond = self.model.labels_to_condition(labels)
+        if self.model.controlnet is None or self.config.lambda_c == 0:
+            return cond, False
+        return condition_embedding(self.model.controlnet, cond), True
+
     def _check_labels_shape(self, labels, frames: int | None):
         arr = labels if isinstance(labels, (np.ndarray, torch.Tensor)) else np.asarray(labels)
         want = self.output_size if frames is None else (frames, *self.output_size)
@@ -131,7 +142,7 @@ class CausalSynthesizer:
                              f"{cfg.causal!r} (Eq. 9 block mode is available in generate_clip/predict_noise)")
         labels = self._check_labels_shape(labels, None)
         seed = self.frame_index if seed is None else seed
-        cond = model.labels_to_condition(labels[None])
+        cond, embedded = self._condition(labels[None])
         deg0 = self._lowres_latents(np.asarray(lowres)[None]) if lowres is not None else None
         noise = self.frame_noise(seed)
         t_steps = model.timesteps()
@@ -141,8 +152,8 @@ class CausalSynthesizer:
             tt = torch.full((1,), t, device=self.device, dtype=torch.long)
             deg = model.degraded_input(deg0, tt, noise[steps:steps + 1]) if deg0 is not None else None
             run = TemporalRun(mode="sliding", frames=1, lambda_t=float(cfg.lambda_t), window=cfg.window,
-                              cache=self._caches[s])
-            eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run)
+                              cache=self._caches[s], tables=self._tables)
+            eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run, embedded)
             x = model.lcm_step(s, t_steps, x, eps, noise[s + 1:s + 2] if s + 1 < steps else None)
         self.frame_index += 1
         return self._output(x, output)[0]
@@ -181,7 +192,7 @@ class CausalSynthesizer:
         if lowres_seq is not None and len(lowres_seq) != frames:
             raise ValueError(f"{len(lowres_seq)} degraded frames for {frames} label maps")
         mode = model._temporal_mode(temporal)
-        cond = model.labels_to_condition(labels_seq)
+        cond, embedded = self._condition(labels_seq)
         deg0 = self._lowres_latents(lowres_seq) if lowres_seq is not None else None
         noise = torch.stack([self.frame_noise(s) for s in seeds])  # [F, T+1, C, h, w]
         t_steps = model.timesteps()
@@ -195,6 +206,6 @@ class CausalSynthesizer:
             deg = model.degraded_input(deg0, tt, noise[:, steps]) if deg0 is not None else None
             run = None if mode == "off" else TemporalRun(mode=mode, frames=frames, lambda_t=float(cfg.lambda_t),
                                                          window=cfg.window)
-            eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run)
+            eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run, embedded)
             x = model.lcm_step(s, t_steps, x, eps, noise[:, s + 1] if s + 1 < steps else None)
         return self._output(x, output)

@@ -126,27 +126,58 @@ def sliding_window_index(frames: int, window: int, device=None) -> tuple[torch.T
     return j.clamp(max=frames - 1), valid
 
 
+def _stream_tables(attn, pe: torch.Tensor, run: TemporalRun, key) -> dict:
+    """Per-attention constants of the streaming path: fused W^Q|W^K|W^V and position tables.
+
+    Kept in ``run.tables`` for the synthesizer's lifetime (weights are fixed at inference).
+    """
+    tables = run.tables if run.tables is not None else {}
+    entry = tables.get(key)
+    if entry is None:
+        w = run.window
+        weight = torch.cat([attn.to_q.weight, attn.to_k.weight, attn.to_v.weight])
+        biases = [l.bias for l in (attn.to_q, attn.to_k, attn.to_v)]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b if b is not None else weight.new_zeros(l.out_features)
+                              for b, l in zip(biases, (attn.to_q, attn.to_k, attn.to_v))])
+        entry = {"weight": weight, "bias": bias,
+                 "q": F.linear(pe[:w], attn.to_q.weight), "k": F.linear(pe[:w], attn.to_k.weight),
+                 "v": F.linear(pe[:w], attn.to_v.weight)}
+        if run.tables is not None:
+            tables[key] = entry
+    return entry
+
+
+def _streaming_attention(attn, x: torch.Tensor, pe: torch.Tensor, run: TemporalRun, key) -> torch.Tensor:
+    """One new frame (x: [N, 1, D]); the earlier window frames come from this step's KV cache."""
+    tab = _stream_tables(attn, pe, run, key)
+    heads = attn.heads
+    qkv = F.linear(x, tab["weight"], tab["bias"])
+    q_c, kc_new, vc_new = qkv.chunk(3, dim=-1)
+    past = run.cache.get(key)
+    if past is None:
+        kc, vc = kc_new, vc_new
+    else:
+        kc, vc = torch.cat([past[0], kc_new], dim=1), torch.cat([past[1], vc_new], dim=1)
+    n = kc.shape[1]
+    keep = run.window - 1
+    run.cache[key] = (kc[:, n - keep:], vc[:, n - keep:]) if keep > 0 else (kc[:, :0], vc[:, :0])
+    q = _heads(q_c + tab["q"][n - 1], heads)  # the current frame sits at the last window slot
+    k = _heads(kc + tab["k"][:n], heads)
+    v = _heads(vc + tab["v"][:n], heads)
+    # a handful of keys: two small matmuls beat the fused SDPA kernel's fixed cost here
+    scores = (q @ k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
+    return _merge(scores.softmax(dim=-1).to(v.dtype) @ v)
+
+
 def _temporal_attention(attn, x: torch.Tensor, pe: torch.Tensor, run: TemporalRun, key) -> torch.Tensor:
     """One temporal self-attention of a motion module. x: [N, F, D] normed tokens, N = clips*pixels."""
     n_tok, frames, _ = x.shape
     heads = attn.heads
     mode = run.mode
     if run.cache is not None:
-        # streaming: one new frame, earlier window frames from the cache of this denoising step
-        past = run.cache.get(key)
-        kc_new, vc_new = attn.to_k(x), attn.to_v(x)
-        if past is None:
-            kc, vc = kc_new, vc_new
-        else:
-            kc, vc = torch.cat([past[0], kc_new], dim=1), torch.cat([past[1], vc_new], dim=1)
-        n = kc.shape[1]
-        q = attn.to_q(x + pe[n - 1])
-        k = kc + F.linear(pe[:n], attn.to_k.weight)
-        v = vc + F.linear(pe[:n], attn.to_v.weight)
-        keep = run.window - 1
-        run.cache[key] = (kc[:, n - keep:], vc[:, n - keep:]) if keep > 0 else (kc[:, :0], vc[:, :0])
-        out = F.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads))
-        out = _merge(out)
+        out = _streaming_attention(attn, x, pe, run, key)
     elif mode == "sliding":
         w = min(run.window, frames)
         jidx, valid = sliding_window_index(frames, w, device=x.device)
