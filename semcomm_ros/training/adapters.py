@@ -62,6 +62,25 @@ def assemble_model(preset: Preset, root: Path):
     return model
 
 
+def random_model(preset: Preset, seed: int = 0, window: int | None = None):
+    """The preset's full architecture with random backbone weights (benchmarks, tests)."""
+    from semcomm_ros.scenes import CLASS_NAMES
+    from semcomm_ros.synth import SynthConfig, SynthModel
+
+    from .backbone import build_scheduler, build_unet, build_vae
+
+    torch.manual_seed(seed)
+    bb = preset.backbone
+    res = preset.data.resolution
+    cfg = SynthConfig(height=res, width=res, num_classes=len(CLASS_NAMES), lowres_factor=preset.data.lowres_factor,
+                      window=window or preset.stage("dmd").window)
+    ch = tuple(bb.unet_channels)
+    emb = CONTROL_EMBEDDING if ch[0] >= CONTROL_EMBEDDING[-1] // 2 else tuple(max(4, ch[0] // 4) for _ in range(4))
+    return SynthModel.from_components(build_unet(bb, res // 8), build_vae(bb), cfg, scheduler=build_scheduler(bb),
+                                      controlnet_embedding_channels=emb,
+                                      motion_heads=max(1, ch[0] // 16) if ch[0] % 16 == 0 else 1)
+
+
 def load_model(preset: Preset, root: Path):
     from semcomm_ros.synth import SynthModel
 

@@ -48,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--export", default=None,
                            help="copy the finished model to this directory (e.g. the shipped default path)")
             p.add_argument("--from-stage", choices=STAGES, default=None, help="start at this stage")
+    _add_export(sub)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="copy a trained run's model to the synthesizer's default path")
+    p.add_argument("--preset", default="tabletop")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
+    p.add_argument("--to", default=None, help="destination (default: semcomm_ros/synth/default_model)")
 
 
 def _overrides(args) -> dict:
@@ -66,6 +74,18 @@ def run(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     root = Path(args.out or f"runs/{preset.name}")
+    if args.stage == "export":
+        from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
+
+        from .export import export_model
+
+        try:
+            dest = export_model(root / "model", args.to or DEFAULT_MODEL_DIR)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"exported {root / 'model'} -> {dest}")
+        return 0
     ov = _overrides(args)
     for k in ("steps", "batch_size", "grad_accum"):
         if ov[k] is not None and ov[k] <= 0:
@@ -89,6 +109,6 @@ def run(args) -> int:
     if args.stage == "all" and getattr(args, "export", None):
         from .export import export_model
 
-        dest = export_model(root / "model", args.export)
+        dest = export_model(root / "model", args.export)  # noqa: F811
         print(f"exported to {dest}")
     return 0

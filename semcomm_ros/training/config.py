@@ -156,14 +156,14 @@ def _tabletop() -> Preset:
         name="tabletop",
         data=DataConfig(resolution=128, clips=48, frames_per_clip=16),
         stages={
-            "vae": StageConfig(steps=1000, batch_size=16, lr=1e-3, checkpoint_every=250),
-            "backbone": StageConfig(steps=3000, batch_size=32, lr=1e-3, checkpoint_every=500),
-            "control": StageConfig(steps=1500, batch_size=16, lr=5e-4, checkpoint_every=250),
-            "restoration": StageConfig(steps=800, batch_size=16, lr=5e-4, checkpoint_every=200),
-            "teacher": StageConfig(steps=500, batch_size=2, frames=8, lr=5e-4, checkpoint_every=100),
-            "lcm": StageConfig(steps=300, batch_size=2, frames=8, window=3, lr=2e-4, teacher_samples=8,
+            "vae": StageConfig(steps=750, batch_size=16, lr=1e-3, checkpoint_every=250),
+            "backbone": StageConfig(steps=1000, batch_size=32, lr=1e-3, checkpoint_every=250),
+            "control": StageConfig(steps=600, batch_size=16, lr=5e-4, checkpoint_every=200),
+            "restoration": StageConfig(steps=400, batch_size=16, lr=5e-4, checkpoint_every=200),
+            "teacher": StageConfig(steps=200, batch_size=2, frames=8, lr=5e-4, checkpoint_every=100),
+            "lcm": StageConfig(steps=100, batch_size=2, frames=8, window=3, lr=2e-4, teacher_samples=8,
                                teacher_steps=10, checkpoint_every=100),
-            "dmd": StageConfig(steps=150, batch_size=2, frames=8, window=3, lr=1e-4, checkpoint_every=50),
+            "dmd": StageConfig(steps=50, batch_size=2, frames=8, window=3, lr=1e-4, checkpoint_every=25),
         },
     )
 

@@ -99,8 +99,25 @@ def _vae(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mixed_pr
     vae = trainer.unwrap().vae.eval()
     sf = latent_scaling_factor(vae, clips)
     save_backbone(root / "model", vae, None, sf, preset.backbone)
-    res.update({"trainable_params": count_params(vae.parameters()), "scaling_factor": sf})
+    res.update({"trainable_params": count_params(vae.parameters()), "scaling_factor": sf,
+                "heldout_psnr_db": vae_heldout_psnr(vae, preset)})
     return res
+
+
+@torch.no_grad()
+def vae_heldout_psnr(vae, preset: Preset, seeds=(0, 1, 2, 3), frames: int = 8) -> float:
+    """Reconstruction PSNR of the VAE on held-out clips (seeds outside the training range)."""
+    import numpy as np
+
+    from .data import render_clip, to_tensor_images
+
+    errs = []
+    for s in seeds:
+        rgb, _ = render_clip(s, frames, preset.data.resolution)
+        rec = vae.decode(vae.encode(to_tensor_images(rgb)).latents).sample.clamp(-1, 1)
+        rec = ((rec + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+        errs.append(np.mean((rec - rgb.astype(np.float64)) ** 2))
+    return round(float(10 * np.log10(255.0 ** 2 / np.mean(errs))), 2)
 
 
 def _backbone(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mixed_precision: str) -> dict:
