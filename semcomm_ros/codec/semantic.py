@@ -593,15 +593,16 @@ class SemanticEncoder:
     simplification tolerance (px), ``period`` I-frame period P, ``q_symbols`` Q, ``profile``
     ("paper" or "tracked"). A change of Q, profile or frame size makes the next frame an I-frame
     (the decoder learns them from I-frames); xi and P act from the next frame on.
-    ``xi=None`` / ``period=None`` take the profile's defaults (PROFILE_DEFAULTS).
+    ``xi`` / ``period`` left at None take the profile's defaults (PROFILE_DEFAULTS): the paper's
+    xi = 6, P = 4, or the tracked profile's xi = 4, P = 32.
     Tracked-profile knobs: ``keep_slack`` / ``update_slack`` (IoU an instance may lose against its
     intra refresh before its pose is corrected / before it is re-sent as a new contour).
     """
 
     def __init__(
         self,
-        xi: float | None = 6.0,
-        period: int | None = 4,
+        xi: float | None = None,
+        period: int | None = None,
         q_symbols: int = 256,
         profile: str = "paper",
         keep_slack: float = 0.2,
