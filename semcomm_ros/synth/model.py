@@ -51,9 +51,37 @@ class SynthModel(nn.Module):
         if restoration is not None:
             restoration.attach(unet, self._state)
         self._hooks = temporal.attach(unet, self._state) if temporal is not None else []
+        if restoration is not None:
+            self._hooks += self._skip_degraded_tail()
         bb.freeze(unet)
         bb.freeze(vae)
         self._timesteps: dict[int, list[int]] = {}
+
+    def _skip_degraded_tail(self) -> list:
+        """Drop the degraded rows before the up blocks that follow the last self-attention.
+
+        Eq. 7 only reads the degraded features z~ at self-attention layers, so the backbone's
+        trailing attention-free up blocks and output convolutions would compute nothing that is
+        used for those rows (about a quarter of a typical UNet's work).
+        """
+        ups = list(self.unet.up_blocks)
+        with_attn = [i for i, b in enumerate(ups) if getattr(b, "attentions", None) is not None and len(b.attentions)]
+        if not with_attn:
+            return []
+        state = self._state
+
+        def pre(module, args, kwargs):
+            if not state.degraded:
+                return None
+            n = state.n_main
+            kwargs = dict(kwargs)
+            kwargs["hidden_states"] = kwargs["hidden_states"][:n]
+            if kwargs.get("temb") is not None:
+                kwargs["temb"] = kwargs["temb"][:n]
+            kwargs["res_hidden_states_tuple"] = tuple(r[:n] for r in kwargs["res_hidden_states_tuple"])
+            return args, kwargs
+
+        return [b.register_forward_pre_hook(pre, with_kwargs=True) for b in ups[with_attn[-1] + 1:]]
 
     def _check_shapes(self) -> None:
         ucfg = self.unet.config
