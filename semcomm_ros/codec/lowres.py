@@ -5,10 +5,10 @@ video codec (VP9 via PyAV's libvpx by default; SVT-AV1 and x265 selectable) at a
 far below what the codecs' own rate control reaches. The operator decodes these degraded frames
 and feeds them to the Restoration Adapter.
 
-Why VP9: on 128x128 tabletop clips at the codecs' coarsest settings, VP9 spends the fewest bits
-per frame for the highest PSNR (measured figures in ``docs/lowres.md``); SVT-AV1 is ~15 % larger
-at ~0.7 dB lower PSNR, x265 at QP 51 is smaller per frame but ~4 dB worse, and x264 writes a
-~600-byte SEI plus a larger I-frame.
+Why VP9 (figures in ``docs/lowres.md``): with this rate control at 1 kbps on 128x128 tabletop
+clips VP9 gives the highest PSNR (+0.6 dB over SVT-AV1, +1.6 dB over x265); SVT-AV1 has a
+slightly higher MS-SSIM (+0.02) and stays selectable; x265 is last on both; x264 writes a
+~600-byte SEI and a 3x larger I-frame.
 
 Rate control (our own outer loop, because at these rates every codec sits at its coarsest
 quantizer and its internal rate control cannot go lower):
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
@@ -180,6 +181,9 @@ def upsample(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def _open_encoder(spec: _CodecSpec, name: str, width: int, height: int, fps: int, q: int):
     import av
+
+    if name == "av1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner per encoder otherwise
 
     ctx = av.CodecContext.create(spec.encoder, "w")
     ctx.width, ctx.height = width, height
@@ -335,6 +339,15 @@ class LowResEncoder:
             self._key_pending = True
             self.upgrades += 1
 
+    def close(self) -> None:
+        """Flush and drop the codec (optional: only SVT-AV1 complains when it is not called)."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.encode(None)  # zero latency: nothing is left, but SVT-AV1 wants its EOS
+            self._ctx = None
+
     def _encode_frame(self, low: np.ndarray, k: int) -> bytes:
         import av
 
@@ -364,6 +377,7 @@ class LowResEncoder:
         # restore detail a little at a time. Trial encodes are cheap at this size.
         for sigma in KEY_BLUR_SIGMAS:
             src = cv2.GaussianBlur(low, (0, 0), sigma) if sigma else low
+            self._close()
             self._ctx = _open_encoder(self._spec, self.codec, self.low_width, self.low_height,
                                       self.fps, self._spec.tiers[tier])
             payload = self._encode_frame(src, k)
