@@ -138,6 +138,24 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents.to(dtype=vae.dtype) / scale + shift).sample
 
 
+def empty_prompt_embedding(path: str | Path) -> torch.Tensor:
+    """The CLIP text encoder's embedding of "" for a local SD checkpoint, computed once."""
+    path = Path(path)
+    for sub in ("text_encoder", "tokenizer"):
+        if not (path / sub).is_dir():
+            raise FileNotFoundError(f"missing {path / sub}: pass null_embedding= instead")
+    try:
+        from transformers import CLIPTextModel, CLIPTokenizer
+    except ImportError as exc:
+        raise ImportError("computing the empty-prompt embedding needs the `transformers` package; install it "
+                          "or pass null_embedding= (a [1, 77, 768] tensor)") from exc
+    tok = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    enc = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True).eval()
+    ids = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return enc(ids)[0].float()
+
+
 def zero_null_embedding(tokens: int, dim: int) -> torch.Tensor:
     return torch.zeros(1, tokens, dim)
 

@@ -130,6 +130,30 @@ class SynthModel(nn.Module):
                    temporal=temporal, null_embedding=null_embedding)
 
     @classmethod
+    def from_sd_checkpoint(cls, path: str | Path, config: SynthConfig | None = None,
+                           null_embedding: torch.Tensor | None = None, **kwargs) -> "SynthModel":
+        """Backbone from a LOCAL Stable-Diffusion-1.5-family directory (diffusers layout), new adapters.
+
+        Reads ``unet/``, ``vae/`` (AutoencoderKL) and ``scheduler/``; never a hub. The empty prompt's
+        embedding is computed once with the checkpoint's ``text_encoder/`` and ``tokenizer/`` when
+        the ``transformers`` package is installed, else it must be passed as ``null_embedding``.
+        Further keyword arguments go to ``from_components``.
+        """
+        import diffusers
+
+        path = Path(path)
+        unet = bb.load_unet(path / "unet")
+        vae = bb.load_vae(path / "vae", "AutoencoderKL")
+        sched_dir = path / "scheduler"
+        if not (sched_dir / "scheduler_config.json").is_file():
+            raise FileNotFoundError(f"missing scheduler config {sched_dir / 'scheduler_config.json'}")
+        scheduler = bb.lcm_scheduler(diffusers.DDPMScheduler.load_config(sched_dir, local_files_only=True))
+        if null_embedding is None:
+            null_embedding = bb.empty_prompt_embedding(path)
+        config = (config or SynthConfig()).replace(vae_class="AutoencoderKL", null_tokens=int(null_embedding.shape[1]))
+        return cls.from_components(unet, vae, config, scheduler=scheduler, null_embedding=null_embedding, **kwargs)
+
+    @classmethod
     def tiny(cls, resolution: int = 64, seed: int = 0, num_classes: int = 8, **config) -> "SynthModel":
         """Same architecture, tiny random weights (tests, benchmarks). All adapters act (non-zero)."""
         cfg = SynthConfig(height=resolution, width=resolution, num_classes=num_classes, **config)
