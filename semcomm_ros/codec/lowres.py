@@ -207,8 +207,6 @@ class LowResEncoder:
     the keyframe size is bounded for (a keyframe gets at most 12 % of one window's bits).
     """
 
-    P_THRESHOLD = 0.5
-
     def __init__(self, width: int, height: int, fps: int = 10, scale: int = 4, kbps: float = 1.0,
                  codec: str = "vp9", keyframe_interval: int = 100, window_s: float = 10.0):
         if codec not in CODECS:
@@ -314,10 +312,7 @@ class LowResEncoder:
             est = self._est_p(self._tier)
             self._fill(budget, max(0.3 * budget * self.fps, est + budget))
             self._maybe_upgrade(budget)
-            # code when half the expected cost is there: the bucket then swings about zero
-            # (half paid before, half after), and an estimate that lags behind a burst of
-            # motion does not leave the budget unspent
-            if self._bucket >= self.P_THRESHOLD * est or k - self._last_coded >= MAX_GAP:
+            if self._bucket >= est or k - self._last_coded >= MAX_GAP:
                 return self._code_delta(k, rgb)
         self.frame_types.append("S")
         self.bits.append(0)
