@@ -199,6 +199,12 @@ def test_clear_errors(tmp_path, monkeypatch):
         synth.generate_clip(labels, low, seeds=[1, 2])
     with pytest.raises(ValueError, match="x_t frames"):
         synth.model.predict_noise(torch.zeros(1, 2, 4, 3, 3), 10)
+    synth.config.causal = "block"
+    with pytest.raises(ValueError, match="streaming runs the sliding-window"):
+        synth(labels[0], low[0])
+    synth.config.causal = "sliding"
+    with pytest.raises(ValueError, match="exceeds the Temporal Adapter"):
+        SynthModel.tiny(RES, window=40)
     path = synth.save_pretrained(tmp_path / "m")
     (path / "restoration_adapter.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="restoration_adapter.safetensors"):

@@ -88,6 +88,9 @@ class SynthModel(nn.Module):
         lat = getattr(self.vae.config, "latent_channels", None)
         if lat is not None and lat != ucfg.in_channels:
             raise ValueError(f"VAE latent channels {lat} != UNet in_channels {ucfg.in_channels}")
+        if self.temporal is not None and self.config.window > self.temporal.max_frames:
+            raise ValueError(f"window W={self.config.window} exceeds the Temporal Adapter's "
+                             f"{self.temporal.max_frames} positions (motion_max_seq_length)")
         if self.controlnet is not None:
             cc = self.controlnet.config.conditioning_channels
             if cc != self.config.num_classes:

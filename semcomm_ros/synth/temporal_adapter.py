@@ -173,7 +173,7 @@ def _streaming_attention(attn, x: torch.Tensor, pe: torch.Tensor, run: TemporalR
 
 def _temporal_attention(attn, x: torch.Tensor, pe: torch.Tensor, run: TemporalRun, key) -> torch.Tensor:
     """One temporal self-attention of a motion module. x: [N, F, D] normed tokens, N = clips*pixels."""
-    n_tok, frames, _ = x.shape
+    _, frames, _ = x.shape
     heads = attn.heads
     mode = run.mode
     if run.cache is not None:
