@@ -24,7 +24,7 @@ quantizer and its internal rate control cannot go lower):
   by low-passing the keyframe input as much as needed (trial encodes, see ``_code_key``);
 - the quality tier (codec CRF/QP) is chosen at each keyframe, where the encoder is re-opened:
   the finest tier that still codes >= 80 % of the frames. When the bucket overflows (the scene
-  needs less than the budget at this tier: a fifth of 3 s unused), an extra keyframe moves to
+  needs less than the budget at this tier: 8 % of the last 1.5 s unused), an extra keyframe moves to
   the next finer tier. ``set_kbps`` acts on the bucket at once and on the tier at the next
   keyframe.
 
@@ -76,7 +76,7 @@ _DELTA_HDR = struct.Struct("<BBB")  # tag, frame index mod 256, gap
 KEY_OVERHEAD = _KEY_HDR.size + 1
 DELTA_OVERHEAD = _DELTA_HDR.size + 1
 MAX_GAP = 255
-UPGRADE_WINDOW = 30  # frames
+UPGRADE_WINDOW = 15  # frames
 KEY_SHARE = 0.12
 KEY_BLUR_SIGMAS = (0.0, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0, 8.0)
 MAX_SIZE = 4096
@@ -326,8 +326,9 @@ class LowResEncoder:
 
     def _maybe_upgrade(self, budget: float) -> None:
         # A budget the scene does not use at this tier is lost to the bucket's cap; since the
-        # tier can only change at a keyframe, spend it on one at a finer tier once a fifth of
-        # the last 3 s went unused (the regular keyframe choice may step back down).
+        # tier can only change at a keyframe, spend it on one at a finer tier once 8 % of the
+        # last UPGRADE_WINDOW frames' budget went unused (the next regular keyframe's choice
+        # may step back down).
         if (self._tier + 1 < len(self._spec.tiers) and len(self._clipped) == UPGRADE_WINDOW
                 and sum(self._clipped) >= 0.08 * budget * UPGRADE_WINDOW):
             self._upgrade_to = self._tier + 1
