@@ -123,8 +123,11 @@ def sd15_counts() -> dict[str, int]:
     return model.parameter_counts()
 
 
-def _gpu_figures(frames: int) -> dict:
-    """SD-1.5-sized random model at 512x512, T=4, W=3, fp16 on CUDA: FPS and peak memory."""
+def _gpu_figures(frames: int, device: str = "cuda", resolution: int = 512, unet_config: dict | None = None) -> dict:
+    """SD-1.5-sized random model at 512x512, T=4, W=3, fp16 on CUDA: FPS and peak memory.
+
+    ``device``/``resolution``/``unet_config`` exist so that the code path can be smoke-tested small on a CPU.
+    """
     import torch
     from diffusers import AutoencoderTiny, UNet2DConditionModel
 
@@ -133,25 +136,31 @@ def _gpu_figures(frames: int) -> dict:
     from .model import SynthModel
     from .synthesizer import CausalSynthesizer
 
+    cuda = device.startswith("cuda")
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**sd15_unet_config())
+    ucfg = unet_config or sd15_unet_config(resolution)
+    unet = UNet2DConditionModel(**ucfg)
     vae = AutoencoderTiny()  # TAESD shapes: the tiny decoder the issue allows
-    cfg = SynthConfig(height=512, width=512, num_classes=13, null_tokens=77, vae_class="AutoencoderTiny")
-    model = SynthModel.from_components(unet, vae, cfg, adapter_init="random", motion_heads=8)
-    synth = CausalSynthesizer(model, device="cuda", dtype=torch.float16)
-    labels, low = _inputs(8, 512, 13, 4)
+    cfg = SynthConfig(height=resolution, width=resolution, num_classes=13, null_tokens=77,
+                      vae_class="AutoencoderTiny")
+    model = SynthModel.from_components(unet, vae, cfg, adapter_init="random",
+                                       motion_heads=8 if unet_config is None else None)
+    synth = CausalSynthesizer(model, device=device, dtype=torch.float16 if cuda else torch.float32)
+    labels, low = _inputs(8, resolution, 13, 4)
     for k in range(3):
         synth(labels[k], low[k], seed=k)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     synth.reset()
     t0 = time.perf_counter()
     for k in range(frames):
         synth(labels[k % 8], low[k % 8], seed=k)
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"gpu": torch.cuda.get_device_name(), "fps_512": frames / dt,
-            "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30}
+    return {"gpu": torch.cuda.get_device_name() if cuda else device, "fps_512": frames / dt,
+            "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")}
 
 
 def run(args) -> int:
