@@ -249,3 +249,12 @@ def test_sd_layout_checkpoint_loads_from_local_directory(tmp_path):
     assert torch.equal(SynthModel.from_pretrained(tmp_path / "out").null_embedding, null)
     with pytest.raises(FileNotFoundError, match="text_encoder"):
         SynthModel.from_sd_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("window,noise", [(1, "forward"), (2, "none")])
+def test_streaming_equals_clip_other_windows(window, noise):
+    synth = CausalSynthesizer.tiny(RES, seed=4, window=window, degraded_noise=noise)
+    labels, low = _inputs(frames=3, seed=3)
+    clip = synth.generate_clip(labels, low, seeds=[3, 1, 2], output="latent")
+    stream = torch.stack([synth(labels[k], low[k], seed=s, output="latent") for k, s in enumerate([3, 1, 2])])
+    assert (stream - clip).abs().max().item() < 1e-4
