@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,9 @@ class EncodedClips:
         out = cls(clean.reshape(n, f, *clean.shape[1:]), deg.reshape(n, f, *deg.shape[1:]))
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"clean": out.clean, "degraded": out.degraded}, cache_file)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            torch.save({"clean": out.clean, "degraded": out.degraded}, tmp)
+            os.replace(tmp, cache_file)  # atomic: parallel stages may read it
         return out
 
     def lookup(self, batch: dict, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,11 +167,16 @@ class EncodedClips:
 
 
 def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
-    vae_file = next((root / MODEL / "vae").glob("*.safetensors"))
-    h = hashlib.sha1()
-    h.update(vae_file.read_bytes())
+    """Keyed by the VAE's weights (their values, not the file: re-saving must not invalidate it)."""
+    from safetensors.torch import load_file
+
     from .data import _key
 
+    vae_file = next((root / MODEL / "vae").glob("*.safetensors"))
+    h = hashlib.sha1()
+    for k, v in sorted(load_file(str(vae_file)).items()):
+        h.update(k.encode())
+        h.update(v.float().numpy().tobytes())
     h.update(_key(preset.data, degradation).encode())
     return root / "cache" / f"latents_{h.hexdigest()[:12]}.pt"
 

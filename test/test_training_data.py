@@ -1,0 +1,78 @@
+"""Training data and command line: degradations as the decoder sees them, batches, CLI errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from semcomm_ros.training.config import STAGES, Preset, get_preset
+from semcomm_ros.training.data import BatchSampler, build_clipset, codec_degrade, realesrgan_degrade, render_clip
+
+
+def test_codec_degradation_is_the_real_lowres_stream():
+    from semcomm_ros.codec import LowResDecoder, LowResEncoder
+
+    cfg = replace(get_preset("tabletop").data, resolution=64)
+    rgb, _ = render_clip(100_000, 6, 64)
+    low = codec_degrade(rgb, cfg)
+    assert low.shape == (6, 16, 16, 3) and low.dtype == np.uint8
+    enc, dec = LowResEncoder(64, 64, fps=10, scale=4, kbps=1.0), LowResDecoder()
+    first = dec.decode(enc.encode(rgb[0]))
+    np.testing.assert_array_equal(low[0], first)
+
+
+def test_realesrgan_degradation_shrinks_and_changes_the_frame():
+    rgb, _ = render_clip(100_001, 1, 64)
+    low = realesrgan_degrade(rgb[0], 4, np.random.default_rng(0))
+    assert low.shape == (16, 16, 3) and low.dtype == np.uint8
+    down = rgb[0].reshape(16, 4, 16, 4, 3).mean((1, 3))
+    assert np.abs(low.astype(float) - down).mean() > 1.0
+
+
+def test_batches_are_a_function_of_the_step_and_flip_consistently():
+    preset = get_preset("tiny")
+    clips = build_clipset(preset.data, degradation="realesrgan", cache=False, progress=False)
+    s = BatchSampler(clips, 3, frames=2, seed=7)
+    a, b = s.batch(5), s.batch(5)
+    for k in ("frames", "labels", "lowres", "flip"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert a["frames"].shape == (3, 2, 32, 32, 3) and a["labels"].shape == (3, 2, 32, 32)
+    # labels flip with their frames: the table (0) is where the frame shows the table colour
+    c, st, fl = a["clip"][0], a["start"][0], a["flip"][0]
+    lab = clips.labels[c, st]
+    lab = lab[:, ::-1] if fl & 1 else lab
+    lab = lab[::-1] if fl & 2 else lab
+    np.testing.assert_array_equal(a["labels"][0, 0], lab)
+    with pytest.raises(ValueError, match="frames per sample"):
+        BatchSampler(clips, 1, frames=99)
+
+
+def test_presets_round_trip_and_cover_every_stage(tmp_path):
+    for name in ("paper", "tabletop", "tiny"):
+        p = get_preset(name)
+        p.save(tmp_path / f"{name}.json")
+        q = Preset.load(tmp_path / f"{name}.json")
+        assert q.to_dict() == p.to_dict()
+    tab = get_preset("tabletop")
+    assert set(tab.stages) == set(STAGES)
+    assert all(s.weight_decay == 1e-2 and s.grad_clip == 1.0 for s in tab.stages.values())
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("nope")
+
+
+def test_cli_reports_bad_options(tmp_path, capsys):
+    from semcomm_ros.training import cli
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["control", "--preset", "nope"])) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert cli.run(parser.parse_args(["control", "--preset", "tiny", "--steps", "0"])) == 2
+    rc = cli.run(parser.parse_args(["control", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]))
+    assert rc == 1 and "run `semcomm train" in capsys.readouterr().err
+    rc = cli.run(parser.parse_args(["export", "--out", str(tmp_path), "--to", str(tmp_path / "x")]))
+    assert rc == 1 and "synthesizer config" in capsys.readouterr().err
