@@ -1,0 +1,28 @@
+"""QoS profiles, chosen for a constrained robot -> operator link (see docs/ros.md).
+
+- Link streams (``semantic``, ``lowres``): BEST_EFFORT, KEEP_LAST 8, VOLATILE. A retransmitted
+  frame arrives too late to show and spends bits the 2 kbps budget does not have; the codecs
+  recover from loss by themselves (semantic I-frames every P frames, low-res keyframes) and the
+  decoder asks for an early one on ``keyframe_request``. Subscribers are best effort too, so they
+  also match a reliable publisher (e.g. ``ros2 bag play`` defaults).
+- ``keyframe_request``: RELIABLE, KEEP_LAST 4: rare, tiny, and losing one costs up to P frames.
+- ``link_stats`` and decoder diagnostics: RELIABLE, KEEP_LAST 10: monitoring on the local side.
+- Camera / label / synthesized images: the sensor-data profile (BEST_EFFORT, KEEP_LAST 2): only
+  the newest frame matters; a queue of old frames would only add latency.
+No queue anywhere is unbounded (no KEEP_ALL).
+"""
+
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+LINK = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=8,
+                  reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+FEEDBACK = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+STATS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                   reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                    reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+BY_NAME = {"link": LINK, "feedback": FEEDBACK, "stats": STATS, "sensor": SENSOR}

@@ -1,0 +1,144 @@
+"""A small stand-in for ``ros2 topic echo`` / ``ros2 topic pub`` (the ``ros2`` CLI is not
+installable from PyPI): messages as JSON lines, ``uint8[]`` fields as ``{"__bytes__": hex}``.
+
+    python -m semcomm_ros.ros.topic echo /semcomm/link_stats semcomm_ros/msg/LinkStats --count 3
+    python -m semcomm_ros.ros.topic pub spec.json --rate 10 --duration 5
+
+``pub`` reads a JSON list of ``{"topic", "type", "fields"}`` and publishes each entry at ``--rate``
+until ``--duration`` ends; ``echo`` takes ``TOPIC TYPE`` pairs and exits 0 once ``--count``
+messages arrived on every topic, 1 on timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+
+
+def msg_class(type_name: str):
+    """``pkg/msg/Name`` (or ``pkg/Name``) -> the generated class."""
+    parts = type_name.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], "msg", parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"message type must look like pkg/msg/Name, got {type_name!r}")
+    return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
+
+
+def to_jsonable(msg):
+    from semcomm_ros.ros.convert import msg_to_dict
+
+    def enc(v):
+        if isinstance(v, bytes):
+            return {"__bytes__": v.hex()}
+        if isinstance(v, dict):
+            return {k: enc(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [enc(x) for x in v]
+        return v
+
+    return enc(msg_to_dict(msg))
+
+
+def fill(msg, fields: dict):
+    """Set fields (recursively) from a JSON dict as produced by :func:`to_jsonable`."""
+    for name, value in fields.items():
+        if not hasattr(msg, name) or name.startswith("_"):
+            raise ValueError(f"{type(msg).__name__} has no field {name!r}")
+        if isinstance(value, dict) and "__bytes__" in value:
+            setattr(msg, name, bytes.fromhex(value["__bytes__"]))
+        elif isinstance(value, dict):
+            fill(getattr(msg, name), value)
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
+def _qos(name: str):
+    from semcomm_ros.ros import qos
+
+    return qos.BY_NAME[name]
+
+
+def cmd_echo(args) -> int:
+    import rclpy
+
+    if len(args.pairs) % 2:
+        print("echo: expected TOPIC TYPE pairs", file=sys.stderr)
+        return 2
+    rclpy.init()
+    node = rclpy.create_node(f"semcomm_echo_{int(time.time() * 1000) % 100000}")
+    got: dict[str, int] = {}
+    pairs = list(zip(args.pairs[0::2], args.pairs[1::2]))
+    for topic, type_name in pairs:
+        got[topic] = 0
+
+        def cb(msg, topic=topic):
+            if got[topic] >= args.count:
+                return
+            got[topic] += 1
+            print(json.dumps({"topic": topic, "msg": to_jsonable(msg)}), flush=True)
+
+        node.create_subscription(msg_class(type_name), topic, cb, _qos(args.qos))
+    print(json.dumps({"ready": True}), flush=True)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline and min(got.values()) < args.count:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    missing = [t for t, n in got.items() if n < args.count]
+    if missing:
+        print(f"echo: timed out after {args.timeout} s waiting for {missing}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_pub(args) -> int:
+    import rclpy
+
+    with open(args.spec) as f:
+        spec = json.load(f)
+    rclpy.init()
+    node = rclpy.create_node(f"semcomm_pub_{int(time.time() * 1000) % 100000}")
+    pubs = []
+    for entry in spec:
+        cls = msg_class(entry["type"])
+        msg = fill(cls(), entry.get("fields", {}))
+        pubs.append((node.create_publisher(cls, entry["topic"], _qos(args.qos)), msg))
+    end = time.monotonic() + args.duration
+    try:
+        while time.monotonic() < end:
+            for pub, msg in pubs:
+                pub.publish(msg)
+            rclpy.spin_once(node, timeout_sec=1.0 / args.rate)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m semcomm_ros.ros.topic", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("echo", help="print messages as JSON lines")
+    e.add_argument("pairs", nargs="+", metavar="TOPIC TYPE")
+    e.add_argument("--count", type=int, default=1, help="messages per topic before exiting")
+    e.add_argument("--timeout", type=float, default=30.0, help="seconds before giving up (exit 1)")
+    e.add_argument("--qos", choices=["link", "feedback", "stats", "sensor"], default="link")
+    q = sub.add_parser("pub", help="publish messages from a JSON spec")
+    q.add_argument("spec")
+    q.add_argument("--rate", type=float, default=10.0, help="Hz")
+    q.add_argument("--duration", type=float, default=10.0, help="seconds")
+    q.add_argument("--qos", choices=["link", "feedback", "stats", "sensor"], default="stats")
+    args = p.parse_args(argv)
+    return cmd_echo(args) if args.cmd == "echo" else cmd_pub(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
