@@ -211,15 +211,19 @@ def check_semantic(p: SemanticPacket, against_payload: bool = True) -> SemanticP
         for field, names, value in (
             ("width", ("width",), p.width),
             ("height", ("height",), p.height),
-            ("frame_index", ("frame_index", "index"), p.frame_index),
             ("bitstream_version", ("version", "bitstream_version"), p.bitstream_version),
         ):
             got = _header_value(hdr, *names)
             if got is not None and int(got) != int(value):
-                if field == "frame_index" and int(got) == int(value) % (1 << 16):
-                    continue  # the packet may carry a shorter, wrapping index
                 raise BitstreamError(f"SemanticFrame.{field} = {value} contradicts the payload "
                                      f"header ({got})")
+        got = _header_value(hdr, "frame_index", "index")
+        if got is not None:
+            # the packet carries the index modulo 256 (I-frames) or 16 (P-frames)
+            modulo = 256 if p.is_iframe else 16
+            if int(got) != p.frame_index % modulo:
+                raise BitstreamError(f"SemanticFrame.frame_index = {p.frame_index} contradicts the "
+                                     f"payload header ({got} = index mod {modulo})")
         ftype = _header_value(hdr, "frame_type", "type", "kind")
         iframe = _header_value(hdr, "iframe", "is_iframe", "key")
         if ftype is not None:
@@ -300,9 +304,9 @@ def check_lowres(p: LowResPacket, against_payload: bool = True) -> LowResPacket:
                 if hdr[field] != value:
                     raise BitstreamError(f"LowResFrame.{field} = {value!r} contradicts the payload "
                                          f"header ({hdr[field]!r})")
-        if hdr["index"] != p.frame_index % (256 if not hdr["key"] else 65536):
-            raise BitstreamError(f"LowResFrame.frame_index = {p.frame_index} contradicts the "
-                                 f"payload header ({hdr['index']})")
+        # hdr["index"] is the low-res encoder's own counter (it restarts when the encoder is
+        # re-opened for a new scale), so it is not compared with frame_index; the low-res decoder
+        # checks its continuity itself.
     return p
 
 

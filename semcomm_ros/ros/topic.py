@@ -3,6 +3,7 @@ installable from PyPI): messages as JSON lines, ``uint8[]`` fields as ``{"__byte
 
     python -m semcomm_ros.ros.topic echo /semcomm/link_stats semcomm_ros/msg/LinkStats --count 3
     python -m semcomm_ros.ros.topic pub spec.json --rate 10 --duration 5
+    python -m semcomm_ros.ros.topic param /semcomm/encoder_node xi:=8.0 target_kbps:=2.0
 
 ``pub`` reads a JSON list of ``{"topic", "type", "fields"}`` and publishes each entry at ``--rate``
 until ``--duration`` ends; ``echo`` takes ``TOPIC TYPE`` pairs and exits 0 once ``--count``
@@ -122,6 +123,47 @@ def cmd_pub(args) -> int:
     return 0
 
 
+def cmd_param(args) -> int:
+    """Set parameters of a running node through its ``set_parameters`` service; prints each
+    result (successful, reason) as JSON and exits 1 if any was refused."""
+    import rclpy
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    rclpy.init()
+    node = rclpy.create_node(f"semcomm_param_{int(time.time() * 1000) % 100000}")
+    try:
+        cli = node.create_client(SetParameters, f"{args.node}/set_parameters")
+        if not cli.wait_for_service(timeout_sec=args.timeout):
+            print(f"param: no node {args.node} answering", file=sys.stderr)
+            return 2
+        req = SetParameters.Request()
+        for assignment in args.assignments:
+            name, _, text = assignment.partition(":=")
+            value = json.loads(text)
+            pv = ParameterValue()
+            if isinstance(value, bool):
+                pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+            elif isinstance(value, int):
+                pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, value
+            elif isinstance(value, float):
+                pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
+            else:
+                pv.type, pv.string_value = ParameterType.PARAMETER_STRING, str(value)
+            req.parameters.append(Parameter(name=name, value=pv))
+        future = cli.call_async(req)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if not future.done():
+            print("param: no answer", file=sys.stderr)
+            return 2
+        results = [{"successful": r.successful, "reason": r.reason} for r in future.result().results]
+        print(json.dumps(results), flush=True)
+        return 0 if all(r["successful"] for r in results) else 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m semcomm_ros.ros.topic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,8 +178,12 @@ def main(argv=None) -> int:
     q.add_argument("--rate", type=float, default=10.0, help="Hz")
     q.add_argument("--duration", type=float, default=10.0, help="seconds")
     q.add_argument("--qos", choices=["link", "feedback", "stats", "sensor"], default="stats")
+    r = sub.add_parser("param", help="set parameters of a running node: NODE name:=json_value ...")
+    r.add_argument("node", help="full node name, e.g. /semcomm/encoder_node")
+    r.add_argument("assignments", nargs="+", metavar="NAME:=VALUE")
+    r.add_argument("--timeout", type=float, default=20.0)
     args = p.parse_args(argv)
-    return cmd_echo(args) if args.cmd == "echo" else cmd_pub(args)
+    return {"echo": cmd_echo, "pub": cmd_pub, "param": cmd_param}[args.cmd](args)
 
 
 if __name__ == "__main__":

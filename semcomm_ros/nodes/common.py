@@ -1,0 +1,100 @@
+"""What every node shares: parameter declaration with descriptors and ranges, run-time parameter
+callbacks that refuse bad values with a reason, and a ``main`` that spins until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+NAMESPACE = "semcomm"
+
+
+def _torch_threads():
+    # the robot and operator machines here have 2 shared cores; nodes must not oversubscribe them
+    n = int(os.environ.get("SEMCOMM_TORCH_THREADS", "1"))
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, n))
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def declare(node, name: str, default, description: str, lo=None, hi=None, step=None,
+            read_only: bool = False, choices: tuple | None = None):
+    """Declare a parameter with a descriptor; numeric ones get a range the middleware enforces."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    desc = ParameterDescriptor(name=name, description=description, read_only=read_only)
+    if choices:
+        desc.additional_constraints = "one of: " + ", ".join(map(str, choices))
+    if lo is not None and hi is not None:
+        if isinstance(default, bool):
+            pass
+        elif isinstance(default, int):
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=int(step or 0))]
+        elif isinstance(default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi),
+                                                            step=float(step or 0.0))]
+        desc.additional_constraints = (desc.additional_constraints + "; " if desc.additional_constraints
+                                       else "") + f"range [{lo}, {hi}]"
+    return node.declare_parameter(name, default, desc).value
+
+
+def check_params(params, checks: dict[str, Callable]) -> tuple[bool, str]:
+    """Run ``checks[name](value)`` (which raise ValueError) for each changed parameter."""
+    for p in params:
+        fn = checks.get(p.name)
+        if fn is None:
+            continue
+        try:
+            fn(p.value)
+        except (ValueError, TypeError) as exc:
+            return False, f"{p.name}={p.value!r} refused: {exc}"
+    return True, ""
+
+
+def in_range(lo, hi):
+    def check(v):
+        if not (lo <= v <= hi):
+            raise ValueError(f"must be within [{lo}, {hi}]")
+    return check
+
+
+def one_of(*choices):
+    def check(v):
+        if v not in choices:
+            raise ValueError(f"must be one of {list(choices)}")
+    return check
+
+
+def set_result(ok: bool, reason: str = ""):
+    from rcl_interfaces.msg import SetParametersResult
+
+    return SetParametersResult(successful=ok, reason=reason)
+
+
+def run(node_factory: Callable, args=None, threads: int = 1) -> int:
+    """rclpy.init, build the node, spin until Ctrl-C / SIGTERM, clean shutdown."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+
+    _torch_threads()
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        node = node_factory()
+        executor = MultiThreadedExecutor(threads) if threads > 1 else SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

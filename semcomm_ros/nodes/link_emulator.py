@@ -1,0 +1,112 @@
+"""Link emulator: relays the link topics through a constrained channel (semcomm_ros.link:
+token-bucket bandwidth cap, added latency, loss, reordering), in wall-clock time.
+
+Subscribes ``tx/semantic``, ``tx/lowres`` (remap the encoder's outputs there) and publishes what
+gets through on ``semantic``, ``lowres``; ``link_stats_rx`` (LinkStats, 1 Hz) reports the payload
+bits actually delivered over a sliding window, and the drops. ``keyframe_request`` is not relayed
+(the feedback channel is tiny; route it through a second emulator if it must be impaired).
+Parameters (run-time changeable): ``bandwidth_kbps`` (0 = unlimited), ``latency_ms``,
+``loss_rate``, ``reorder_rate``, ``max_queue_bits``; read-only ``seed``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from rclpy.node import Node
+
+from semcomm_ros.link import LinkParams, SimulatedLink
+from semcomm_ros.msg import LinkStats, LowResFrame, SemanticFrame
+from semcomm_ros.nodes.common import NAMESPACE, check_params, declare, in_range, run, set_result
+from semcomm_ros.ros import qos
+from semcomm_ros.ros.convert import stamp_from_ns
+
+
+class LinkEmulator(Node):
+    def __init__(self):
+        super().__init__("link_emulator", namespace=NAMESPACE)
+        p = LinkParams()
+        self.params_ = {
+            "bandwidth_kbps": declare(self, "bandwidth_kbps", p.bandwidth_kbps,
+                                      "bandwidth cap, kbit/s (1000 bit/s); 0 = unlimited", 0.0, 1e6),
+            "latency_ms": declare(self, "latency_ms", p.latency_ms, "added one-way latency, ms", 0.0, 60000.0),
+            "loss_rate": declare(self, "loss_rate", p.loss_rate, "probability a packet is lost", 0.0, 1.0),
+            "reorder_rate": declare(self, "reorder_rate", p.reorder_rate,
+                                    "probability a packet is held back 100-300 ms", 0.0, 1.0),
+            "max_queue_bits": declare(self, "max_queue_bits", p.max_queue_bits,
+                                      "bits waiting for the cap beyond which packets are dropped", 0, 10**9),
+        }
+        seed = declare(self, "seed", 0, "random seed of loss/reordering", 0, 2**31 - 1, read_only=True)
+        self.window_s = declare(self, "window_s", 10.0, "window of the delivered-rate figure, s", 0.5, 600.0)
+        self.link = SimulatedLink(LinkParams(**self.params_), seed=seed)
+        self.t0 = time.monotonic()
+        self.add_on_set_parameters_callback(self._on_params)
+        self.pub = {"semantic": self.create_publisher(SemanticFrame, "semantic", qos.LINK),
+                    "lowres": self.create_publisher(LowResFrame, "lowres", qos.LINK)}
+        self.create_subscription(SemanticFrame, "tx/semantic", lambda m: self._offer("semantic", m), qos.LINK)
+        self.create_subscription(LowResFrame, "tx/lowres", lambda m: self._offer("lowres", m), qos.LINK)
+        self.pub_stats = self.create_publisher(LinkStats, "link_stats_rx", qos.STATS)
+        self._delivered: deque[tuple[float, str, int]] = deque()  # (t, stream, bits)
+        self.offered = 0
+        self.create_timer(0.005, self._deliver)
+        self.create_timer(1.0, self._stats)
+        self.get_logger().info(f"link: {self.params_}")
+
+    def _now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _on_params(self, params):
+        checks = {"bandwidth_kbps": in_range(0.0, 1e6), "latency_ms": in_range(0.0, 60000.0),
+                  "loss_rate": in_range(0.0, 1.0), "reorder_rate": in_range(0.0, 1.0),
+                  "max_queue_bits": in_range(0, 10**9), "window_s": in_range(0.5, 600.0)}
+        ok, reason = check_params(params, checks)
+        if not ok:
+            return set_result(False, reason)
+        changes = {p.name: p.value for p in params if p.name in self.params_}
+        if changes:
+            try:
+                self.link.set_params(**changes)
+            except ValueError as exc:
+                return set_result(False, str(exc))
+            self.params_.update(changes)
+        for p in params:
+            if p.name == "window_s":
+                self.window_s = float(p.value)
+        return set_result(True)
+
+    def _offer(self, stream: str, msg):
+        self.offered += 1
+        self.link.send(self._now(), (stream, msg), len(msg.payload))
+
+    def _deliver(self):
+        now = self._now()
+        for stream, msg in self.link.receive(now):
+            self.pub[stream].publish(msg)
+            self._delivered.append((now, stream, 8 * len(msg.payload)))
+        while self._delivered and self._delivered[0][0] < now - self.window_s:
+            self._delivered.popleft()
+
+    def _stats(self):
+        now = self._now()
+        span = min(self.window_s, max(now, 1e-3))
+        sem = sum(b for _, s, b in self._delivered if s == "semantic")
+        low = sum(b for _, s, b in self._delivered if s == "lowres")
+        m = LinkStats()
+        m.header.stamp = stamp_from_ns(time.time_ns())
+        m.semantic_kbps, m.lowres_kbps = sem / span / 1000.0, low / span / 1000.0
+        m.total_kbps = m.semantic_kbps + m.lowres_kbps
+        m.window_s, m.window_frames = float(span), len(self._delivered)
+        m.target_kbps = float(self.params_["bandwidth_kbps"])
+        m.frames = self.link.delivered
+        m.dropped = self.link.dropped_loss + self.link.dropped_queue
+        m.bits = self.link.delivered_bits
+        self.pub_stats.publish(m)
+
+
+def main(args=None) -> int:
+    return run(LinkEmulator, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
