@@ -36,6 +36,11 @@ from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, lowres_from_msg, semantic_from_msg, stamp_from_ns
 
 
+# Reordering on the link moves a frame back by a few positions; a frame this far behind the last
+# one means the encoder restarted its count.
+RESTART_BACKJUMP = 50
+
+
 class DecoderNode(Node):
     def __init__(self):
         super().__init__("decoder_node", namespace=NAMESPACE)
@@ -155,6 +160,11 @@ class DecoderNode(Node):
         from semcomm_ros.codec.packet import FrameLostError
 
         index = int(msg.frame_index)
+        if self.last_sem is not None and index <= self.last_sem - RESTART_BACKJUMP:
+            # far behind, not reordered: the encoder restarted (index from 0); follow it
+            self.get_logger().warning(f"semantic frame {index} after {self.last_sem}: stream restarted")
+            self.last_sem = None
+            self.sem_dec.reset()
         if self.last_sem is not None and index <= self.last_sem:
             self.counts["stale"] += 1
             self.get_logger().debug(f"stale semantic frame {index} (last {self.last_sem}) dropped")
@@ -212,6 +222,8 @@ class DecoderNode(Node):
 
     def _lowres(self, msg):
         index = int(msg.frame_index)
+        if self.last_low is not None and index <= self.last_low - RESTART_BACKJUMP:
+            self.last_low = None  # the encoder restarted; its next keyframe starts the stream
         if self.last_low is not None and index <= self.last_low:
             self.counts["stale"] += 1
             return

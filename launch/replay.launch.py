@@ -1,0 +1,32 @@
+"""Replay a recorded bag of the link topics into the decoder.
+
+    ros2 launch semcomm_ros replay.launch.py bag:=/path/to/bag rate:=1.0
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    share = FindPackageShare("semcomm_ros")
+    ns = LaunchConfiguration("namespace")
+    return LaunchDescription([
+        DeclareLaunchArgument("bag", description="rosbag2 folder with semantic/lowres topics"),
+        DeclareLaunchArgument("rate", default_value="1.0"),
+        DeclareLaunchArgument("namespace", default_value="semcomm"),
+        DeclareLaunchArgument("replay_params", default_value=PathJoinSubstitution([share, "config", "replay.yaml"])),
+        DeclareLaunchArgument("operator_params",
+                              default_value=PathJoinSubstitution([share, "config", "operator.yaml"])),
+        DeclareLaunchArgument("model", default_value="default"),
+        Node(package="semcomm_ros", executable="bag_replay", name="bag_replay", namespace=ns,
+             parameters=[LaunchConfiguration("replay_params"), {
+                 "bag": LaunchConfiguration("bag"),
+                 "rate": ParameterValue(LaunchConfiguration("rate"), value_type=float),
+             }]),
+        Node(package="semcomm_ros", executable="decoder_node", name="decoder_node", namespace=ns,
+             parameters=[LaunchConfiguration("operator_params"), {"model": LaunchConfiguration("model")}]),
+    ])
