@@ -127,3 +127,41 @@ def wait_for(pred, timeout: float, what: str, procs: Procs | None = None, interv
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}"
                          + (f"\n{procs.logs()}" if procs is not None else ""))
+
+
+class Echo:
+    """``semcomm_ros.ros.topic echo`` in a child process; its JSON lines collected by a thread."""
+
+    def __init__(self, procs: Procs, name: str, pairs: list[str], count: int = 100000,
+                 timeout: float = 300, qos: str = "stats"):
+        import threading
+
+        self.msgs: list[dict] = []
+        self.p = procs.start(name, ["-m", "semcomm_ros.ros.topic", "echo", *pairs, "--count", str(count),
+                                    "--timeout", str(timeout), "--qos", qos], stdout=subprocess.PIPE)
+        self._lock = threading.Lock()
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if "topic" in rec:
+                rec["msg"]["_t"] = time.monotonic()
+                with self._lock:
+                    self.msgs.append(rec)
+
+    def on(self, suffix: str) -> list[dict]:
+        with self._lock:
+            return [r["msg"] for r in self.msgs if r["topic"].endswith("/" + suffix)]
+
+
+def set_params(procs: Procs, node: str, **values) -> tuple[int, str]:
+    """Set parameters of a running node from another process; (exit code, JSON results)."""
+    args = [f"{k}:={json.dumps(v)}" for k, v in values.items()]
+    p = subprocess.run([sys.executable, "-m", "semcomm_ros.ros.topic", "param", node, *args],
+                       env=procs.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout + p.stderr
