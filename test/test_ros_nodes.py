@@ -185,14 +185,18 @@ def test_bag_replay_gives_identical_label_maps(tmp_path):
         assert rec.returncode == 0, P.logs()
         for name in ("scene_source", "segmentation", "encoder", "decoder"):
             P.stop(dict(P.procs)[name])
+        P.procs = [(n, p) for n, p in P.procs if p.poll() is None]  # phase 1 is over
 
+        offline = bag.decode_labels(live_bag)  # what a decoder must make of the recorded stream
+        assert len(offline) >= 10, bag.info(live_bag)
         P.node("decoder2", "decoder_node", ns2, {"synthesize": False})
         rec2 = P.start("record2", ["-m", "semcomm_ros", "bag", "record", str(replay_bag), "--namespace", ns2,
-                                   "--topics", "decoded_labels", "--duration", "16"], stdout=subprocess.PIPE)
-        time.sleep(2.0)
+                                   "--topics", "decoded_labels", "--duration", "60",
+                                   "--max-messages", str(len(offline))], stdout=subprocess.PIPE)
+        wait_for(lambda: "decoder ready" in P.log("decoder2"), 60, "the second decoder", P)
         P.node("replay", "bag_replay", ns2, {"bag": str(live_bag), "rate": 2.0, "exit_when_done": True,
-                                             "start_delay_s": 3.0})
-        rec2.wait(60)
+                                             "start_delay_s": 2.0})
+        rec2.wait(90)
         assert rec2.returncode == 0, P.logs()
 
     def labels_by_stamp(path):
@@ -203,13 +207,12 @@ def test_bag_replay_gives_identical_label_maps(tmp_path):
         return out
 
     live, replayed = labels_by_stamp(live_bag), labels_by_stamp(replay_bag)
-    info = bag.info(live_bag)
-    assert len(live) >= 10, info
-    common = set(live) & set(replayed)
-    assert len(common) >= 0.8 * len(live), (len(live), len(replayed), len(common))
-    for k in common:
-        assert np.array_equal(live[k], replayed[k]), f"label map of frame {k} differs after replay"
-    offline = bag.decode_labels(live_bag)
-    assert len(offline) >= len(live) - 1
-    offline_maps = {lab.tobytes() for _, lab in offline}
-    assert all(live[k].tobytes() in offline_maps for k in common)
+    # the recorder may have joined the live stream late: compare the frames the bag holds
+    assert len(replayed) >= len(offline) - 1, (len(offline), len(replayed))
+    for k, labels in replayed.items():
+        assert k in live, f"replayed frame {k} was never decoded live"
+        assert np.array_equal(live[k], labels), f"label map of frame {k} differs after replay"
+    offline_maps = [lab for _, lab in offline]
+    replayed_maps = [replayed[k] for k in sorted(replayed)]
+    if len(replayed_maps) == len(offline_maps):  # nothing lost on loopback: same maps, same order
+        assert all(np.array_equal(a, b) for a, b in zip(offline_maps, replayed_maps))
