@@ -85,7 +85,7 @@ class EncoderNode(Node):
     # -- parameters ----------------------------------------------------------------------------
     def _check_scale(self, v):
         in_range(1, 16)(v)
-        if self.low is not None:
+        if self.low:
             from semcomm_ros.codec.lowres import LowResEncoder
 
             LowResEncoder(self.low.width, self.low.height, fps=max(1, round(self.fps)), scale=int(v),
