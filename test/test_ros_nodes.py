@@ -45,8 +45,8 @@ def test_pipeline_through_2kbps_link(tmp_path):
         assert len(img["data"]["__bytes__"]) == 2 * 64 * 64 * 3
     diag = e.on("diagnostics")[-1]
     assert diag["device"] == "cpu" and diag["frames"] >= 1 and diag["latency_total_ms"] > 0
+    assert e.on("link_stats_rx")[-1]["bits"] > 0  # the first reports may precede any delivery
     for s in e.on("link_stats_rx"):
-        assert s["bits"] > 0
         # delivered payload bits over the emulator's uptime never exceed the cap plus one burst
         uptime = s["window_s"]
         assert s["bits"] <= 2000.0 * uptime + 2000.0 + 8 * 1500, (s["bits"], uptime)
