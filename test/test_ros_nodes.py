@@ -38,7 +38,8 @@ def test_pipeline_through_2kbps_link(tmp_path):
                              f"{ns}/link_stats_rx", "semcomm_ros/msg/LinkStats",
                              f"{ns}/diagnostics", "semcomm_ros/msg/DecoderStats"], qos="link")
         wait_for(lambda: len(e.on("synthesized")) >= 3, 120, "3 synthesized frames", P)
-        wait_for(lambda: len(e.on("link_stats_rx")) >= 3, 30, "link statistics", P)
+        wait_for(lambda: len(e.on("link_stats_rx")) >= 3 and e.on("link_stats_rx")[-1]["bits"] > 0, 30,
+                 "link statistics after deliveries", P)
         P.check_alive()
     for img in e.on("synthesized")[:3]:
         assert (img["width"], img["height"], img["encoding"]) == (64, 64, "rgb8")
