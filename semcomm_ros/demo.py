@@ -72,16 +72,15 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"semcomm demo: {exc}", file=sys.stderr)
         return 2
-    from semcomm_ros.eval.report import evaluate_clip, print_table, write_media
+    from semcomm_ros.eval.report import print_table, write_media
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = evaluate_clip(
-        seed=EVAL_SEED0 + args.seed, frames=args.frames, size=args.size, fps=args.fps,
-        link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile, xi=args.xi,
-        period=args.period, q_symbols=args.q_symbols, model=args.model, segmenter=args.segmenter,
-        device=args.device, baselines=_baseline_list(args), keep_frames=True,
-    )
+    try:
+        result = _evaluate(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"semcomm demo: {exc}", file=sys.stderr)
+        return 2
     media = write_media(result, out, video=not args.no_video)
     metrics = {"clip": result["clip"], "methods": result["methods"], "link": result["link"]}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -91,3 +90,14 @@ def run(args) -> int:
     for name, path in {**media, "metrics": out / "metrics.json"}.items():
         print(f"wrote {name}: {path}")
     return 0
+
+
+def _evaluate(args) -> dict:
+    from semcomm_ros.eval.report import evaluate_clip
+
+    return evaluate_clip(
+        seed=EVAL_SEED0 + args.seed, frames=args.frames, size=args.size, fps=args.fps,
+        link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile, xi=args.xi,
+        period=args.period, q_symbols=args.q_symbols, model=args.model, segmenter=args.segmenter,
+        device=args.device, baselines=_baseline_list(args), keep_frames=True,
+    )

@@ -65,10 +65,12 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
     from semcomm_ros.system import ChainConfig, synthesize, transmit
 
     variants = variants or {"ours": {}}
+    # Load models before any work so that a missing weight file fails at once.
+    synth = synth or CausalSynthesizer.from_pretrained(model, device=device)
+    seg = seg or load_segmenter()
     clip = list(tqdm(tabletop_clip(seed, frames, width=size, height=size), total=frames,
                      desc="scene      ", leave=False))
     rgb, gt = [c[0] for c in clip], [c[1] for c in clip]
-    seg = seg or load_segmenter()
     if segmenter == "labels":
         truth = {id(r): g for r, g in zip(rgb, gt)}
         robot_segment = lambda frame: truth[id(frame)]  # noqa: E731 - ground truth, as YCB-Sim provides
@@ -78,7 +80,6 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
                       lowres_kbps=lowres_kbps, link_kbps=link_kbps, seed=seed)
     with tqdm(total=frames, desc="robot+link ", leave=False) as bar:
         rx = transmit(rgb, robot_segment, cfg, progress=bar.update)
-    synth = synth or CausalSynthesizer.from_pretrained(model, device=device)
     base_config = copy.deepcopy(synth.config)
     methods, outputs = {}, {}
     for name, overrides in variants.items():
