@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link-kbps", type=float, default=2.0, help="link cap and baselines' total rate (default: %(default)s)")
     p.add_argument("--lowres-kbps", type=float, default=1.0, help="low-res stream target (default: %(default)s)")
     p.add_argument("--profile", default="tracked", choices=("tracked", "paper"), help="semantic codec profile")
-    p.add_argument("--xi", type=float, default=6.0, help="contour simplification tolerance xi (px)")
-    p.add_argument("--period", type=int, default=4, help="I-frame period P")
+    p.add_argument("--xi", type=float, default=None,
+                   help="contour simplification tolerance xi in px (default: the profile's, paper 6, tracked 4)")
+    p.add_argument("--period", type=int, default=None,
+                   help="I-frame period P (default: the profile's, paper 4, tracked 32)")
     p.add_argument("--q-symbols", type=int, default=256, help="quantization symbols Q")
     p.add_argument("--model", default=None, help="synthesizer directory (default: the shipped tabletop model)")
     p.add_argument("--segmenter", default="ultralytics", choices=("ultralytics", "labels"),

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class ChainConfig:
     fps: float = 10.0
     # semantic codec (paper IV-A): our "tracked" profile by default, "paper" for the exact scheme
-    xi: float = 6.0
-    period: int = 4
+    xi: float | None = None  # None: the profile's default (paper 6 px, P=4; tracked 4 px, P=32)
+    period: int | None = None
     q_symbols: int = 256
     profile: str = "tracked"
     # low-res stream (paper V-C)

@@ -54,7 +54,7 @@ def score(frames, rgb, gt_labels, seg, total_bits: int, fps: float, size: int, s
 
 
 def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: float, lowres_kbps: float,
-                  profile: str = "tracked", xi: float = 6.0, period: int = 4, q_symbols: int = 256,
+                  profile: str = "tracked", xi: float | None = None, period: int | None = None, q_symbols: int = 256,
                   model=None, segmenter: str = "ultralytics", device=None, baselines=("hevc",),
                   variants: dict | None = None, keep_frames: bool = False, synth=None, seg=None) -> dict:
     """Run one held-out clip through ours (each variant of ``variants``) and ``baselines``."""
