@@ -4,13 +4,16 @@ Held-out frames come from scene seeds the training never saw (``train.HELDOUT_SE
 at 512x512. mIoU is per frame the mean IoU over the classes present in the ground truth or the
 prediction (table included), then averaged over frames; it is also given on frames degraded like
 synthesized ones (downscale 4x and 8x with area filtering, bicubic upscale back to 512x512).
-Latency is the median wall time of ``seg(rgb)`` for a 512x512 frame with the given torch threads.
+Latency is the median wall time of ``seg(rgb)`` for a 512x512 frame with the given torch threads,
+and its process CPU time (summed over threads), which other jobs on a shared machine do not inflate
+as much: on idle cores the wall time is about CPU time / threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -72,15 +75,16 @@ def run(args: argparse.Namespace) -> int:
     variants = {"clean": None, "down4x_up": 128, "down8x_up": 64}
     scores: dict[str, list[float]] = {k: [] for k in variants}
     per_class: dict[int, list[float]] = {}
-    times = []
+    times, cpu_times = [], []
     for rgb, lab in frames:
         for name, size in variants.items():
             img = rgb if size is None else down_up(rgb, size)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             pred = predict(img, lab)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if size is None:
                 times.append(dt)
+                cpu_times.append(dc)
                 for c in np.union1d(np.unique(pred), np.unique(lab)):
                     a, b = pred == c, lab == c
                     per_class.setdefault(int(c), []).append((a & b).sum() / max(1, (a | b).sum()))
@@ -95,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         "miou_down8x_up": float(np.mean(scores["down8x_up"])),
         "ms_per_frame_median": float(np.median(ms)),
         "ms_per_frame_p90": float(np.percentile(ms, 90)),
+        "cpu_ms_per_frame_median": float(np.median(1000 * np.asarray(cpu_times))),
         "threads": args.threads,
+        "load_avg_1min": float(os.getloadavg()[0]),
     }
     print(f"segmenter: {seg.backend}" + (f" ({getattr(seg, 'weights', '')}, imgsz {seg.imgsz}, conf {seg.conf})"
                                         if seg.backend == "ultralytics" else ""))
@@ -105,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'down 4x (128) + bicubic up':<28}{figures['miou_down4x_up']:>8.4f}")
     print(f"{'down 8x (64) + bicubic up':<28}{figures['miou_down8x_up']:>8.4f}")
     print(f"CPU latency, {args.threads} threads: median {figures['ms_per_frame_median']:.1f} ms/frame, "
-          f"p90 {figures['ms_per_frame_p90']:.1f} ms/frame")
+          f"p90 {figures['ms_per_frame_p90']:.1f} ms/frame (load average {figures['load_avg_1min']:.1f} "
+          f"on {os.cpu_count()} cores)")
+    print(f"CPU time per frame (all threads, contention-free cost): median {figures['cpu_ms_per_frame_median']:.1f} ms")
     names = seg.class_names
     print("per-class IoU (clean): " + ", ".join(f"{names[c]} {np.mean(v):.3f}" for c, v in sorted(per_class.items())))
     if args.json:

@@ -142,10 +142,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--model", default="yolo11n-seg.yaml", help="ultralytics model YAML (random init)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this local checkpoint instead of random init (fine-tuning, fresh schedule)")
+    parser.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: ultralytics' choice)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=1, help="dataloader workers")
     parser.add_argument("--val", action="store_true", help="validate every epoch (slower)")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/runs/tabletop/weights/last.pt")
+    parser.add_argument("--name", default="tabletop", help="run name under <out>/runs/")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/runs/<name>/weights/last.pt")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--install", type=Path, default=None, help="copy the final weights here (stripped)")
 
@@ -178,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from ultralytics import YOLO
 
     run_dir = args.out / "runs"
-    last = run_dir / "tabletop" / "weights" / "last.pt"
+    last = run_dir / args.name / "weights" / "last.pt"
     t1 = time.perf_counter()
     if args.resume:
         if not last.exists():
@@ -186,8 +190,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
         YOLO(str(last)).train(resume=True)
     else:
-        model = YOLO(args.model)  # architecture from YAML: random init, nothing downloaded
+        if args.init is not None:
+            if not args.init.is_file():
+                print(f"--init: no checkpoint at {args.init}", file=sys.stderr)
+                return 2
+            model = YOLO(str(args.init), task="segment")
+        else:
+            model = YOLO(args.model)  # architecture from YAML: random init, nothing downloaded
+        extra = {"lr0": args.lr0, "optimizer": "AdamW"} if args.lr0 is not None else {}
         model.train(
+            **extra,
             data=str(data),
             epochs=args.epochs,
             imgsz=args.imgsz,
@@ -197,9 +209,9 @@ def run(args: argparse.Namespace) -> int:
             amp=False,  # the AMP check would download yolo11n.pt
             plots=False,  # plots would download a font
             val=args.val,
-            pretrained=False,
+            pretrained=args.init is not None,  # False would re-initialise an --init checkpoint
             project=str(run_dir.resolve()),
-            name="tabletop",
+            name=args.name,
             exist_ok=True,
             # top-down scenes with a fixed camera height: small scale change, any rotation/flip
             mosaic=0.5,
