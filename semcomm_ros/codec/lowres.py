@@ -64,6 +64,7 @@ import cv2
 import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
+from semcomm_ros.codec.packet import crc8  # CRC-8/ATM, shared with the semantic packets
 
 log = logging.getLogger(__name__)
 
@@ -145,27 +146,6 @@ CODECS: dict[str, _CodecSpec] = {
 }
 _OPTIONS = {"vp9": _vp9_options, "av1": _av1_options, "hevc": _hevc_options}
 _BY_ID = {spec.codec_id: name for name, spec in CODECS.items()}
-
-
-def _crc8_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-        table.append(crc)
-    return table
-
-
-_CRC8 = _crc8_table()
-
-
-def crc8(data: bytes) -> int:
-    """CRC-8/ATM (polynomial 0x07): catches all 1-2 bit errors and 255/256 of random damage."""
-    crc = 0
-    for b in data:
-        crc = _CRC8[crc ^ b]
-    return crc
 
 
 def downscale(rgb: np.ndarray, scale: int) -> np.ndarray:
