@@ -14,7 +14,23 @@ from pathlib import Path
 from .base import ClassMap, Segmenter, check_rgb, merge_masks
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_CONFIG = PACKAGE_DIR.parents[1] / "config" / "segmentation.yaml"
+
+
+def _default_config() -> Path:
+    """config/segmentation.yaml of the source tree, or of an installed ROS package's share/.
+
+    Under colcon the Python sources and config/ are installed apart (site-packages vs
+    share/semcomm_ros/config), so fall back to the ament prefixes.
+    """
+    import os
+
+    candidates = [PACKAGE_DIR.parents[1] / "config" / "segmentation.yaml"]
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        candidates.append(Path(prefix) / "share" / "semcomm_ros" / "config" / "segmentation.yaml")
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+DEFAULT_CONFIG = _default_config()
 DEFAULT_WEIGHTS = PACKAGE_DIR / "weights" / "tabletop-yolo11n-seg.pt"
 BACKENDS = ("ultralytics", "labels")
 
