@@ -111,6 +111,7 @@ def transmit(frames_rgb, segment, cfg: ChainConfig, progress=None) -> Received:
         deliver(t)
         if progress:
             progress()
+    low_enc.close()  # SVT-AV1 wants its end of stream; the other codecs have nothing pending
     tail = n / cfg.fps
     while link.next_arrival() is not None:
         tail = max(tail, link.next_arrival())

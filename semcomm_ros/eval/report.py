@@ -89,8 +89,8 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
             frames_out, speed = synthesize(rx, synth, seed=seed, progress=bar.update)
         for key in overrides:
             setattr(synth.config, key, getattr(base_config, key))
-        methods[name] = score(frames_out, rgb, gt, seg, rx.total_bits, fps, size, speed)
         outputs[name] = _upsample(frames_out, size)
+        methods[name] = score(outputs[name], rgb, gt, seg, rx.total_bits, fps, size, speed)
     for codec in baselines:
         t0 = time.perf_counter()
         base = encode_baseline(rgb, codec=codec, kbps=link_kbps, fps=int(round(fps)))

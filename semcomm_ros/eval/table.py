@@ -49,8 +49,9 @@ def run(args) -> int:
     synth = CausalSynthesizer.from_pretrained(args.model, device=args.device)
     per_clip = []
     for i in range(args.clips):
-        print(f"clip {i + 1}/{args.clips} (scene seed {EVAL_SEED0 + 1000 + i})", flush=True)
-        res = evaluate_clip(seed=EVAL_SEED0 + 1000 + i, frames=args.frames, size=args.size, fps=args.fps,
+        seed = EVAL_SEED0 + 1000 + i  # past the demo's clips
+        print(f"clip {i + 1}/{args.clips} (scene seed {seed})", flush=True)
+        res = evaluate_clip(seed=seed, frames=args.frames, size=args.size, fps=args.fps,
                             link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile,
                             segmenter=args.segmenter, baselines=BASELINES, variants=ABLATIONS, synth=synth, seg=seg)
         per_clip.append(res)
