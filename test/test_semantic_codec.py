@@ -227,8 +227,8 @@ def test_bad_packets_raise_clear_errors():
         dec.decode(pkt[:-3] + pkt[-1:])
     with pytest.raises(BitstreamError, match="foreign"):
         dec.decode(b"\x89PNG\r\n\x1a\n" + pkt)
-    with pytest.raises(BitstreamError, match="version"):
-        dec.decode(bytes([(pkt[0] & 0xF3) | (2 << 2)]) + pkt[1:])
+    with pytest.raises(BitstreamError, match="unsupported bitstream version 1"):
+        dec.decode(bytes([(pkt[0] & 0xF3) | (1 << 2)]) + pkt[1:])
     with pytest.raises(BitstreamError):
         dec.decode("not bytes")
     with pytest.raises(ValueError):
@@ -241,3 +241,28 @@ def test_small_fuzz_only_bitstream_errors():
     rep = run_fuzz(targets()["semantic"], count=500, seed=1)
     assert rep.packets >= 500 and rep.rejected > 100
     assert rep.failures == [], rep.failures[:3]
+
+
+def test_one_byte_pframe_header_and_old_version_refused():
+    enc = SemanticEncoder(profile="tracked")
+    still = scene(t=0)
+    i_pkt = enc.encode(still)
+    assert i_pkt[0] >> 6 == 0b10 and (i_pkt[0] >> 2) & 3 == 2  # I-frame: magic 0xA, version 2
+    p_pkt = enc.encode(still)
+    h = parse_header(p_pkt)
+    assert (h.frame_type, h.header_bytes, h.frame_index) == (FRAME_P, 1, 1)
+    assert p_pkt[0] >> 6 == 0b11
+    # nothing moved: every instance is kept and the P-frame is its header byte alone
+    assert len(p_pkt) == 1
+    dec = SemanticDecoder()
+    dec.decode(i_pkt)
+    assert np.array_equal(dec.decode(p_pkt), enc.reconstruction())
+    # the 2-bit check: a flipped check bit is caught
+    with pytest.raises(BitstreamError, match="check mismatch"):
+        SemanticDecoder().decode(bytes([p_pkt[0] ^ 1]) + p_pkt[1:])
+    # version-1 packets (first byte 0xA4 I / 0xA5 P) are refused by name
+    for b0 in (0xA4, 0xA5):
+        with pytest.raises(BitstreamError, match="unsupported bitstream version 1"):
+            SemanticDecoder().decode(bytes([b0]) + i_pkt[1:])
+    with pytest.raises(BitstreamError, match="foreign packet"):
+        SemanticDecoder().decode(bytes([0x41]) + i_pkt[1:])

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
-from semcomm_ros.codec.packet import FRAME_P, crc8
+from semcomm_ros.codec.packet import P_MARKER, crc8, p_check
 
 MUTATIONS = ("bitflip", "bytes", "truncate", "extend", "random", "splice", "shuffle", "reseal", "header")
 
@@ -81,13 +81,14 @@ def _semantic_decoder():
 
 
 def _semantic_reseal(pkt: bytes) -> bytes:
-    if len(pkt) < 2:
+    if not pkt:
         return pkt
     b = bytearray(pkt)
-    if b[0] & 3 == FRAME_P:
-        b[1] &= 0xF0
-        b[1] |= crc8(bytes(b)) & 0xF
+    if b[0] >> 6 == P_MARKER:
+        b[0] = (b[0] & 0xFC) | p_check(bytes(b))
         return bytes(b)
+    if len(b) < 2:
+        return pkt
     return bytes(b[:-1]) + bytes([crc8(bytes(b[:-1]))])
 
 

@@ -1,13 +1,9 @@
 """Packet framing of the semantic video codec: header, checksum, accounting.
 
-Layout of one packet (one frame), all fields byte aligned::
+Layout of one packet (one frame), bitstream version 2, all fields byte aligned::
 
-    byte 0      magic (high nibble, 0xA) | version (2 bits) | frame type (2 bits: 0 = I, 1 = P)
-    P-frames:
-    byte 1      frame index modulo 16 (high nibble) | check nibble (low nibble of the CRC-8 of
-                the packet with this nibble zeroed)
-    ...         range-coded payload
     I-frames:
+    byte 0      magic (high nibble, 0xA = 1010b) | version (2 bits) | frame type (2 bits, 0 = I)
     byte 1      frame index modulo 256
     byte 2      profile (2 bits) | size code (2 bits) | Q code (4 bits)
     byte 3      xi in quarter pixels (0 .. 63.75 px)
@@ -16,13 +12,22 @@ Layout of one packet (one frame), all fields byte aligned::
     [2 bytes]   Q (uint16, big endian)                when Q code == 15
     ...         range-coded payload (constriction), trailing bytes trimmed (see entropy.py)
     last byte   CRC-8 of everything before it
+    P-frames:
+    byte 0      marker 11b (2 bits) | frame index modulo 16 (4 bits) | check (2 bits: the low two
+                bits of the CRC-8 of the packet with these two bits zeroed)
+    ...         range-coded payload (may be empty: every instance kept)
 
-P-frames carry no size/parameters: they cannot be decoded without the I-frame they extend, which
-carries both. At 10 fps one byte a frame costs 0.08 kbps, 16 % of the tracked profile's budget,
-hence the bit-packed fields and a P-frame header of two bytes: its 4-bit index detects any gap of
-1..7 frames (8..15 behind reads as out of order), and its 4-bit check catches 15 of 16 corrupt
-P-frames (the transport below, DDS/UDP, checksums too); I-frames, the resynchronisation points,
-carry the full 8-bit index and a CRC-8.
+An I-frame's first byte starts with 10b, a P-frame's with 11b, so the two never mix up, and a
+version-1 packet (first byte 0xA4 / 0xA5) is refused as "unsupported bitstream version 1".
+P-frames carry no version, size or parameters: they cannot be decoded without the I-frame they
+extend, which carries all of them. At 10 fps one byte a frame costs 0.078 kbps, 16 % of the
+tracked profile's 0.5 kbps budget, hence the one-byte P-frame header. The trade-off: its 4-bit
+index still detects every gap of 1..8 frames (9..15 behind reads as out of order), but its 2-bit
+check catches only 3 of 4 corrupt P-frames (version 1: 15 of 16 with a check nibble). That is
+acceptable because the packet does not travel bare: DDS over UDP checksums every datagram, and
+the ROS message (SemanticFrame) repeats the full frame index, type and version, which
+``ros.convert.check_semantic`` compares against this header. I-frames, the resynchronisation
+points, keep the full 8-bit index and a CRC-8.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from dataclasses import dataclass
 from semcomm_ros.codec.errors import BitstreamError
 
 MAGIC = 0xA
-VERSION = 1
+VERSION = 2
+P_MARKER = 0b11  # top two bits of a P-frame's only header byte (an I-frame's are 10b)
 FRAME_I = 0
 FRAME_P = 1
 FRAME_TYPE_NAMES = {FRAME_I: "I", FRAME_P: "P"}
@@ -91,7 +97,7 @@ class FrameHeader:
     q_symbols: int | None = None
     xi: float | None = None
     period: int | None = None
-    header_bytes: int = 2  # bytes before the payload
+    header_bytes: int = 1  # bytes before the payload
     packet_bytes: int = 0
 
     @property
@@ -105,6 +111,11 @@ class FrameHeader:
     @property
     def bits(self) -> int:
         return 8 * self.packet_bytes
+
+
+def p_check(packet: bytes) -> int:
+    """The 2-bit check of a P-frame: low two bits of the CRC-8 with the check bits zeroed."""
+    return crc8(bytes([packet[0] & 0xFC]) + bytes(packet[1:])) & 3
 
 
 def _q_code(q: int) -> int:
@@ -126,21 +137,22 @@ def pack(
     period: int = 1,
 ) -> bytes:
     if frame_type == FRAME_P:
-        out = bytearray([(MAGIC << 4) | (VERSION << 2) | frame_type, (frame_index & 0xF) << 4]) + payload
-        out[1] |= crc8(bytes(out)) & 0xF
+        out = bytearray([(P_MARKER << 6) | ((frame_index & 0xF) << 2)]) + payload
+        out[0] |= p_check(bytes(out))
         return bytes(out)
+    if frame_type != FRAME_I:
+        raise ValueError(f"unknown frame type {frame_type}")
     out = bytearray([(MAGIC << 4) | (VERSION << 2) | frame_type, frame_index & 0xFF])
-    if frame_type == FRAME_I:
-        size_code = _SIZE_LOOKUP.get((height, width), 3)
-        q_code = _q_code(q_symbols)
-        out.append((PROFILES.index(profile) << 6) | (size_code << 4) | q_code)
-        out.append(min(255, max(0, int(round(xi * 4)))))
-        out.append(min(255, max(1, int(period))))
-        if size_code == 3:
-            v = ((width - 1) << 12) | (height - 1)
-            out += v.to_bytes(3, "big")
-        if q_code == 15:
-            out += int(q_symbols).to_bytes(2, "big")
+    size_code = _SIZE_LOOKUP.get((height, width), 3)
+    q_code = _q_code(q_symbols)
+    out.append((PROFILES.index(profile) << 6) | (size_code << 4) | q_code)
+    out.append(min(255, max(0, int(round(xi * 4)))))
+    out.append(min(255, max(1, int(period))))
+    if size_code == 3:
+        v = ((width - 1) << 12) | (height - 1)
+        out += v.to_bytes(3, "big")
+    if q_code == 15:
+        out += int(q_symbols).to_bytes(2, "big")
     out += payload
     out.append(crc8(bytes(out)))
     return bytes(out)
@@ -154,31 +166,39 @@ def parse_header(packet: bytes) -> FrameHeader:
     if not isinstance(packet, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"packet must be bytes, got {type(packet).__name__}")
     data = bytes(packet)
-    if len(data) < 2:
-        raise BitstreamError(f"truncated packet: {len(data)} bytes, a packet has at least 2")
+    if not data:
+        raise BitstreamError("truncated packet: 0 bytes, a packet has at least 1")
     b0 = data[0]
+    if b0 >> 6 == P_MARKER:
+        check = p_check(data)
+        if check != b0 & 3:
+            raise BitstreamError(
+                f"P-frame check mismatch ({check} != {b0 & 3}): corrupt or truncated packet"
+            )
+        return FrameHeader((b0 >> 2) & 0xF, FRAME_P, VERSION, header_bytes=1, packet_bytes=len(data))
     if b0 >> 4 != MAGIC:
-        raise BitstreamError(f"foreign packet: magic nibble 0x{b0 >> 4:X}, expected 0x{MAGIC:X}")
+        raise BitstreamError(
+            f"foreign packet: first byte 0x{b0:02X} is neither an I-frame (magic nibble 0x{MAGIC:X}) "
+            f"nor a P-frame (marker bits 11)"
+        )
     version = (b0 >> 2) & 3
     if version != VERSION:
-        raise BitstreamError(f"unsupported bitstream version {version} (this decoder reads {VERSION})")
+        raise BitstreamError(
+            f"unsupported bitstream version {version} (this decoder reads {VERSION}; "
+            f"re-encode with the current semcomm_ros)"
+        )
     ftype = b0 & 3
-    if ftype not in FRAME_TYPE_NAMES:
-        raise BitstreamError(f"unknown frame type {ftype}")
-    if ftype == FRAME_P:
-        check = crc8(bytes([data[0], data[1] & 0xF0]) + data[2:]) & 0xF
-        if check != data[1] & 0xF:
-            raise BitstreamError(
-                f"P-frame check nibble mismatch (0x{check:X} != 0x{data[1] & 0xF:X}): corrupt or truncated packet"
-            )
-        return FrameHeader(data[1] >> 4, ftype, version, header_bytes=2, packet_bytes=len(data))
+    if ftype != FRAME_I:
+        raise BitstreamError(
+            f"frame type {ftype} in an I-frame header (version {VERSION} P-frames start with marker bits 11)"
+        )
+    if len(data) < 6:
+        raise BitstreamError(f"truncated I-frame: {len(data)} bytes, the I-frame header alone needs 6")
     if crc8(data[:-1]) != data[-1]:
         raise BitstreamError(
             f"checksum mismatch (CRC-8 0x{crc8(data[:-1]):02X} != 0x{data[-1]:02X}): corrupt or truncated packet"
         )
     index = data[1]
-    if len(data) < 6:
-        raise BitstreamError(f"truncated I-frame: {len(data)} bytes, the I-frame header alone needs 6")
     b2 = data[2]
     prof = b2 >> 6
     if prof >= len(PROFILES):

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
 from semcomm_ros.msg import KeyframeRequest, LinkStats, LowResFrame, SemanticFrame
 from semcomm_ros.nodes.common import NAMESPACE, check_params, declare, in_range, run, set_result
 from semcomm_ros.ros import qos
@@ -197,7 +198,7 @@ class EncoderNode(Node):
         is_i = self.sem.last_frame_type == "I"
         sp = SemanticPacket(payload=packet, frame_index=index, frame_type=FRAME_TYPE_I if is_i else FRAME_TYPE_P,
                             width=w, height=h, xi=float(self.sem.xi), iframe_period=int(self.sem.period),
-                            q_symbols=int(self.sem.q_symbols), bitstream_version=1, profile=self.profile,
+                            q_symbols=int(self.sem.q_symbols), bitstream_version=SEMANTIC_VERSION, profile=self.profile,
                             stamp_ns=stamp, frame_id=img_msg.header.frame_id)
         self.pub_sem.publish(semantic_to_msg(sp))
         low_bits = 0

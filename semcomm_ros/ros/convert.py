@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
+from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
 
 # encoding -> (channels, numpy dtype); the ones the nodes produce or accept
 IMAGE_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
@@ -156,7 +157,7 @@ class SemanticPacket:
     xi: float
     iframe_period: int
     q_symbols: int
-    bitstream_version: int = 1
+    bitstream_version: int = SEMANTIC_VERSION
     profile: str = ""
     stamp_ns: int | None = None
     frame_id: str = "camera"
