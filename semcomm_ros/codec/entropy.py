@@ -35,6 +35,16 @@ def laplace(size: int, center: float, scale: float):
 
 
 @lru_cache(maxsize=None)
+def laplace_mixture(size: int, center: float, weight: float, scale1: float, scale2: float):
+    """``weight`` x Laplace(``scale1``) + (1 - ``weight``) x Laplace(``scale2``) over {0..size-1}."""
+    k = np.abs(np.arange(size, dtype=np.float64) - center)
+    p1 = np.exp(-k / scale1)
+    p2 = np.exp(-k / scale2)
+    p = weight * p1 / p1.sum() + (1 - weight) * p2 / p2.sum()
+    return _model.Categorical(p / p.sum(), perfect=False)
+
+
+@lru_cache(maxsize=None)
 def quantized_laplace(lo: int, hi: int):
     """Laplace family over {lo..hi}; mean and scale are given per symbol when coding."""
     return _model.QuantizedLaplace(int(lo), int(hi))
@@ -67,7 +77,8 @@ class SymbolWriter:
             self._segments.append((arr, model, tuple(np.asarray(p, dtype=np.float64) for p in params)))
 
     def uint(self, value: int, n: int) -> None:
-        self.write(int(value), uniform(n))
+        if n > 1:  # one possible value carries no information (and constriction rejects the model)
+            self.write(int(value), uniform(n))
 
     def count(self, value: int, probs: tuple = _NBITS_PROBS) -> None:
         v = int(value) + 1
@@ -138,7 +149,7 @@ class SymbolReader:
             raise BitstreamError(f"corrupt {self._what}: range decoder failed ({exc})") from None
 
     def uint(self, n: int) -> int:
-        return self.read(uniform(n))
+        return self.read(uniform(n)) if n > 1 else 0
 
     def count(self, limit: int, what: str, probs: tuple = _NBITS_PROBS) -> int:
         nb = self.read(categorical(probs)) + 1
