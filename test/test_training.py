@@ -92,6 +92,49 @@ def test_vae_and_backbone_lower_their_loss(preset, clips, tmp_path):
     assert _loss(bs, b) < before
 
 
+def test_vae_object_weight_weights_object_pixels(preset, clips):
+    """The weighted loss is the object-weighted mean |error|: it equals plain L1 where the batch has
+    no object pixel and differs from it where it has some."""
+    from dataclasses import replace
+
+    bb = replace(preset.backbone, vae_crop=0)
+    torch.manual_seed(0)
+    plain, weighted = VAEStage(bb), VAEStage(bb, object_weight=9.0)
+    weighted.load_state_dict(plain.state_dict())
+    batch = BatchSampler(clips, 4, seed=1).batch(0)
+    assert (batch["labels"] > 0).any()
+    assert _loss(weighted, batch) != pytest.approx(_loss(plain, batch), rel=1e-6)
+    empty = dict(batch, labels=np.zeros_like(batch["labels"]))
+    assert _loss(weighted, empty) == pytest.approx(_loss(plain, empty), rel=1e-6)
+
+
+def test_vae_and_backbone_warm_start_from_a_model_directory(preset, tmp_path):
+    """--init: stage vae/backbone start from the weights of an existing model directory."""
+    from dataclasses import replace
+
+    from semcomm_ros.training.backbone import save_backbone
+    from semcomm_ros.training.pipeline import run_stage
+
+    src = _model(preset, seed=5)
+    save_backbone(tmp_path / "src", src.vae, src.unet, 1.0, preset.backbone)
+    tiny = replace(preset, stages={**preset.stages,
+                                   "vae": replace(preset.stage("vae"), steps=1, lr=1e-12, checkpoint_every=0),
+                                   "backbone": replace(preset.stage("backbone"), steps=1, lr=1e-12,
+                                                       checkpoint_every=0)})
+    run_stage("vae", tiny, tmp_path / "run", overrides={"init": str(tmp_path / "src")}, progress=False)
+    from semcomm_ros.training.backbone import load_vae
+
+    vae, _ = load_vae(tmp_path / "run" / "model")
+    for k, v in src.vae.state_dict().items():
+        assert torch.allclose(vae.state_dict()[k], v, atol=1e-6), k
+    run_stage("backbone", tiny, tmp_path / "run", overrides={"init": str(tmp_path / "src")}, progress=False)
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "run" / "model" / "unet")
+    for k, v in src.unet.state_dict().items():
+        assert torch.allclose(unet.state_dict()[k], v, atol=1e-6), k
+
+
 @pytest.mark.parametrize("kind", ["control", "restoration", "teacher"])
 def test_adapter_stage_lowers_loss_and_trains_only_its_adapter(kind, preset, clips, encoded, tmp_path):
     model = _model(preset)

@@ -89,11 +89,13 @@ class VAEStage(nn.Module):
     KL term: it keeps the latent space smooth and bounded, which the diffusion model needs.
     """
 
-    def __init__(self, cfg: BackboneConfig, vae=None, latent_noise: float = 0.05, latent_l2: float = 1e-3):
+    def __init__(self, cfg: BackboneConfig, vae=None, latent_noise: float = 0.05, latent_l2: float = 1e-3,
+                 object_weight: float = 0.0):
         super().__init__()
         self.cfg = cfg
         self.vae = vae if vae is not None else build_vae(cfg)
         self.latent_noise, self.latent_l2 = latent_noise, latent_l2
+        self.object_weight = float(object_weight)
 
     def trainable_parameters(self):
         return [p for p in self.vae.parameters()]
@@ -102,17 +104,27 @@ class VAEStage(nn.Module):
         generator = _generator(batch, generator)
         x = batch["x"] if "x" in batch else to_tensor_images(batch["frames"]).flatten(0, 1)
         x = x.to(next(self.parameters()).device)
+        w = None
+        if self.object_weight and "labels" in batch:
+            lab = torch.as_tensor(np.asarray(batch["labels"])).reshape(-1, 1, *x.shape[-2:])
+            w = 1.0 + self.object_weight * (lab > 0).to(x.device, x.dtype)
         c = self.cfg.vae_crop
         if c and c < x.shape[-1]:
             # one random crop per image; positions on a multiple of 8 keep the latent grid aligned
             g = generator
             ys = torch.randint(0, (x.shape[-2] - c) // 8 + 1, (x.shape[0],), generator=g) * 8
             xs = torch.randint(0, (x.shape[-1] - c) // 8 + 1, (x.shape[0],), generator=g) * 8
-            x = torch.stack([im[:, y:y + c, x_:x_ + c] for im, y, x_ in zip(x, ys.tolist(), xs.tolist())])
+            pos = list(zip(ys.tolist(), xs.tolist()))
+            x = torch.stack([im[:, y:y + c, x_:x_ + c] for im, (y, x_) in zip(x, pos)])
+            if w is not None:
+                w = torch.stack([m[:, y:y + c, x_:x_ + c] for m, (y, x_) in zip(w, pos)])
         z = self.vae.encode(x).latents
         noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         rec = self.vae.decode(z + self.latent_noise * noise).sample
-        return (F.l1_loss(rec, x) + image_gradient_l1(rec, x) + self.latent_l2 * z.pow(2).mean())
+        # normalised by the mean weight: the loss scale (and the learning rate that suits it) stays
+        # that of plain L1 whatever the share of object pixels in the batch
+        rec_loss = F.l1_loss(rec, x) if w is None else (w * (rec - x).abs()).mean() / w.mean()
+        return rec_loss + image_gradient_l1(rec, x) + self.latent_l2 * z.pow(2).mean()
 
 
 class LatentCache:

@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--degradation", choices=("codec", "realesrgan", "mixed"), default=None,
                        help="restoration: degraded frames from the real low-res codec (default), the "
                             "Real-ESRGAN-style pipeline, or both")
+        if name == "vae":
+            p.add_argument("--object-weight", type=float, default=None,
+                           help="extra reconstruction weight on object pixels (the preset's: 9)")
+        if name in ("vae", "backbone"):
+            p.add_argument("--init", default=None,
+                           help="warm start from the vae/ or unet/ of this model directory (e.g. "
+                                "semcomm_ros/synth/default_model); default: random init")
         p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "all":
@@ -61,7 +68,8 @@ def _add_export(sub) -> None:
 def _overrides(args) -> dict:
     return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
             "grad_clip": args.grad_clip, "grad_accum": args.grad_accum, "seed": args.seed,
-            "checkpoint_every": args.checkpoint_every, "degradation": args.degradation}
+            "checkpoint_every": args.checkpoint_every, "degradation": args.degradation,
+            "object_weight": getattr(args, "object_weight", None), "init": getattr(args, "init", None)}
 
 
 def run(args) -> int:

@@ -50,6 +50,13 @@ class StageConfig:
     t_min: int = 20  # dmd: t ~ U[t_min, t_max] for the score estimates
     t_max: int = 980
     degradation: str = "codec"  # restoration: "codec" (real low-res stream) | "realesrgan" | "mixed"
+    # vae: extra weight of the reconstruction loss on object pixels (labels > 0). The table fills
+    # ~90 % of a tabletop frame, so an unweighted loss learns the table and blurs the objects away,
+    # and with them what the segmenter (and the operator) needs to tell the classes apart.
+    object_weight: float = 0.0
+    # vae / backbone: warm start from the vae/ or unet/ of this model directory (e.g. the shipped
+    # model) instead of a random init; "" = random init
+    init: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -90,7 +90,13 @@ def _vae(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mixed_pr
     from .data import BatchSampler
 
     clips = _clips(preset, progress=progress)
-    stage = VAEStage(preset.backbone)
+    vae = None
+    if cfg.init:
+        from .backbone import load_vae
+
+        vae, _ = load_vae(cfg.init)
+        vae.train().requires_grad_(True)
+    stage = VAEStage(preset.backbone, vae, object_weight=cfg.object_weight)
     sampler = BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed)
     trainer = Trainer(stage, cfg, root / "vae", sampler.batch, progress=progress, mixed_precision=mixed_precision)
     if resume:
@@ -130,6 +136,13 @@ def _backbone(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mix
     cache = LatentCache.build(vae, clips, sf, progress=progress)
     latent = cache.latents.shape[-1]
     stage = BackboneStage(preset.backbone, latent, cache)
+    if cfg.init:
+        from diffusers import UNet2DConditionModel
+
+        init = Path(cfg.init) / "unet"
+        if not init.is_dir():
+            raise FileNotFoundError(f"--init: no unet/ under {cfg.init}")
+        stage.unet.load_state_dict(UNet2DConditionModel.from_pretrained(init).state_dict())
     sampler = BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed)
     trainer = Trainer(stage, cfg, root / "backbone", sampler.batch, progress=progress,
                       mixed_precision=mixed_precision)
