@@ -258,3 +258,32 @@ def test_streaming_equals_clip_other_windows(window, noise):
     clip = synth.generate_clip(labels, low, seeds=[3, 1, 2], output="latent")
     stream = torch.stack([synth(labels[k], low[k], seed=s, output="latent") for k, s in enumerate([3, 1, 2])])
     assert (stream - clip).abs().max().item() < 1e-4
+
+
+def test_strength_starts_from_the_degraded_frame_and_streams_like_the_clip():
+    """strength < 1 skips the first steps and starts from the forward-noised degraded latent;
+    streaming still equals the masked clip, and the start really depends on the degraded frame."""
+    synth = CausalSynthesizer.tiny(RES, seed=2, strength=0.5)
+    assert synth.config.start_step == 2
+    labels, low = _inputs(frames=3, seed=5)
+    clip = synth.generate_clip(labels, low, seeds=[4, 5, 6], output="latent")
+    stream = torch.stack([synth(labels[k], low[k], seed=s, output="latent") for k, s in enumerate([4, 5, 6])])
+    assert (stream - clip).abs().max().item() < 1e-4
+    # only the steps that run fill a KV cache
+    assert [bool(c) for c in synth._caches] == [False, False, True, True]
+    other = synth.generate_clip(labels, 255 - low, seeds=[4, 5, 6], output="latent")
+    full = CausalSynthesizer.tiny(RES, seed=2, lambda_r=0.0).generate_clip(labels, low, seeds=[4, 5, 6],
+                                                                          output="latent")
+    half = CausalSynthesizer.tiny(RES, seed=2, lambda_r=0.0, strength=0.5).generate_clip(
+        labels, low, seeds=[4, 5, 6], output="latent")
+    assert (other - clip).abs().max() > 1e-2
+    assert (half - full).abs().max() > 1e-2  # with omega off, only the start can carry the frame
+    with pytest.raises(ValueError, match="strength"):
+        synth.generate_clip(labels, None)
+    with pytest.raises(ValueError, match="strength"):
+        SynthConfig(strength=0.0)
+    # a stream with no degraded frame yet starts from noise, then from its previous output
+    synth.reset()
+    a = synth(labels[0], None, seed=1, output="latent")
+    b = synth(labels[1], None, seed=2, output="latent")
+    assert torch.isfinite(a).all() and torch.isfinite(b).all()

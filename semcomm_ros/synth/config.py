@@ -55,6 +55,11 @@ class SynthConfig:
     #: temporal window W (frames, the current one included) and denoising steps T
     window: int = 3
     num_steps: int = 4
+    #: share of the T steps that run (img2img / SDEdit-style start). 1 = the paper: every frame from
+    #: pure noise x_T. s < 1: the first T - round(s*T) steps are skipped and the frame starts from
+    #: the degraded frame's latent x~ forward-noised to the first step that runs, so the output
+    #: keeps the received colours and layout, flickers less and costs fewer UNet calls.
+    strength: float = 1.0
     #: "sliding" (default, no added delay) or "block" (Eq. 9 literally), see docs/synth.md
     causal: str = "sliding"
     #: "none" (default): the clean degraded latent x~_0 enters the backbone with the same timestep t,
@@ -89,6 +94,8 @@ class SynthConfig:
             need(isinstance(v, (int, float)) and v >= 0, f"{name} must be a number >= 0, got {v!r}")
         need(self.window >= 1, f"window W must be >= 1, got {self.window}")
         need(self.num_steps >= 1, f"num_steps T must be >= 1, got {self.num_steps}")
+        need(isinstance(self.strength, (int, float)) and 0 < self.strength <= 1,
+             f"strength must be in (0, 1], got {self.strength!r}")
         need(self.causal in CAUSAL_MODES, f"causal must be one of {CAUSAL_MODES}, got {self.causal!r}")
         need(self.degraded_noise in DEGRADED_NOISE,
              f"degraded_noise must be one of {DEGRADED_NOISE}, got {self.degraded_noise!r}")
@@ -100,6 +107,11 @@ class SynthConfig:
         need(not unknown, f"unknown parts {sorted(unknown)}; known: {sorted(default_parts())}")
         for key in ("unet", "vae", "scheduler"):
             need(self.parts.get(key) is not None, f"parts[{key!r}] is required")
+
+    @property
+    def start_step(self) -> int:
+        """Index of the first of the T steps that runs (0 unless strength < 1)."""
+        return self.num_steps - max(1, min(self.num_steps, round(self.strength * self.num_steps)))
 
     @property
     def latent_height(self) -> int:

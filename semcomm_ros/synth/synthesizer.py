@@ -71,6 +71,7 @@ class CausalSynthesizer:
         self._caches = [dict() for _ in range(self.config.num_steps)]
         self._tables: dict = {}
         self.frame_index = 0
+        self._last_latent: torch.Tensor | None = None
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -147,8 +148,16 @@ class CausalSynthesizer:
         noise = self.frame_noise(seed)
         t_steps = model.timesteps()
         steps = len(t_steps)
-        x = noise[0:1]
+        start = cfg.start_step
+        # strength < 1 without a degraded frame (none received yet, or lost): the previous output
+        # stands in for it, so the stream stays coherent; the very first frame starts from noise
+        init = deg0 if deg0 is not None else self._last_latent
+        if init is None:
+            start = 0
+        x = noise[0:1] if start == 0 else self._start_latent(init, t_steps[start], noise[0:1])
         for s, t in enumerate(t_steps):
+            if s < start:
+                continue
             tt = torch.full((1,), t, device=self.device, dtype=torch.long)
             deg = model.degraded_input(deg0, tt, noise[steps:steps + 1]) if deg0 is not None else None
             run = TemporalRun(mode="sliding", frames=1, lambda_t=float(cfg.lambda_t), window=cfg.window,
@@ -156,7 +165,13 @@ class CausalSynthesizer:
             eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run, embedded)
             x = model.lcm_step(s, t_steps, x, eps, noise[s + 1:s + 2] if s + 1 < steps else None)
         self.frame_index += 1
+        self._last_latent = x
         return self._output(x, output)[0]
+
+    def _start_latent(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """q(x_t | x0): the latent the schedule expects at timestep t (strength < 1)."""
+        a = self.model.alpha_bar(t)
+        return a ** 0.5 * x0 + (1 - a) ** 0.5 * noise
 
     __call__ = step
 
@@ -197,11 +212,16 @@ class CausalSynthesizer:
         noise = torch.stack([self.frame_noise(s) for s in seeds])  # [F, T+1, C, h, w]
         t_steps = model.timesteps()
         steps = len(t_steps)
-        x = noise[:, 0]
+        start = cfg.start_step
+        if start and deg0 is None:
+            raise ValueError(f"strength {cfg.strength} < 1 starts from the degraded frames: pass lowres_seq")
+        x = noise[:, 0] if start == 0 else self._start_latent(deg0, t_steps[start], noise[:, 0])
         if mode in ("bidirectional", "block") and model.temporal is not None and frames > model.temporal.max_frames:
             raise ValueError(f"{mode} attention over {frames} frames exceeds the adapter's "
                              f"{model.temporal.max_frames} positions")
         for s, t in enumerate(t_steps):
+            if s < start:
+                continue
             tt = torch.full((frames,), t, device=self.device, dtype=torch.long)
             deg = model.degraded_input(deg0, tt, noise[:, steps]) if deg0 is not None else None
             run = None if mode == "off" else TemporalRun(mode=mode, frames=frames, lambda_t=float(cfg.lambda_t),
