@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="I-frame period P (default: the profile's, paper 4, tracked 32)")
     p.add_argument("--q-symbols", type=int, default=256, help="quantization symbols Q")
     p.add_argument("--model", default=None, help="synthesizer directory (default: the shipped tabletop model)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="share of the T denoising steps run, starting from the received low-res frame "
+                        "(0 < s <= 1; 1 = from pure noise as in the paper; default: the model's)")
     p.add_argument("--segmenter", default="ultralytics", choices=("ultralytics", "labels"),
                    help="robot-side segmentation: the shipped model, or ground-truth labels")
     p.add_argument("--device", default=None, help="torch device for synthesis (default: cuda if present, else cpu)")
@@ -57,6 +60,8 @@ def _check(args) -> None:
     if args.lowres_kbps >= args.link_kbps:
         raise ValueError(f"--lowres-kbps ({args.lowres_kbps}) must leave room on the link ({args.link_kbps} kbps) "
                          "for the semantic stream")
+    if args.strength is not None and not 0 < args.strength <= 1:
+        raise ValueError(f"--strength must be in (0, 1], got {args.strength}")
     unknown = set(_baseline_list(args)) - {"hevc", "av1", "vp9"}
     if unknown:
         raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from hevc, av1, vp9 or none")
@@ -101,5 +106,5 @@ def _evaluate(args) -> dict:
         seed=EVAL_SEED0 + args.seed, frames=args.frames, size=args.size, fps=args.fps,
         link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile, xi=args.xi,
         period=args.period, q_symbols=args.q_symbols, model=args.model, segmenter=args.segmenter,
-        device=args.device, baselines=_baseline_list(args), keep_frames=True,
+        device=args.device, baselines=_baseline_list(args), keep_frames=True, strength=args.strength,
     )

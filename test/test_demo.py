@@ -21,9 +21,10 @@ def tiny_model(tmp_path_factory):
 def test_demo_writes_strip_video_and_metrics(tiny_model, tmp_path, capsys):
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--model", str(tiny_model), "--frames", "6", "--size", "256", "--xi", "3",
-                   "--out", str(out), "--segmenter", "labels", "--baselines", "hevc"])
+                   "--out", str(out), "--segmenter", "labels", "--baselines", "hevc", "--strength", "0.5"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["clip"]["strength"] == 0.5
     ours, hevc = metrics["methods"]["ours"], metrics["methods"]["hevc"]
     for row in (ours, hevc):
         for key in ("kbps", "bpp", "psnr", "ms_ssim", "miou", "flicker"):
@@ -42,6 +43,7 @@ def test_demo_writes_strip_video_and_metrics(tiny_model, tmp_path, capsys):
     (["--size", "100"], "--size"),
     (["--lowres-kbps", "3"], "room on the link"),
     (["--baselines", "mpeg2"], "unknown baseline"),
+    (["--strength", "0"], "--strength"),
 ])
 def test_bad_options_are_refused_clearly(argv, message, capsys, tmp_path):
     assert cli.main(["demo", "--out", str(tmp_path), *argv]) == 2

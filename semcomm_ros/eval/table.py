@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lowres-kbps", type=float, default=1.0)
     p.add_argument("--profile", default="tracked", choices=("tracked", "paper"))
     p.add_argument("--model", default=None, help="synthesizer directory (default: the shipped model)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="share of the T denoising steps run, starting from the received low-res frame "
+                        "(0 < s <= 1; 1 = from pure noise as in the paper; default: the model's)")
     p.add_argument("--segmenter", default="ultralytics", choices=("ultralytics", "labels"),
                    help="robot-side segmentation (the evaluation always scores with the shipped segmenter)")
     p.add_argument("--device", default=None)
@@ -41,6 +44,9 @@ def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.clips < 1 or args.frames < 2:
         print("semcomm eval: --clips must be >= 1 and --frames >= 2", file=sys.stderr)
+        return 2
+    if args.strength is not None and not 0 < args.strength <= 1:
+        print(f"semcomm eval: --strength must be in (0, 1], got {args.strength}", file=sys.stderr)
         return 2
     from semcomm_ros.segmentation import load_segmenter
     from semcomm_ros.synth import CausalSynthesizer
@@ -53,7 +59,8 @@ def run(args) -> int:
         print(f"clip {i + 1}/{args.clips} (scene seed {seed})", flush=True)
         res = evaluate_clip(seed=seed, frames=args.frames, size=args.size, fps=args.fps,
                             link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile,
-                            segmenter=args.segmenter, baselines=BASELINES, variants=ABLATIONS, synth=synth, seg=seg)
+                            segmenter=args.segmenter, baselines=BASELINES, variants=ABLATIONS, synth=synth, seg=seg,
+                            strength=args.strength)
         per_clip.append(res)
     order = [*BASELINES, *ABLATIONS]
     table = {}
@@ -64,7 +71,8 @@ def run(args) -> int:
     clip0 = per_clip[0]["clip"]
     title = (f"Table II layout: {args.clips} held-out clips x {args.frames} frames, {args.size}x{args.size} @ "
              f"{args.fps:g} fps, {args.link_kbps:g} kbps total; ours at {clip0['synth_resolution'][0]}x"
-             f"{clip0['synth_resolution'][1]}, T={clip0['steps']}, W={clip0['window']}")
+             f"{clip0['synth_resolution'][1]}, T={clip0['steps']}, W={clip0['window']}, "
+             f"strength {clip0['strength']:g}")
     print_table(table, title=title)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
