@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -77,10 +78,21 @@ _DELTA_HDR = struct.Struct("<BBB")  # tag, frame index mod 256, gap
 KEY_OVERHEAD = _KEY_HDR.size + 1
 DELTA_OVERHEAD = _DELTA_HDR.size + 1
 MAX_GAP = 255
-UPGRADE_WINDOW = 15  # frames
-KEY_SHARE = 0.12
+KEY_SHARE = 0.2  # of the bits between two keyframes (at most one window's)
+KEY_SPREAD = 0.04  # a window's rate change from one keyframe more or less, when they vary
+HEADROOM = 3  # quantizer steps between the planned and the coarsest delta quantizer
+SKIP_BELOW = 0.5  # a due delta frame is skipped when the account holds less than this share
+RECHOOSE_DEBT, RECHOOSE_SURPLUS = 1.0, 1.0  # account bounds (in periods' budgets) for a new cadence
+Q_BAND = 8  # quantizer steps below the coarsest at which the cadence is chosen anew
+MAX_Q_STEP = 6  # quantizer steps finer than the last delta frame, per delta frame
+MAX_SPEND = 2.0  # times the frame's share: the quantizer model is least sure far from it
+SPEND = 1.0  # share of the account's surplus or debt a delta frame takes up
+KEY_GROWTH = 1.1  # a keyframe may cost this much more than the last one
+LEARN_RATE = 0.3  # of the log ratio measured / expected delta frame size, per delta frame
 KEY_BLUR_SIGMAS = (0.0, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0, 8.0)
 MAX_SIZE = 4096
+MAX_SHIFT = 2  # the coded size is at least a quarter of the low-res size (each side)
+SIDE_BITS = 1.6  # bits per frame per pixel of the coded side (see LowResEncoder.set_kbps)
 
 # AV1 packets from SVT-AV1 start with a temporal-delimiter OBU that carries no information:
 # 2 bytes per frame is 16 % of a 1 kbps budget, so it is stripped on the wire and restored.
@@ -92,18 +104,37 @@ class _CodecSpec:
     codec_id: int
     encoder: str
     decoder: str
-    # quality tiers, coarsest first: the CRF (VP9, AV1) or QP (HEVC)
-    tiers: tuple[int, ...]
-    # prior bits per pixel of a P-frame / keyframe at each tier, measured on generated tabletop
-    # clips at 128x128 with every frame coded; only a starting point: the encoder rescales
-    # them by what it measures on the scene at hand
-    p_bpp: tuple[float, ...]
-    k_bpp: tuple[float, ...]
+    finest: int  # quantizer scale of the codec: CRF (VP9, AV1) or QP (HEVC), finest allowed
+    coarsest: int  # coarsest the codec takes (keyframes)
+    delta_coarsest: int  # coarsest used for delta frames
+    # log size change per quantizer step, and payload bytes of a delta frame at delta_coarsest,
+    # one frame after its reference, per 128x128: measured on generated tabletop clips; only a
+    # starting point, the encoder rescales it by what it measures on the scene at hand
+    alpha: float
+    p_prior: float
+    # the quantizer can change on every frame (FFmpeg's libvpx wrapper re-applies qmax per
+    # frame); for the others it is fixed per keyframe, where the encoder is re-opened
+    per_frame_q: bool
+
+
+# VP9: CRF 60 is the coarsest useful delta quantizer: CRF 61-63 let libvpx boost its golden
+# frames, which makes the frames no smaller on average but 2-3x more variable (28 / 38 / 48 bytes
+# standard deviation of 34-byte delta frames 4 frames apart at CRF 60 / 62 / 63)
+CODECS: dict[str, _CodecSpec] = {
+    "vp9": _CodecSpec(1, "libvpx-vp9", "vp9", 4, 63, 60, 0.056, 21.0, True),
+    "av1": _CodecSpec(2, "libsvtav1", "libdav1d", 4, 63, 63, 0.056, 35.0, False),
+    "hevc": _CodecSpec(3, "libx265", "hevc", 10, 51, 51, 0.115, 22.0, False),
+}
+_BY_ID = {spec.codec_id: name for name, spec in CODECS.items()}
+GAP_EXPONENT = 0.35  # delta frame size ~ gap ** 0.35 (4x the gap: 1.6x the bytes, measured)
 
 
 def _vp9_options(q: int) -> dict:
+    # CRF 63 is only the ceiling the per-frame qmax is clamped under; qmin = the keyframe's q
+    # pins the keyframe's quantizer (libvpx would otherwise boost it) and is the floor for the
+    # delta frames that follow
     return {
-        "crf": str(q), "b": "0", "deadline": "good", "cpu-used": "1",
+        "crf": "63", "b": "0", "deadline": "good", "cpu-used": "1", "qmin": str(q),
         "lag-in-frames": "0", "auto-alt-ref": "0", "row-mt": "0", "tile-columns": "0",
     }
 
@@ -119,33 +150,7 @@ def _hevc_options(q: int) -> dict:
     }
 
 
-def _spec(codec_id: int, encoder: str, decoder: str, measured: tuple, p: tuple, k: tuple,
-          tiers: tuple) -> _CodecSpec:
-    """Tiers every few CRF/QP steps, priors interpolated (log-linear) between measured points."""
-    x = np.array(measured[::-1], float)
-    lp = np.interp(tiers, x, np.log(p[::-1]))
-    lk = np.interp(tiers, x, np.log(k[::-1]))
-    return _CodecSpec(codec_id, encoder, decoder, tuple(tiers),
-                      tuple(np.exp(lp).round(5)), tuple(np.exp(lk).round(5)))
-
-
-# priors measured with every frame coded on 3 generated tabletop clips at 128x128
-CODECS: dict[str, _CodecSpec] = {
-    "vp9": _spec(1, "libvpx-vp9", "vp9", (63, 58, 52, 46, 40, 34, 28),
-                 (0.0157, 0.0218, 0.0296, 0.0418, 0.0626, 0.0960, 0.1416),
-                 (0.1068, 0.1439, 0.1943, 0.2523, 0.3283, 0.4201, 0.5531),
-                 tuple(range(63, 27, -3))),
-    "av1": _spec(2, "libsvtav1", "libdav1d", (63, 58, 52, 46, 40, 34, 28),
-                 (0.0172, 0.0228, 0.0311, 0.0431, 0.0623, 0.0946, 0.1410),
-                 (0.0971, 0.1357, 0.1841, 0.2466, 0.3260, 0.4219, 0.5044),
-                 tuple(range(63, 27, -3))),
-    "hevc": _spec(3, "libx265", "hevc", (51, 48, 45, 42, 39, 36, 33),
-                  (0.0107, 0.0129, 0.0160, 0.0199, 0.0256, 0.0344, 0.0474),
-                  (0.0765, 0.0889, 0.1063, 0.1330, 0.1527, 0.1802, 0.2256),
-                  tuple(range(51, 32, -2))),
-}
 _OPTIONS = {"vp9": _vp9_options, "av1": _av1_options, "hevc": _hevc_options}
-_BY_ID = {spec.codec_id: name for name, spec in CODECS.items()}
 
 
 def downscale(rgb: np.ndarray, scale: int) -> np.ndarray:
@@ -175,7 +180,20 @@ def _open_encoder(spec: _CodecSpec, name: str, width: int, height: int, fps: int
     ctx.thread_count = 1
     ctx.options = _OPTIONS[name](q)
     ctx.open()
+    if spec.per_frame_q:
+        ctx.qmax = q  # applied from the next frame on (the keyframe)
     return ctx
+
+
+def _coded_ok(width: int, height: int, shift: int) -> bool:
+    cw, ch = width >> shift, height >> shift
+    return cw << shift == width and ch << shift == height and cw % 2 == 0 and ch % 2 == 0 \
+        and cw >= 16 and ch >= 16
+
+
+def _flush(ctx) -> None:
+    if ctx is not None:
+        ctx.encode(None)  # SVT-AV1 logs an error for an encoder dropped without its EOS
 
 
 class LowResEncoder:
@@ -184,7 +202,7 @@ class LowResEncoder:
     ``width``/``height`` are the camera frame's size; the coded size is ``width // scale`` x
     ``height // scale`` (both must be even and >= 16). ``keyframe_interval`` in frames, 0 for
     keyframes only at the start and on ``force_keyframe()``. ``window_s`` is the rate window
-    the keyframe size is bounded for (a keyframe gets at most 12 % of one window's bits).
+    the controller holds (10 s in the issue); keyframes are sized against it.
     """
 
     def __init__(self, width: int, height: int, fps: int = 10, scale: int = 4, kbps: float = 1.0,
@@ -200,32 +218,46 @@ class LowResEncoder:
             raise ValueError(f"fps must be within 1..120, got {fps}")
         if keyframe_interval < 0:
             raise ValueError("keyframe_interval must be >= 0 (0: only on request)")
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
         self.width, self.height, self.scale = width, height, scale
         self.low_width, self.low_height = lw, lh
         self.fps = int(fps)
         self.codec = codec
         self.keyframe_interval = int(keyframe_interval)
         self.window_s = float(window_s)
+        self._window = max(1, int(round(self.window_s * self.fps)))  # frames
         self.key_blur = 0.0
         self._spec = CODECS[codec]
-        self._pixels = lw * lh
+        self._shift = None  # the coded size is the low-res size halved this many times
+        self.coded_width, self.coded_height = lw, lh
         self.kbps = 0.0
         self.set_kbps(kbps)
         self._ctx = None
-        self._tier = 0
+        self._q = self._spec.delta_coarsest  # quantizer of the last delta frame
+        self._key_q = self._spec.coarsest
         self._frame_index = 0
         self._last_key = 0
         self._last_coded = -1
-        self._key_pending = True
-        self._bucket = 0.0
-        # measured / prior cost ratio (how much harder this scene is than the prior table)
-        self._p_scale = 1.0
-        self._k_scale = 1.0
-        self._clipped: list[float] = []  # bits the bucket's cap threw away, last frames
-        self._upgrade_to = 0
-        self.upgrades = 0  # keyframes spent on moving to a finer tier
+        self._key_pending = False  # a requested keyframe
+        n = self._window
+        # periods that divide the window and the keyframe interval, so that the grid of
+        # delta frames runs on from one keyframe to the next
+        span = math.gcd(n, self.keyframe_interval) if self.keyframe_interval else n
+        self._cadences = [d for d in range(1, min(span, MAX_GAP) + 1) if span % d == 0]
+        self._cadence = 1
+        # Two accounts, both in bits. The keyframe reserve fills by key_target / interval per
+        # frame and pays each keyframe; the delta account gets the rest of the budget and pays
+        # the delta frames. With the interval a divisor of the window every window holds the
+        # same number of keyframes and the same reserve share, so keyframes do not move a
+        # window's rate; what moves it is the delta account's swing (about one delta frame).
+        self._reserve = 0.0
+        self._account = 0.0
+        self._key_cost: float | None = None  # bits of the last keyframe
+        self._log_c = 0.0
         self.frame_types: list[str] = []  # "K", "P" or "S" (skipped) per encoded frame
         self.bits: list[int] = []  # bits sent per frame, header included
+        self.quantizers: list[int] = []  # quantizer per frame (-1 for a skipped frame)
 
     # -- control --------------------------------------------------------------------------
     def set_kbps(self, kbps: float) -> None:
@@ -234,37 +266,89 @@ class LowResEncoder:
         if not (0.05 <= kbps <= 10000):
             raise ValueError(f"kbps must be within 0.05..10000, got {kbps}")
         self.kbps = kbps
+        # The coded size follows the rate: the largest halving of the low-res size with at
+        # least SIDE_BITS bits per frame per pixel of its side. A delta frame's size, mostly
+        # headers and motion at these rates, grows slowly with the frame (1.4x for 4x the
+        # pixels), so at low rates a smaller frame is coded more often, in smaller packets
+        # that keep every 10 s window on target; the decoder upsamples it back. At 10 fps,
+        # 512x512 -> 128x128: 0.5 kbps codes 32x32, 1 kbps 64x64, 2 kbps and up 128x128.
+        per_frame = kbps * 1024.0 / self.fps
+        shift = 0
+        while shift < MAX_SHIFT and per_frame < SIDE_BITS * (self.low_width >> shift) and \
+                _coded_ok(self.low_width, self.low_height, shift + 1):
+            shift += 1
+        self._shift_next = shift
+
+    @property
+    def coded_shift(self) -> int:
+        """How many times the low-res size is halved for coding (0: coded as is)."""
+        return self._shift_next
 
     def force_keyframe(self) -> None:
-        """Request a keyframe (e.g. after the receiver reported loss); sent as the bucket allows."""
+        """Request a keyframe (e.g. after the receiver reported loss): the next frame is one."""
         self._key_pending = True
 
     @property
     def tier(self) -> int:
-        """The codec quality parameter (CRF or QP) in use."""
-        return self._spec.tiers[self._tier]
+        """The quantizer (CRF or QP) of the last delta frame."""
+        return self._q
 
     def _budget(self) -> float:
         return self.kbps * 1024.0 / self.fps
 
-    def _est_p(self, tier: int) -> float:
-        return self._spec.p_bpp[tier] * self._pixels * self._p_scale + 8 * DELTA_OVERHEAD
+    def key_target(self) -> float:
+        """Bits a keyframe may take: KEY_SHARE of the bits between two keyframes (at most one
+        window). When the interval does not divide the window, windows hold a varying number
+        of keyframes, so then a keyframe is kept small enough to move a window by at most
+        KEY_SPREAD."""
+        n, interval = self._window, self.keyframe_interval
+        span = min(interval, n) if interval else n
+        target = KEY_SHARE * self._budget() * span
+        if interval and n % interval:
+            frac = (n / interval) % 1.0
+            target = min(target, KEY_SPREAD * self._budget() * n / max(frac, 1.0 - frac))
+        return target
 
-    def _est_k(self, tier: int) -> float:
-        # _code_key low-passes a keyframe down to the key budget when it can
-        est = self._spec.k_bpp[tier] * self._pixels * self._k_scale
-        return min(est, self._key_budget() - 8 * KEY_OVERHEAD) + 8 * KEY_OVERHEAD
+    def _floor(self) -> int:
+        """The coarsest quantizer a delta frame gets."""
+        spec = self._spec
+        return max(spec.delta_coarsest, self._key_q) if spec.per_frame_q else self._key_q
 
-    def _choose_tier(self) -> int:
-        budget = self._budget()
-        amortize = max(self.keyframe_interval, 50)
-        best = 0
-        for t in range(len(self._spec.tiers)):
-            # the finest tier that still codes >= 80 % of the frames: skipping absorbs the rest,
-            # so the budget is spent rather than left unused between two tiers
-            if self._est_p(t) + self._est_k(t) / amortize <= 1.25 * budget:
-                best = t
-        return best
+    def _choose_cadence(self) -> int:
+        # the shortest period whose delta frames fit the budget HEADROOM quantizer steps finer
+        # than the coarsest, so that the quantizer can still absorb a costlier stretch; a
+        # shorter period than the current one only with 15 % to spare (no flapping)
+        # a surplus or debt in the account is spread over the next 5 s
+        base = self._budget() - self._accrual()
+        per_frame = max(base + self._account / (5 * self.fps), 0.5 * base)
+        q = max(self._floor() - HEADROOM, self._spec.finest, self._key_q) \
+            if self._spec.per_frame_q else self._floor()
+        for d in self._cadences:
+            margin = 1.0 if d >= self._cadence else 0.92
+            if self._est_delta(q, d) <= margin * d * per_frame:
+                return d
+        return self._cadences[-1]
+
+    def _key_need(self) -> float:
+        """What the next keyframe is planned to cost: the last one's cost with KEY_GROWTH to
+        spare (a scene that gets costlier gets a finer keyframe step by step), at most the
+        target."""
+        if self._key_cost is None:
+            return self.key_target()
+        return min(self.key_target(), KEY_GROWTH * self._key_cost)
+
+    def _accrual(self) -> float:
+        # the reserve fills evenly up to the next keyframe's need (frames left in the
+        # interval, the keyframe's own included)
+        if not self.keyframe_interval:
+            return 0.0
+        left = max(1, self._last_key + self.keyframe_interval - self._frame_index + 1)
+        return max(0.0, self._key_need() - self._reserve) / left
+
+    def _est_delta(self, q: int, gap: int) -> float:
+        """Expected bits of a delta frame at quantizer q, gap frames after its reference."""
+        c = np.exp(self._log_c + self._spec.alpha * (self._spec.delta_coarsest - q))
+        return 8.0 * (c * gap ** GAP_EXPONENT + DELTA_OVERHEAD)
 
     # -- coding ---------------------------------------------------------------------------
     def encode(self, rgb: np.ndarray) -> bytes:
@@ -275,62 +359,61 @@ class LowResEncoder:
                              f"got {rgb.dtype} {rgb.shape}")
         k = self._frame_index
         self._frame_index += 1
-        budget = self._budget()
-        if self.keyframe_interval and k - self._last_key >= self.keyframe_interval:
-            self._key_pending = True
-        if self._ctx is None:
-            # start as if half a keyframe had been banked (a CBR buffer's initial fullness), so
-            # the first keyframe, too, is half paid before and half after
-            self._bucket = self._est_k(self._choose_tier()) / 2 - budget
-        if self._key_pending:
-            tier = max(self._choose_tier(), self._upgrade_to)
-            est = self._est_k(tier)
-            self._fill(budget, est / 2 + budget)
-            if self._ctx is None or self._bucket >= est / 2:
-                return self._code_key(k, rgb, tier)
-        else:
-            est = self._est_p(self._tier)
-            self._fill(budget, max(0.3 * budget * self.fps, est + budget))
-            self._maybe_upgrade(budget)
-            if self._bucket >= est or k - self._last_coded >= MAX_GAP:
-                return self._code_delta(k, rgb)
+        accrual = self._accrual()
+        self._reserve += accrual
+        self._account += self._budget() - accrual
+        regular = self.keyframe_interval and k - self._last_key >= self.keyframe_interval
+        resize = self._shift_next != self._shift  # a new coded size starts with a keyframe
+        if self._key_pending or regular or resize or self._ctx is None:
+            return self._code_key(k, rgb, forced=(self._key_pending or resize) and not regular)
+        gap = k - self._last_coded
+        spec = self._spec
+        floor = self._floor()
+        # delta frames only on a grid of period `cadence` from the last keyframe: with the
+        # cadence a divisor of the window, every window holds the same number of them and the
+        # bucket's sawtooth between them cancels out of every window's rate
+        due = (k - self._last_key) % self._cadence == 0
+        if due and self._account >= SKIP_BELOW * self._est_delta(floor, gap) or gap >= MAX_GAP:
+            # the finest quantizer that keeps to this frame's share: the budget since the last
+            # delta frame plus part of what the account holds beyond it (spent over several
+            # frames, so that the account swings by about one delta frame, not more)
+            share = gap * (self._budget() - self._accrual())
+            target = min(share + SPEND * (self._account - share), MAX_SPEND * share)
+            q = floor
+            if spec.per_frame_q:
+                # a few steps finer than the last delta frame at most: the size model is
+                # learnt near the quantizers in use and extrapolates poorly
+                finest = max(spec.finest, self._key_q, self._q - MAX_Q_STEP)
+                while q > finest and self._est_delta(q - 1, gap) <= target:
+                    q -= 1
+            packet = self._code_delta(k, rgb, q, gap)
+            period = self._cadence * (self._budget() - self._accrual())
+            if not -RECHOOSE_DEBT * period <= self._account <= RECHOOSE_SURPLUS * period \
+                    or q <= floor - Q_BAND:
+                # the quantizer could not hold the account, or went far from where the size
+                # model is sure: the scene's cost changed
+                self._cadence = self._choose_cadence()
+            return packet
         self.frame_types.append("S")
         self.bits.append(0)
+        self.quantizers.append(-1)
         return b""
-
-    def _fill(self, budget: float, cap: float) -> None:
-        level = self._bucket + budget
-        self._bucket = min(level, cap)
-        self._clipped.append(max(level - cap, 0.0))
-        del self._clipped[:-UPGRADE_WINDOW]
-
-    def _maybe_upgrade(self, budget: float) -> None:
-        # A budget the scene does not use at this tier is lost to the bucket's cap; since the
-        # tier can only change at a keyframe, spend it on one at a finer tier once 8 % of the
-        # last UPGRADE_WINDOW frames' budget went unused (the next regular keyframe's choice
-        # may step back down).
-        if (self._tier + 1 < len(self._spec.tiers) and len(self._clipped) == UPGRADE_WINDOW
-                and sum(self._clipped) >= 0.08 * budget * UPGRADE_WINDOW):
-            self._upgrade_to = self._tier + 1
-            self._key_pending = True
-            self.upgrades += 1
 
     def close(self) -> None:
         """Flush and drop the codec (optional: only SVT-AV1 complains when it is not called)."""
         self._close()
 
     def _close(self) -> None:
-        if self._ctx is not None:
-            self._ctx.encode(None)  # zero latency: nothing is left, but SVT-AV1 wants its EOS
-            self._ctx = None
+        _flush(self._ctx)  # zero latency: nothing is left, but SVT-AV1 wants its EOS
+        self._ctx = None
 
-    def _encode_frame(self, low: np.ndarray, k: int) -> bytes:
+    def _encode_frame(self, ctx, low: np.ndarray, k: int) -> bytes:
         import av
 
         frame = av.VideoFrame.from_ndarray(low, format="rgb24")
         frame = frame.reformat(format="yuv420p")
         frame.pts = k
-        packets = self._ctx.encode(frame)
+        packets = ctx.encode(frame)
         data = b"".join(bytes(p) for p in packets)
         if not data:
             # zero-latency configuration: this would be a codec buffering a frame
@@ -339,56 +422,116 @@ class LowResEncoder:
             data = data[len(_AV1_TD):]
         return data
 
-    def _key_budget(self) -> float:
-        # a keyframe may take at most this share of one rate window: with half of it banked
-        # before and half repaid after, it moves any window by at most +-KEY_SHARE / 2
-        return KEY_SHARE * self.kbps * 1024.0 * self.window_s
+    def _source(self, rgb: np.ndarray) -> np.ndarray:
+        return downscale(rgb, self.scale << self._shift)
 
-    def _code_key(self, k: int, rgb: np.ndarray, tier: int) -> bytes:
-        self._tier = tier
-        low = downscale(rgb, self.scale)
-        # At the coarsest quantizer a 128x128 keyframe of a cluttered table is 100-800 bytes,
-        # more than a 10 s window of 0.5 kbps allows. Low-passing the keyframe is what still
-        # lowers its cost (e.g. sigma 1.2 px: -40 % bits, -2 dB); the P-frames that follow
-        # restore detail a little at a time. Trial encodes are cheap at this size.
-        for sigma in KEY_BLUR_SIGMAS:
-            src = cv2.GaussianBlur(low, (0, 0), sigma) if sigma else low
-            self._close()
-            self._ctx = _open_encoder(self._spec, self.codec, self.low_width, self.low_height,
-                                      self.fps, self._spec.tiers[tier])
-            payload = self._encode_frame(src, k)
-            if 8 * (len(payload) + KEY_OVERHEAD) <= self._key_budget():
-                break
+    def _trial_key(self, low: np.ndarray, k: int, q: int, sigma: float):
+        src = cv2.GaussianBlur(low, (0, 0), sigma) if sigma else low
+        ctx = _open_encoder(self._spec, self.codec, self.coded_width, self.coded_height, self.fps,
+                            q)
+        return ctx, self._encode_frame(ctx, src, k)
+
+    def _key_quantizer_bounds(self) -> tuple[int, int]:
+        spec = self._spec
+        if spec.per_frame_q:
+            return spec.finest, spec.coarsest
+        # one quantizer for the keyframe and its delta frames: the finest at which every frame
+        # could be coded on the delta budget, else the coarsest
+        per_frame = self._budget() - self._accrual()
+        q = spec.delta_coarsest
+        while q > spec.finest and self._est_delta(q - 1, 1) <= per_frame:
+            q -= 1
+        return q, q
+
+    def _code_key(self, k: int, rgb: np.ndarray, forced: bool) -> bytes:
+        if self._shift_next != self._shift:
+            self._shift = self._shift_next
+            self.coded_width = self.low_width >> self._shift
+            self.coded_height = self.low_height >> self._shift
+            # payload bytes of a delta frame at delta_coarsest, gap 1 (log domain, learned);
+            # it grows with about the 4th root of the pixel count (64x64 against 128x128)
+            pixels = self.coded_width * self.coded_height
+            self._log_c = np.log(self._spec.p_prior * (pixels / (128 * 128)) ** 0.25)
+            self._q = self._spec.delta_coarsest
+        low = self._source(rgb)
+        spec = self._spec
+        # the reserve pays; a keyframe forced before the reserve is full borrows from the delta
+        # account (paid back by skipping delta frames)
+        start = self._key_cost is None
+        allowance = max(self._reserve, self._key_need())
+        if self.keyframe_interval and not forced:
+            # a regular keyframe falls on the delta frames' grid and takes that slot's bits
+            allowance = max(allowance, self._reserve + self._account)
+        fits = lambda data: 8 * (len(data) + KEY_OVERHEAD) <= allowance  # noqa: E731
+        lo, hi = self._key_quantizer_bounds()
+        # the finest quantizer that fits (bisection over trial encodes: cheap at this size);
+        # at the coarsest, low-pass the keyframe's input as much as needed (e.g. sigma 1.2 px:
+        # -10 % bits); the delta frames that follow restore detail a little at a time
+        best = None
+        guess = int(np.clip(self._key_q, lo, hi))
+        coarsest = hi
+        while lo <= hi:
+            q, guess = (guess, None) if guess is not None else ((lo + hi) // 2, None)
+            ctx, data = self._trial_key(low, k, q, 0.0)
+            if fits(data):
+                _flush(best and best[2])
+                best, hi = (q, 0.0, ctx, data), q - 1
+            else:
+                _flush(ctx)
+                lo = q + 1
+        if best is None:
+            for sigma in KEY_BLUR_SIGMAS[1:]:
+                ctx, data = self._trial_key(low, k, coarsest, sigma)
+                _flush(best and best[2])
+                best = (coarsest, sigma, ctx, data)
+                if fits(data):
+                    break
+        q, sigma, ctx, payload = best
+        self._close()
+        self._ctx = ctx
+        self._key_q = q  # (self._q stays the last delta frame's: the next one starts near it)
         self.key_blur = sigma
-        head = _KEY_HDR.pack(_MAGIC | VERSION << 2 | TYPE_KEY, k & 0xFFFF, self._spec.codec_id,
-                             self.low_width, self.low_height)
+        head = _KEY_HDR.pack(_MAGIC | VERSION << 2 | TYPE_KEY, k & 0xFFFF,
+                             spec.codec_id | self._shift << 4, self.low_width, self.low_height)
         packet = head + payload
         packet += bytes([crc8(packet)])
-        prior = self._spec.k_bpp[tier] * self._pixels
-        self._k_scale = 0.5 * self._k_scale + 0.5 * (8 * len(payload) / prior)
-        self._finish(k, packet, "K")
-        self._last_key = k
+        cost = 8 * len(packet)
+        if start:
+            # a CBR buffer's initial fullness: the first keyframe counts as paid before the
+            # stream (by a reserve filled over the interval before it), whatever it cost
+            self._reserve = 0.0
+        else:
+            # what the keyframe leaves in the reserve lowers the reserve's share of the next
+            # interval's budget: the delta frames get it, spread evenly
+            paid = min(cost, self._reserve)
+            self._reserve -= paid
+            self._account -= cost - paid
+        self._key_cost = cost
+        self._last_key = self._last_coded = k
         self._key_pending = False
-        self._upgrade_to = 0
-        self._clipped = []
+        self._cadence = self._choose_cadence()
+        self.frame_types.append("K")
+        self.bits.append(cost)
+        self.quantizers.append(q)
         return packet
 
-    def _code_delta(self, k: int, rgb: np.ndarray) -> bytes:
-        payload = self._encode_frame(downscale(rgb, self.scale), k)
-        gap = k - self._last_coded
+    def _code_delta(self, k: int, rgb: np.ndarray, q: int, gap: int) -> bytes:
+        if self._spec.per_frame_q:
+            self._ctx.qmax = q
+        payload = self._encode_frame(self._ctx, self._source(rgb), k)
         head = _DELTA_HDR.pack(_MAGIC | VERSION << 2 | TYPE_DELTA, k & 0xFF, gap)
         packet = head + payload
         packet += bytes([crc8(packet)])
-        prior = self._spec.p_bpp[self._tier] * self._pixels
-        self._p_scale = 0.8 * self._p_scale + 0.2 * (8 * len(payload) / prior)
-        self._finish(k, packet, "P")
-        return packet
-
-    def _finish(self, k: int, packet: bytes, kind: str) -> None:
-        self._bucket -= 8 * len(packet)
+        # learn the scene's delta cost (log domain: one spike must not swamp the estimate)
+        expected = self._est_delta(q, gap) / 8 - DELTA_OVERHEAD
+        self._log_c += LEARN_RATE * np.log(max(len(payload), 1) / expected)
+        self._q = q
+        self._account -= 8 * len(packet)
         self._last_coded = k
-        self.frame_types.append(kind)
+        self.frame_types.append("P")
         self.bits.append(8 * len(packet))
+        self.quantizers.append(q)
+        return packet
 
 
 def parse_header(packet: bytes) -> dict:
@@ -411,12 +554,16 @@ def parse_header(packet: bytes) -> dict:
     if kind == TYPE_KEY:
         if len(packet) < KEY_OVERHEAD + 1:
             raise BitstreamError(f"low-res keyframe truncated: {len(packet)} bytes")
-        _, index, codec_id, w, h = _KEY_HDR.unpack_from(packet)
+        _, index, codec_byte, w, h = _KEY_HDR.unpack_from(packet)
+        codec_id, shift = codec_byte & 0x0F, codec_byte >> 4
         if codec_id not in _BY_ID:
             raise BitstreamError(f"unknown low-res codec id {codec_id}")
         if not (16 <= w <= MAX_SIZE and 16 <= h <= MAX_SIZE) or w % 2 or h % 2:
             raise BitstreamError(f"invalid low-res frame size {w}x{h}")
+        if shift > MAX_SHIFT or not _coded_ok(w, h, shift):
+            raise BitstreamError(f"invalid coded size: {w}x{h} halved {shift} times")
         return {"key": True, "index": index, "codec": _BY_ID[codec_id], "width": w, "height": h,
+                "shift": shift, "coded_width": w >> shift, "coded_height": h >> shift,
                 "payload": packet[_KEY_HDR.size:-1]}
     _, index, gap = _DELTA_HDR.unpack_from(packet)
     if gap == 0:
@@ -452,7 +599,8 @@ class LowResDecoder:
     def __init__(self):
         self._ctx = None
         self._codec: str | None = None
-        self._size: tuple[int, int] | None = None
+        self._size: tuple[int, int] | None = None  # coded
+        self._out_size: tuple[int, int] | None = None  # low-res, as returned
         self._last_index: int | None = None
         self._last_packet: bytes | None = None
         self._frame: np.ndarray | None = None
@@ -514,7 +662,8 @@ class LowResDecoder:
         _check_payload(info["codec"], info["payload"], True)
         # a fresh decoder per keyframe: nothing predicted from before the keyframe survives
         self._ctx = _open_decoder(info["codec"])
-        self._codec, self._size = info["codec"], (info["width"], info["height"])
+        self._codec, self._size = info["codec"], (info["coded_width"], info["coded_height"])
+        self._out_size = (info["width"], info["height"])
         self._chain = []
         rgb = self._run(info["payload"])  # on error: state "lost" (or still "waiting")
         self.state = "ok"
@@ -539,6 +688,9 @@ class LowResDecoder:
             raise BitstreamError(f"{self._codec} picture is {frame.width}x{frame.height}, header "
                                  f"says {self._size[0]}x{self._size[1]}")
         self._frame = frame.to_ndarray(format="rgb24")
+        if self._size != self._out_size:
+            # coded below the low-res size (low rates): shown at the low-res size
+            self._frame = upsample(self._frame, *self._out_size)
         self._chain.append(payload)
         self.frames_decoded += 1
         return self._frame.copy()
