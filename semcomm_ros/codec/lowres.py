@@ -107,9 +107,12 @@ class _CodecSpec:
     finest: int  # quantizer scale of the codec: CRF (VP9, AV1) or QP (HEVC), finest allowed
     coarsest: int  # coarsest the codec takes (keyframes)
     delta_coarsest: int  # coarsest used for delta frames
-    # log size change per quantizer step, and payload bytes of a delta frame at delta_coarsest,
-    # one frame after its reference, per 128x128: measured on generated tabletop clips; only a
-    # starting point, the encoder rescales it by what it measures on the scene at hand
+    # A delta frame's payload: fixed bytes (frame headers) plus a part that grows with the
+    # quantizer step (alpha: log size per step) and the gap to its reference frame (gap **
+    # GAP_EXPONENT); p_prior is that part at delta_coarsest, gap 1, 128x128. Measured on
+    # generated tabletop clips; only a starting point, the encoder rescales it by what it
+    # measures on the scene at hand.
+    fixed: float
     alpha: float
     p_prior: float
     # the quantizer can change on every frame (FFmpeg's libvpx wrapper re-applies qmax per
@@ -117,16 +120,17 @@ class _CodecSpec:
     per_frame_q: bool
 
 
-# VP9: CRF 60 is the coarsest useful delta quantizer: CRF 61-63 let libvpx boost its golden
-# frames, which makes the frames no smaller on average but 2-3x more variable (28 / 38 / 48 bytes
-# standard deviation of 34-byte delta frames 4 frames apart at CRF 60 / 62 / 63)
+# VP9: CRF 60 is the coarsest useful delta quantizer: at CRF 61-63 libvpx boosts its golden
+# frames, which leaves the delta frames no smaller on average but more variable (4 frames
+# apart at 128x128: 33.6 / 32.7 / 33.5 bytes on average, standard deviation 11.1 / 13.9 / 17.5
+# at CRF 60 / 62 / 63)
 CODECS: dict[str, _CodecSpec] = {
-    "vp9": _CodecSpec(1, "libvpx-vp9", "vp9", 4, 63, 60, 0.056, 21.0, True),
-    "av1": _CodecSpec(2, "libsvtav1", "libdav1d", 4, 63, 63, 0.056, 35.0, False),
-    "hevc": _CodecSpec(3, "libx265", "hevc", 10, 51, 51, 0.115, 22.0, False),
+    "vp9": _CodecSpec(1, "libvpx-vp9", "vp9", 4, 63, 60, 12.0, 0.065, 9.0, True),
+    "av1": _CodecSpec(2, "libsvtav1", "libdav1d", 4, 63, 63, 10.0, 0.056, 25.0, False),
+    "hevc": _CodecSpec(3, "libx265", "hevc", 10, 51, 51, 8.0, 0.115, 14.0, False),
 }
 _BY_ID = {spec.codec_id: name for name, spec in CODECS.items()}
-GAP_EXPONENT = 0.35  # delta frame size ~ gap ** 0.35 (4x the gap: 1.6x the bytes, measured)
+GAP_EXPONENT = 0.55  # VP9 at 128x128, CRF 60: 21 / 25 / 34 / 41 bytes at gaps 1 / 2 / 4 / 8
 
 
 def _vp9_options(q: int) -> dict:
@@ -347,8 +351,11 @@ class LowResEncoder:
 
     def _est_delta(self, q: int, gap: int) -> float:
         """Expected bits of a delta frame at quantizer q, gap frames after its reference."""
+        return 8.0 * (self._spec.fixed + self._variable(q, gap) + DELTA_OVERHEAD)
+
+    def _variable(self, q: int, gap: int) -> float:
         c = np.exp(self._log_c + self._spec.alpha * (self._spec.delta_coarsest - q))
-        return 8.0 * (c * gap ** GAP_EXPONENT + DELTA_OVERHEAD)
+        return c * gap ** GAP_EXPONENT
 
     # -- coding ---------------------------------------------------------------------------
     def encode(self, rgb: np.ndarray) -> bytes:
@@ -448,10 +455,10 @@ class LowResEncoder:
             self._shift = self._shift_next
             self.coded_width = self.low_width >> self._shift
             self.coded_height = self.low_height >> self._shift
-            # payload bytes of a delta frame at delta_coarsest, gap 1 (log domain, learned);
-            # it grows with about the 4th root of the pixel count (64x64 against 128x128)
+            # the variable part of a delta frame at delta_coarsest, gap 1 (log domain, learned);
+            # it grows with about the cube root of the pixel count (32x32 against 128x128)
             pixels = self.coded_width * self.coded_height
-            self._log_c = np.log(self._spec.p_prior * (pixels / (128 * 128)) ** 0.25)
+            self._log_c = np.log(self._spec.p_prior * (pixels / (128 * 128)) ** 0.35)
             self._q = self._spec.delta_coarsest
         low = self._source(rgb)
         spec = self._spec
@@ -462,6 +469,11 @@ class LowResEncoder:
         if self.keyframe_interval and not forced:
             # a regular keyframe falls on the delta frames' grid and takes that slot's bits
             allowance = max(allowance, self._reserve + self._account)
+        if start:
+            # the first keyframe, too, takes a slot's bits as every later one does (so that
+            # the first window holds as much as the others)
+            self._cadence = self._choose_cadence()
+            allowance = self.key_target() + self._cadence * (self._budget() - self._accrual())
         fits = lambda data: 8 * (len(data) + KEY_OVERHEAD) <= allowance  # noqa: E731
         lo, hi = self._key_quantizer_bounds()
         # the finest quantizer that fits (bisection over trial encodes: cheap at this size);
@@ -500,13 +512,14 @@ class LowResEncoder:
             # a CBR buffer's initial fullness: the first keyframe counts as paid before the
             # stream (by a reserve filled over the interval before it), whatever it cost
             self._reserve = 0.0
+            paid = min(cost, self.key_target())
         else:
             # what the keyframe leaves in the reserve lowers the reserve's share of the next
             # interval's budget: the delta frames get it, spread evenly
             paid = min(cost, self._reserve)
             self._reserve -= paid
             self._account -= cost - paid
-        self._key_cost = cost
+        self._key_cost = paid  # the reserve's part: the slot's bits come from the account
         self._last_key = self._last_coded = k
         self._key_pending = False
         self._cadence = self._choose_cadence()
@@ -523,8 +536,8 @@ class LowResEncoder:
         packet = head + payload
         packet += bytes([crc8(packet)])
         # learn the scene's delta cost (log domain: one spike must not swamp the estimate)
-        expected = self._est_delta(q, gap) / 8 - DELTA_OVERHEAD
-        self._log_c += LEARN_RATE * np.log(max(len(payload), 1) / expected)
+        variable = max(len(payload) - self._spec.fixed, 0.1 * self._spec.fixed)
+        self._log_c += LEARN_RATE * np.log(variable / self._variable(q, gap))
         self._q = q
         self._account -= 8 * len(packet)
         self._last_coded = k
