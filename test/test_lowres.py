@@ -64,6 +64,51 @@ def test_rate_held_at_1kbps_including_keyframes(clip512):
     assert enc.frame_types.count("K") >= 1 and enc.frame_types.count("S") > 0
 
 
+@pytest.fixture(scope="module")
+def long512():
+    return [rgb for rgb, _ in tabletop_clip(11, 200, 512, 512)]
+
+
+@pytest.mark.parametrize("kbps, coded", [(0.5, 32), (4.0, 128)])
+def test_every_10s_window_within_10_percent(long512, kbps, coded):
+    # every sliding 10 s window of a continuous 20 s stream, keyframes included
+    enc, packets = _stream(long512, kbps=kbps, keyframe_interval=100)
+    windows = window_kbps(enc.bits, 10, 10.0) / kbps - 1
+    assert len(windows) == 101
+    assert np.all(np.abs(windows) <= 0.10), (windows.min(), windows.max())
+    assert enc.frame_types.count("K") == 2 and enc.coded_width == coded
+    dec = LowResDecoder()
+    outs = [dec.decode(p) for p in packets]
+    assert all(o is not None and o.shape == (128, 128, 3) for o in outs)
+    assert np.mean([psnr(o, downscale(f, 4)) for o, f in zip(outs, long512)]) > 20
+
+
+def test_quantizer_follows_the_budget_on_delta_frames(long512):
+    # VP9's quantizer is set per delta frame, not only at keyframes
+    enc, _ = _stream(long512[:100], kbps=4.0, keyframe_interval=100)
+    q = [q for q, t in zip(enc.quantizers, enc.frame_types) if t == "P"]
+    assert len(set(q)) >= 3, q
+    assert min(q) < 60 <= max(enc.quantizers)
+
+
+def test_coded_size_follows_set_kbps(clip512):
+    enc = LowResEncoder(512, 512, kbps=0.5, keyframe_interval=0)
+    dec = LowResDecoder()
+    packets = []
+    for k, f in enumerate(clip512[:40]):
+        if k == 20:
+            enc.set_kbps(4.0)  # 32x32 -> 128x128: a keyframe at the new size, at once
+        packets.append(enc.encode(f))
+        out = dec.decode(packets[-1])
+        assert out is not None and out.shape == (128, 128, 3)
+        if k == 20:
+            assert enc.frame_types[-1] == "K"
+    first, second = parse_header(packets[0]), parse_header(packets[20])
+    assert (first["shift"], first["coded_width"], first["width"]) == (2, 32, 128)
+    assert (second["shift"], second["coded_width"], second["width"]) == (0, 128, 128)
+    assert enc.frame_types.count("K") == 2 and dec.losses == 0
+
+
 def test_set_kbps_while_running(clip512):
     enc = LowResEncoder(512, 512, kbps=0.5, keyframe_interval=0)
     for f in clip512[:50]:
@@ -145,6 +190,7 @@ def test_corrupt_packets_raise_bitstream_error(clip256):
         "type": _reseal(bytes([0xA0 | 1 << 2 | 3]) + key[1:]),
         "checksum": key[:10] + bytes([key[10] ^ 0x40]) + key[11:],
         "codec id": _reseal(key[:3] + b"\x09" + key[4:]),
+        "coded size": _reseal(key[:3] + bytes([key[3] | 3 << 4]) + key[4:]),
         "size": _reseal(key[:4] + struct.pack("<HH", 8, 8) + key[8:]),
         "payload": _reseal(key[:9] + b"\x00" * (len(key) - 10) + b"\x00"),
         "gap": _reseal(delta[:2] + b"\x00" + delta[3:]),

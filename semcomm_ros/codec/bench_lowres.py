@@ -75,7 +75,8 @@ def run_stream(clip, kbps: float, codec: str, scale: int, fps: int, keyframe_int
         "psnr": ps, "ms_ssim": ms,
         "enc_ms": 1000 * t_enc / len(clip), "dec_ms": 1000 * t_dec / len(clip),
         "coded": sum(c != "S" for c in types), "keys": types.count("K"),
-        "frames": len(clip), "tier": enc.tier, "upgrades": enc.upgrades,
+        "frames": len(clip), "coded_size": enc.coded_width,
+        "q_delta": [q for q, t in zip(enc.quantizers, types) if t == "P"],
     }
 
 
@@ -99,19 +100,24 @@ def _rate_table(clips, long_clips, rates, args, codec) -> list[dict]:
             "dec_ms": float(np.mean([s["dec_ms"] for s in streams])),
             "coded_pct": 100.0 * sum(s["coded"] for s in streams) / frames,
             "keys": sum(s["keys"] for s in streams),
-            "tiers": sorted({s["tier"] for s in streams}),
+            "coded_size": sorted({s["coded_size"] for s in streams}),
+            "q_delta": [q for s in streams for q in s["q_delta"]],
         })
         r = rows[-1]
+        qs = r.pop("q_delta")
+        r["q_delta_median"] = float(np.median(qs)) if qs else None
+        size = ",".join(map(str, r["coded_size"]))
+        q = f"{np.percentile(qs, 10):.0f}-{np.percentile(qs, 90):.0f}" if qs else "-"
         print(f"  {kb:5.2f} {r['kbps']:7.3f} {r['clip_min']:6.3f}-{r['clip_max']:<6.3f} "
               f"{100 * r['win_min']:+6.1f}%/{100 * r['win_max']:+5.1f}% {r['psnr']:6.2f} "
-              f"{r['ms_ssim']:7.4f} {r['coded_pct']:6.1f}% {r['keys']:4d} "
-              f"{','.join(map(str, r['tiers'])):>9} {r['enc_ms']:6.2f} {r['dec_ms']:6.2f}",
-              flush=True)
+              f"{r['ms_ssim']:7.4f} {r['coded_pct']:6.1f}% {r['keys']:4d} {size:>5} {q:>6} "
+              f"{r['enc_ms']:6.2f} {r['dec_ms']:6.2f}", flush=True)
     return rows
 
 
-_HEAD = ("  target achieved  per-clip    10s-window    PSNR  MS-SSIM  coded  keys  CRF/QP  "
-         "enc ms dec ms\n   kbps    kbps    min-max      min/max       dB (512px)  frames")
+_HEAD = ("  target achieved  per-clip    10s-window    PSNR  MS-SSIM  coded  keys coded  delta "
+         "enc ms dec ms\n   kbps    kbps    min-max      min/max       dB (512px)  frames      "
+         "size  CRF/QP")
 
 
 def run(args) -> int:

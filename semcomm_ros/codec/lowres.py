@@ -380,7 +380,12 @@ class LowResEncoder:
         # cadence a divisor of the window, every window holds the same number of them and the
         # bucket's sawtooth between them cancels out of every window's rate
         due = (k - self._last_key) % self._cadence == 0
-        if due and self._account >= SKIP_BELOW * self._est_delta(floor, gap) or gap >= MAX_GAP:
+        need = SKIP_BELOW * self._est_delta(floor, gap)
+        if not spec.per_frame_q:
+            # without a per-frame quantizer only the timing spends the budget: a delta frame
+            # whenever the account pays for one (as a plain leaky bucket)
+            due, need = True, self._est_delta(floor, gap)
+        if due and self._account >= need or gap >= MAX_GAP:
             # the finest quantizer that keeps to this frame's share: the budget since the last
             # delta frame plus part of what the account holds beyond it (spent over several
             # frames, so that the account swings by about one delta frame, not more)
