@@ -179,8 +179,13 @@ def test_bag_replay_gives_identical_label_maps(tmp_path):
     with processes(tmp_path, ros_env()) as P:
         robot(P, ns)
         P.node("decoder", "decoder_node", ns, {"synthesize": False})
+        # a loaded machine can take longer than the recording to start five Python processes:
+        # record only once every node of the chain is up
+        for name, line in (("scene_source", "publishing"), ("segmentation", "segmenter:"),
+                           ("encoder", "semantic profile"), ("decoder", "decoder ready")):
+            wait_for(lambda name=name, line=line: line in P.log(name), 90, f"the {name} node", P)
         rec = P.start("record", ["-m", "semcomm_ros", "bag", "record", str(live_bag), "--namespace", ns,
-                                 "--topics", "semantic", "lowres", "decoded_labels", "--duration", "9"],
+                                 "--topics", "semantic", "lowres", "decoded_labels", "--duration", "12"],
                       stdout=subprocess.PIPE)
         rec.wait(60)
         assert rec.returncode == 0, P.logs()
