@@ -5,37 +5,45 @@ video codec (VP9 via PyAV's libvpx by default; SVT-AV1 and x265 selectable) at a
 far below what the codecs' own rate control reaches. The operator decodes these degraded frames
 and feeds them to the Restoration Adapter.
 
-Why VP9 (figures in ``docs/lowres.md``): with this rate control at 1 kbps on 128x128 tabletop
-clips VP9 gives the highest PSNR (+0.6 dB over SVT-AV1, +1.6 dB over x265); SVT-AV1 has a
-slightly higher MS-SSIM (+0.02) and stays selectable; x265 is last on both; x264 writes a
-~600-byte SEI and a 3x larger I-frame.
+Why VP9 (figures in ``docs/lowres.md``): its quantizer can be set per frame through PyAV
+(FFmpeg's libvpx wrapper re-applies ``qmax`` on every frame), which is what holds the rate
+within a 10 s window; at equal rate control it also had the best PSNR on 128x128 tabletop clips
+(+0.6 dB over SVT-AV1, +1.6 dB over x265). SVT-AV1 and x265 stay selectable with a quantizer
+fixed per keyframe; x264 writes a ~600-byte SEI and a 3x larger I-frame.
 
-Rate control (our own outer loop, because at these rates every codec sits at its coarsest
-quantizer and its internal rate control cannot go lower):
+Rate control (our own outer loop: at these rates every codec sits near its coarsest quantizer
+and its internal rate control cannot go lower). The budget is ``kbps * 1024 / fps`` bits per
+frame; every packet counts with its header. What moves the rate of a sliding 10 s window is how
+much the encoder's buffer level differs between the window's two ends, so the loop keeps that
+level periodic with a period that divides the window:
 
-- a bit bucket fills by ``kbps * 1024 / fps`` bits per frame and is emptied by every packet's
-  real size, header included;
-- a frame is coded as a delta (P) frame only when the bucket holds the expected cost of one,
-  otherwise it is *skipped*: ``encode`` returns ``b""`` and the decoder holds the previous frame
-  (temporal resolution is what gives at very low rates);
-- a keyframe (first frame, every ``keyframe_interval`` frames, or on ``force_keyframe()``) is
-  coded once the bucket holds half its expected cost, so its cost is spread over the frames
-  before and after it; P-frames pause meanwhile. Its size is bounded to 12 % of a 10 s window
-  by low-passing the keyframe input as much as needed (trial encodes, see ``_code_key``);
-- the quality tier (codec CRF/QP) is chosen at each keyframe, where the encoder is re-opened:
-  the finest tier that still codes >= 80 % of the frames. When the bucket overflows (the scene
-  needs less than the budget at this tier: 8 % of the last 1.5 s unused), an extra keyframe moves to
-  the next finer tier. ``set_kbps`` acts on the bucket at once and on the tier at the next
-  keyframe.
+- keyframes on a fixed grid (frame 0, then every ``keyframe_interval`` frames; 100 = the 10 s
+  window at 10 fps), paid by a reserve that fills evenly between them up to the next keyframe's
+  need (the last keyframe's cost with 10 % to grow, at most ``KEY_SHARE`` = 20 % of the bits
+  between keyframes). Every window then holds one keyframe and the same reserve share. The
+  keyframe's quantizer is the finest that fits, found by bisection over trial encodes (cheap at
+  this size); past the coarsest, the keyframe's input is low-passed;
+- delta frames on a grid of period ``cadence`` frames (a divisor of the window and of the
+  keyframe interval), the shortest that fits the budget a few quantizer steps finer than the
+  coarsest (VP9 CRF 60); the frames between are *skipped* (``b""``, the decoder holds the
+  previous frame). Each delta frame gets the quantizer at which a learnt size model (fixed
+  header bytes plus a part growing with the quantizer step and the gap) says it spends what the
+  account holds; the cadence is chosen anew when the account or the quantizer runs away;
+- the coded size follows the rate: at low rates the low-res frame is halved once or twice
+  (0.5 kbps: 32x32, 1 kbps: 64x64 for a 128x128 low-res frame) and the decoder upsamples it back,
+  since a delta frame's bytes are mostly headers and motion and grow slowly with its size;
+- ``set_kbps`` acts from the next frame; a change of coded size starts with a keyframe.
 
 Latency: zero frames. No B-frames, no lookahead, no lag: frame k's packet (or ``b""`` for a
 skipped frame) is returned by the ``encode`` call of frame k and decodes alone on arrival.
-A forced keyframe is delayed until the bucket allows it (about ``K / (2 * rate)`` seconds for a
-keyframe of K bits, e.g. ~1 s at 1 kbps).
+``force_keyframe()`` makes the next frame a keyframe; its cost is repaid by skipping delta
+frames.
 
 Packet format, version 1 (all integers little-endian; CRC-8/ATM over everything before it):
 
-- keyframe:  ``tag | frame_index u16 | codec_id u8 | width u16 | height u16 | payload | crc8``
+- keyframe:  ``tag | frame_index u16 | shift << 4 | codec_id u8 | width u16 | height u16 |
+  payload | crc8`` (``width`` x ``height``: the low-res size the decoder returns; the coded
+  size is that halved ``shift`` times, 0..2)
 - delta:     ``tag | frame_index mod 256 u8 | gap u8 | payload | crc8``
 - skipped:   ``b""`` (nothing is sent)
 
@@ -80,7 +88,7 @@ DELTA_OVERHEAD = _DELTA_HDR.size + 1
 MAX_GAP = 255
 KEY_SHARE = 0.2  # of the bits between two keyframes (at most one window's)
 KEY_SPREAD = 0.04  # a window's rate change from one keyframe more or less, when they vary
-HEADROOM = 3  # quantizer steps between the planned and the coarsest delta quantizer
+HEADROOM = 4  # quantizer steps between the planned and the coarsest delta quantizer
 SKIP_BELOW = 0.5  # a due delta frame is skipped when the account holds less than this share
 RECHOOSE_DEBT, RECHOOSE_SURPLUS = 1.0, 1.0  # account bounds (in periods' budgets) for a new cadence
 Q_BAND = 8  # quantizer steps below the coarsest at which the cadence is chosen anew
@@ -91,6 +99,7 @@ KEY_GROWTH = 1.1  # a keyframe may cost this much more than the last one
 LEARN_RATE = 0.3  # of the log ratio measured / expected delta frame size, per delta frame
 KEY_BLUR_SIGMAS = (0.0, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0, 8.0)
 MAX_SIZE = 4096
+MAX_PATTERN = 20  # delta frames per pattern period at most
 MAX_SHIFT = 2  # the coded size is at least a quarter of the low-res size (each side)
 SIDE_BITS = 1.6  # bits per frame per pixel of the coded side (see LowResEncoder.set_kbps)
 
@@ -195,6 +204,17 @@ def _coded_ok(width: int, height: int, shift: int) -> bool:
         and cw >= 16 and ch >= 16
 
 
+def _patterns(span: int) -> list[tuple[int, int]]:
+    """Delta-frame patterns (p, m): m frames evenly spread over p, p a divisor of ``span``
+    (the window and keyframe interval), so the pattern repeats a whole number of times in a
+    window. Densest first; each density once, with its shortest period."""
+    found: dict[Fraction, tuple[int, int]] = {}
+    for p in (d for d in range(1, min(span, MAX_GAP) + 1) if span % d == 0):
+        for m in range(1, min(p, MAX_PATTERN) + 1):
+            found.setdefault(Fraction(m, p), (p, m))
+    return [found[f] for f in sorted(found, reverse=True)]
+
+
 def _flush(ctx) -> None:
     if ctx is not None:
         ctx.encode(None)  # SVT-AV1 logs an error for an encoder dropped without its EOS
@@ -248,8 +268,9 @@ class LowResEncoder:
         # periods that divide the window and the keyframe interval, so that the grid of
         # delta frames runs on from one keyframe to the next
         span = math.gcd(n, self.keyframe_interval) if self.keyframe_interval else n
-        self._cadences = [d for d in range(1, min(span, MAX_GAP) + 1) if span % d == 0]
-        self._cadence = 1
+        self._patterns = _patterns(span)
+        self._pattern = self._patterns[0]  # (period p, m delta frames spread over it)
+        self._slots = frozenset({0})
         # Two accounts, both in bits. The keyframe reserve fills by key_target / interval per
         # frame and pays each keyframe; the delta account gets the rest of the budget and pays
         # the delta frames. With the interval a divisor of the window every window holds the
@@ -318,20 +339,30 @@ class LowResEncoder:
         spec = self._spec
         return max(spec.delta_coarsest, self._key_q) if spec.per_frame_q else self._key_q
 
-    def _choose_cadence(self) -> int:
-        # the shortest period whose delta frames fit the budget HEADROOM quantizer steps finer
+    @property
+    def _cadence(self) -> float:
+        """Frames per delta frame, on average."""
+        return self._pattern[0] / self._pattern[1]
+
+    def _choose_cadence(self) -> None:
+        # the densest pattern whose delta frames fit the budget HEADROOM quantizer steps finer
         # than the coarsest, so that the quantizer can still absorb a costlier stretch; a
-        # shorter period than the current one only with 15 % to spare (no flapping)
-        # a surplus or debt in the account is spread over the next 5 s
+        # denser one than the current only with 8 % to spare (no flapping). A surplus or debt
+        # in the account is spread over the next 5 s.
         base = self._budget() - self._accrual()
         per_frame = max(base + self._account / (5 * self.fps), 0.5 * base)
         q = max(self._floor() - HEADROOM, self._spec.finest, self._key_q) \
             if self._spec.per_frame_q else self._floor()
-        for d in self._cadences:
-            margin = 1.0 if d >= self._cadence else 0.92
-            if self._est_delta(q, d) <= margin * d * per_frame:
-                return d
-        return self._cadences[-1]
+        current = self._cadence
+        chosen = self._patterns[-1]
+        for p, m in self._patterns:
+            gap = p / m
+            margin = 1.0 if gap >= current else 0.92
+            if self._est_delta(q, gap) <= margin * gap * per_frame:
+                chosen = (p, m)
+                break
+        p, m = self._pattern = chosen
+        self._slots = frozenset(i * p // m for i in range(m))
 
     def _key_need(self) -> float:
         """What the next keyframe is planned to cost: the last one's cost with KEY_GROWTH to
@@ -379,7 +410,7 @@ class LowResEncoder:
         # delta frames only on a grid of period `cadence` from the last keyframe: with the
         # cadence a divisor of the window, every window holds the same number of them and the
         # bucket's sawtooth between them cancels out of every window's rate
-        due = (k - self._last_key) % self._cadence == 0
+        due = (k - self._last_key) % self._pattern[0] in self._slots
         need = SKIP_BELOW * self._est_delta(floor, gap)
         if not spec.per_frame_q:
             # without a per-frame quantizer only the timing spends the budget: a delta frame
@@ -404,7 +435,7 @@ class LowResEncoder:
                     or q <= floor - Q_BAND:
                 # the quantizer could not hold the account, or went far from where the size
                 # model is sure: the scene's cost changed
-                self._cadence = self._choose_cadence()
+                self._choose_cadence()
             return packet
         self.frame_types.append("S")
         self.bits.append(0)
@@ -477,7 +508,7 @@ class LowResEncoder:
         if start:
             # the first keyframe, too, takes a slot's bits as every later one does (so that
             # the first window holds as much as the others)
-            self._cadence = self._choose_cadence()
+            self._choose_cadence()
             allowance = self.key_target() + self._cadence * (self._budget() - self._accrual())
         fits = lambda data: 8 * (len(data) + KEY_OVERHEAD) <= allowance  # noqa: E731
         lo, hi = self._key_quantizer_bounds()
@@ -527,7 +558,7 @@ class LowResEncoder:
         self._key_cost = paid  # the reserve's part: the slot's bits come from the account
         self._last_key = self._last_coded = k
         self._key_pending = False
-        self._cadence = self._choose_cadence()
+        self._choose_cadence()
         self.frame_types.append("K")
         self.bits.append(cost)
         self.quantizers.append(q)
