@@ -83,6 +83,17 @@ def test_every_10s_window_within_10_percent(long512, kbps, coded):
     assert np.mean([psnr(o, downscale(f, 4)) for o, f in zip(outs, long512)]) > 20
 
 
+def test_forced_keyframe_is_immediate_and_keeps_the_windows(long512):
+    enc = LowResEncoder(512, 512, kbps=1.0, keyframe_interval=100)
+    for k, f in enumerate(long512):
+        if k == 150:
+            enc.force_keyframe()  # e.g. the receiver reported a loss
+        enc.encode(f)
+    assert [k for k, t in enumerate(enc.frame_types) if t == "K"] == [0, 100, 150]
+    windows = window_kbps(enc.bits, 10, 10.0) - 1.0
+    assert np.all(np.abs(windows) <= 0.10), (windows.min(), windows.max())
+
+
 def test_quantizer_follows_the_budget_on_delta_frames(long512):
     # VP9's quantizer is set per delta frame, not only at keyframes
     enc, _ = _stream(long512[:100], kbps=4.0, keyframe_interval=100)

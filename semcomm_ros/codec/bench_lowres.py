@@ -31,6 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rates", default="0.5,1,2,4", help="target kbps, comma-separated")
     parser.add_argument("--codec", default="vp9", help="low-res codec (vp9, av1, hevc)")
     parser.add_argument("--keyframe-interval", type=int, default=100)
+    parser.add_argument("--fixed-size", action="store_true",
+                        help="code the low-res size at every rate (no halving at low rates)")
     parser.add_argument("--compare-codecs", default="vp9,av1,hevc",
                         help="codecs compared at --compare-rate ('' to skip)")
     parser.add_argument("--compare-rate", type=float, default=1.0)
@@ -47,11 +49,11 @@ def _clips(n: int, frames: int, size: int, seed: int) -> list[list[np.ndarray]]:
 
 
 def run_stream(clip, kbps: float, codec: str, scale: int, fps: int, keyframe_interval: int,
-               quality: bool = True) -> dict:
+               quality: bool = True, resize: bool = True) -> dict:
     """One continuous low-res stream over ``clip``; every displayed frame is scored."""
     h, w = clip[0].shape[:2]
     enc = LowResEncoder(w, h, fps=fps, scale=scale, kbps=kbps, codec=codec,
-                        keyframe_interval=keyframe_interval)
+                        keyframe_interval=keyframe_interval, resize=resize)
     dec = LowResDecoder()
     t_enc = t_dec = 0.0
     ps, ms = [], []
@@ -68,6 +70,7 @@ def run_stream(clip, kbps: float, codec: str, scale: int, fps: int, keyframe_int
             up = upsample(low, w, h)
             ps.append(psnr(up, rgb))
             ms.append(ms_ssim(up, rgb))
+    enc.close()
     types = "".join(enc.frame_types)
     return {
         "bits": enc.bits, "kbps": sum(enc.bits) * fps / len(clip) / 1024.0,
@@ -83,10 +86,11 @@ def run_stream(clip, kbps: float, codec: str, scale: int, fps: int, keyframe_int
 def _rate_table(clips, long_clips, rates, args, codec) -> list[dict]:
     rows = []
     for kb in rates:
-        streams = [run_stream(c, kb, codec, args.scale, args.fps, args.keyframe_interval)
-                   for c in clips]
+        resize = not args.fixed_size
+        streams = [run_stream(c, kb, codec, args.scale, args.fps, args.keyframe_interval,
+                              resize=resize) for c in clips]
         longs = [run_stream(c, kb, codec, args.scale, args.fps, args.keyframe_interval,
-                            quality=False) for c in long_clips]
+                            quality=False, resize=resize) for c in long_clips]
         per_clip = [s["kbps"] for s in streams]
         wins = np.concatenate([s["windows"] for s in longs]) if longs else np.array(per_clip)
         frames = sum(s["frames"] for s in streams)

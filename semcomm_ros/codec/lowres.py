@@ -87,6 +87,8 @@ KEY_OVERHEAD = _KEY_HDR.size + 1
 DELTA_OVERHEAD = _DELTA_HDR.size + 1
 MAX_GAP = 255
 KEY_SHARE = 0.2  # of the bits between two keyframes (at most one window's)
+KEY_QMIN_SLACK = 8  # quantizer steps under the last delta frame's that a keyframe's qmin keeps
+FORCED_SHARE = 0.05  # of a window's bits, at most, for a forced keyframe
 KEY_SPREAD = 0.04  # a window's rate change from one keyframe more or less, when they vary
 HEADROOM = 4  # quantizer steps between the planned and the coarsest delta quantizer
 SKIP_BELOW = 0.5  # a due delta frame is skipped when the account holds less than this share
@@ -142,21 +144,21 @@ _BY_ID = {spec.codec_id: name for name, spec in CODECS.items()}
 GAP_EXPONENT = 0.55  # VP9 at 128x128, CRF 60: 21 / 25 / 34 / 41 bytes at gaps 1 / 2 / 4 / 8
 
 
-def _vp9_options(q: int) -> dict:
-    # CRF 63 is only the ceiling the per-frame qmax is clamped under; qmin = the keyframe's q
-    # pins the keyframe's quantizer (libvpx would otherwise boost it) and is the floor for the
-    # delta frames that follow
+def _vp9_options(q: int, qmin: int) -> dict:
+    # CRF 63 is only the ceiling the per-frame qmax is clamped under; qmin is the floor for
+    # every frame of this encoder: at the keyframe's q it pins the keyframe's quantizer (libvpx
+    # boosts keyframes otherwise)
     return {
-        "crf": "63", "b": "0", "deadline": "good", "cpu-used": "1", "qmin": str(q),
+        "crf": "63", "b": "0", "deadline": "good", "cpu-used": "1", "qmin": str(qmin),
         "lag-in-frames": "0", "auto-alt-ref": "0", "row-mt": "0", "tile-columns": "0",
     }
 
 
-def _av1_options(q: int) -> dict:
+def _av1_options(q: int, qmin: int) -> dict:
     return {"crf": str(q), "preset": "6", "svtav1-params": "pred-struct=1:lookahead=0:scd=0"}
 
 
-def _hevc_options(q: int) -> dict:
+def _hevc_options(q: int, qmin: int) -> dict:
     return {
         "preset": "medium", "tune": "zerolatency",
         "x265-params": f"qp={q}:bframes=0:rc-lookahead=0:repeat-headers=1:info=0:log-level=error",
@@ -177,7 +179,8 @@ def upsample(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-def _open_encoder(spec: _CodecSpec, name: str, width: int, height: int, fps: int, q: int):
+def _open_encoder(spec: _CodecSpec, name: str, width: int, height: int, fps: int, q: int,
+                  qmin: int):
     import av
 
     if name == "av1":
@@ -191,7 +194,7 @@ def _open_encoder(spec: _CodecSpec, name: str, width: int, height: int, fps: int
     ctx.max_b_frames = 0
     ctx.gop_size = 1 << 30  # keyframes are ours: the encoder is re-opened for each one
     ctx.thread_count = 1
-    ctx.options = _OPTIONS[name](q)
+    ctx.options = _OPTIONS[name](q, qmin)
     ctx.open()
     if spec.per_frame_q:
         ctx.qmax = q  # applied from the next frame on (the keyframe)
@@ -226,11 +229,13 @@ class LowResEncoder:
     ``width``/``height`` are the camera frame's size; the coded size is ``width // scale`` x
     ``height // scale`` (both must be even and >= 16). ``keyframe_interval`` in frames, 0 for
     keyframes only at the start and on ``force_keyframe()``. ``window_s`` is the rate window
-    the controller holds (10 s in the issue); keyframes are sized against it.
+    the controller holds (10 s in the issue); keyframes are sized against it. ``resize=False``
+    always codes the low-res size (otherwise low rates code it halved, see ``set_kbps``).
     """
 
     def __init__(self, width: int, height: int, fps: int = 10, scale: int = 4, kbps: float = 1.0,
-                 codec: str = "vp9", keyframe_interval: int = 100, window_s: float = 10.0):
+                 codec: str = "vp9", keyframe_interval: int = 100, window_s: float = 10.0,
+                 resize: bool = True):
         if codec not in CODECS:
             raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
         if scale < 1 or width % scale or height % scale:
@@ -253,6 +258,7 @@ class LowResEncoder:
         self._window = max(1, int(round(self.window_s * self.fps)))  # frames
         self.key_blur = 0.0
         self._spec = CODECS[codec]
+        self.resize = bool(resize)
         self._shift = None  # the coded size is the low-res size halved this many times
         self.coded_width, self.coded_height = lw, lh
         self.kbps = 0.0
@@ -260,6 +266,7 @@ class LowResEncoder:
         self._ctx = None
         self._q = self._spec.delta_coarsest  # quantizer of the last delta frame
         self._key_q = self._spec.coarsest
+        self._delta_finest = self._spec.coarsest  # the open encoder's qmin
         self._frame_index = 0
         self._last_key = 0
         self._last_coded = -1
@@ -299,7 +306,7 @@ class LowResEncoder:
         # 512x512 -> 128x128: 0.5 kbps codes 32x32, 1 kbps 64x64, 2 kbps and up 128x128.
         per_frame = kbps * 1024.0 / self.fps
         shift = 0
-        while shift < MAX_SHIFT and per_frame < SIDE_BITS * (self.low_width >> shift) and \
+        while self.resize and shift < MAX_SHIFT and per_frame < SIDE_BITS * (self.low_width >> shift) and \
                 _coded_ok(self.low_width, self.low_height, shift + 1):
             shift += 1
         self._shift_next = shift
@@ -337,7 +344,7 @@ class LowResEncoder:
     def _floor(self) -> int:
         """The coarsest quantizer a delta frame gets."""
         spec = self._spec
-        return max(spec.delta_coarsest, self._key_q) if spec.per_frame_q else self._key_q
+        return max(spec.delta_coarsest, self._delta_finest) if spec.per_frame_q else self._key_q
 
     @property
     def _cadence(self) -> float:
@@ -351,7 +358,7 @@ class LowResEncoder:
         # in the account is spread over the next 5 s.
         base = self._budget() - self._accrual()
         per_frame = max(base + self._account / (5 * self.fps), 0.5 * base)
-        q = max(self._floor() - HEADROOM, self._spec.finest, self._key_q) \
+        q = max(self._floor() - HEADROOM, self._spec.finest, self._delta_finest) \
             if self._spec.per_frame_q else self._floor()
         current = self._cadence
         chosen = self._patterns[-1]
@@ -403,7 +410,8 @@ class LowResEncoder:
         regular = self.keyframe_interval and k - self._last_key >= self.keyframe_interval
         resize = self._shift_next != self._shift  # a new coded size starts with a keyframe
         if self._key_pending or regular or resize or self._ctx is None:
-            return self._code_key(k, rgb, forced=(self._key_pending or resize) and not regular)
+            forced = (self._key_pending or resize) and not regular and self._ctx is not None
+            return self._code_key(k, rgb, forced=forced)
         gap = k - self._last_coded
         spec = self._spec
         floor = self._floor()
@@ -426,7 +434,7 @@ class LowResEncoder:
             if spec.per_frame_q:
                 # a few steps finer than the last delta frame at most: the size model is
                 # learnt near the quantizers in use and extrapolates poorly
-                finest = max(spec.finest, self._key_q, self._q - MAX_Q_STEP)
+                finest = max(spec.finest, self._delta_finest, self._q - MAX_Q_STEP)
                 while q > finest and self._est_delta(q - 1, gap) <= target:
                     q -= 1
             packet = self._code_delta(k, rgb, q, gap)
@@ -468,10 +476,19 @@ class LowResEncoder:
     def _source(self, rgb: np.ndarray) -> np.ndarray:
         return downscale(rgb, self.scale << self._shift)
 
+    def _qmin(self, q: int) -> int:
+        # the keyframe's quantizer, unless that would keep the delta frames that follow from
+        # the quantizers they have been using (a coarse forced keyframe): then a floor a little
+        # under those, and libvpx may code the keyframe somewhat finer than q (the trial
+        # encodes measure what it does)
+        if not self._spec.per_frame_q:
+            return q
+        return max(self._spec.finest, min(q, self._q - KEY_QMIN_SLACK))
+
     def _trial_key(self, low: np.ndarray, k: int, q: int, sigma: float):
         src = cv2.GaussianBlur(low, (0, 0), sigma) if sigma else low
         ctx = _open_encoder(self._spec, self.codec, self.coded_width, self.coded_height, self.fps,
-                            q)
+                            q, self._qmin(q))
         return ctx, self._encode_frame(ctx, src, k)
 
     def _key_quantizer_bounds(self) -> tuple[int, int]:
@@ -502,6 +519,11 @@ class LowResEncoder:
         # account (paid back by skipping delta frames)
         start = self._key_cost is None
         allowance = max(self._reserve, self._key_need())
+        if forced:
+            # an extra keyframe adds its bits to every window that holds it and the regular
+            # one before it: kept small (the delta frames that follow restore detail, and the
+            # grid restarts here, so the next regular keyframe is a whole interval away)
+            allowance = min(allowance, FORCED_SHARE * self._budget() * self._window)
         if self.keyframe_interval and not forced:
             # a regular keyframe falls on the delta frames' grid and takes that slot's bits
             allowance = max(allowance, self._reserve + self._account)
@@ -537,7 +559,12 @@ class LowResEncoder:
         q, sigma, ctx, payload = best
         self._close()
         self._ctx = ctx
-        self._key_q = q  # (self._q stays the last delta frame's: the next one starts near it)
+        # the next delta frame starts near the last one's quantizer, but not far finer than a
+        # coarse keyframe's: restoring all the detail such a keyframe left out at once would
+        # cost several frames' bits
+        self._key_q = q
+        self._q = max(self._q, q)
+        self._delta_finest = self._qmin(q)
         self.key_blur = sigma
         head = _KEY_HDR.pack(_MAGIC | VERSION << 2 | TYPE_KEY, k & 0xFFFF,
                              spec.codec_id | self._shift << 4, self.low_width, self.low_height)
@@ -555,8 +582,13 @@ class LowResEncoder:
             paid = min(cost, self._reserve)
             self._reserve -= paid
             self._account -= cost - paid
-        self._key_cost = paid  # the reserve's part: the slot's bits come from the account
-        self._last_key = self._last_coded = k
+        if not forced:
+            self._key_cost = paid  # the reserve's part: the slot's bits come from the account
+        self._last_coded = k
+        if not forced or start:
+            # the grid of keyframes and delta frames runs on through a forced keyframe:
+            # restarting it would leave a window with no regular keyframe in it
+            self._last_key = k
         self._key_pending = False
         self._choose_cadence()
         self.frame_types.append("K")
