@@ -164,7 +164,7 @@ def _tabletop() -> Preset:
         name="tabletop",
         data=DataConfig(resolution=128, clips=48, frames_per_clip=16),
         stages={
-            "vae": StageConfig(steps=750, batch_size=16, lr=1e-3, checkpoint_every=250),
+            "vae": StageConfig(steps=750, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=9.0),
             "backbone": StageConfig(steps=500, batch_size=32, lr=1e-3, checkpoint_every=250),
             "control": StageConfig(steps=300, batch_size=16, lr=1e-3, checkpoint_every=100),
             "restoration": StageConfig(steps=200, batch_size=16, lr=1e-3, checkpoint_every=100),
