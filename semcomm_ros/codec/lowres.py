@@ -7,9 +7,9 @@ and feeds them to the Restoration Adapter.
 
 Why VP9 (figures in ``docs/lowres.md``): its quantizer can be set per frame through PyAV
 (FFmpeg's libvpx wrapper re-applies ``qmax`` on every frame), which is what holds the rate
-within a 10 s window; at equal rate control it also had the best PSNR on 128x128 tabletop clips
-(+0.6 dB over SVT-AV1, +1.6 dB over x265). SVT-AV1 and x265 stay selectable with a quantizer
-fixed per keyframe; x264 writes a ~600-byte SEI and a 3x larger I-frame.
+within a 10 s window; at 1 kbps it also has the best PSNR (+1.2 dB over SVT-AV1, +2.3 dB
+over x265 with the same outer loop). SVT-AV1 and x265 stay selectable with a quantizer fixed
+per keyframe; x264 writes a ~600-byte SEI and a 3x larger I-frame.
 
 Rate control (our own outer loop: at these rates every codec sits near its coarsest quantizer
 and its internal rate control cannot go lower). The budget is ``kbps * 1024 / fps`` bits per
@@ -23,12 +23,12 @@ level periodic with a period that divides the window:
   between keyframes). Every window then holds one keyframe and the same reserve share. The
   keyframe's quantizer is the finest that fits, found by bisection over trial encodes (cheap at
   this size); past the coarsest, the keyframe's input is low-passed;
-- delta frames on a grid of period ``cadence`` frames (a divisor of the window and of the
-  keyframe interval), the shortest that fits the budget a few quantizer steps finer than the
+- delta frames on a pattern: m frames spread evenly over p, p a divisor of the window and of
+  the keyframe interval, the densest that fits the budget a few quantizer steps finer than the
   coarsest (VP9 CRF 60); the frames between are *skipped* (``b""``, the decoder holds the
   previous frame). Each delta frame gets the quantizer at which a learnt size model (fixed
   header bytes plus a part growing with the quantizer step and the gap) says it spends what the
-  account holds; the cadence is chosen anew when the account or the quantizer runs away;
+  account holds; the pattern is chosen anew when the account or the quantizer runs away;
 - the coded size follows the rate: at low rates the low-res frame is halved once or twice
   (0.5 kbps: 32x32, 1 kbps: 64x64 for a 128x128 low-res frame) and the decoder upsamples it back,
   since a delta frame's bytes are mostly headers and motion and grow slowly with its size;
@@ -36,8 +36,8 @@ level periodic with a period that divides the window:
 
 Latency: zero frames. No B-frames, no lookahead, no lag: frame k's packet (or ``b""`` for a
 skipped frame) is returned by the ``encode`` call of frame k and decodes alone on arrival.
-``force_keyframe()`` makes the next frame a keyframe; its cost is repaid by skipping delta
-frames.
+``force_keyframe()`` makes the next frame a keyframe, of at most 5 % of a window's bits (its
+cost is repaid by skipping delta frames); the regular grid goes on.
 
 Packet format, version 1 (all integers little-endian; CRC-8/ATM over everything before it):
 
