@@ -40,6 +40,13 @@ def test_pipeline_through_2kbps_link(tmp_path):
         wait_for(lambda: len(e.on("synthesized")) >= 3, 120, "3 synthesized frames", P)
         wait_for(lambda: len(e.on("link_stats_rx")) >= 3 and e.on("link_stats_rx")[-1]["bits"] > 0, 30,
                  "link statistics after deliveries", P)
+        # the synthesizer's start strength is tunable while it runs, within (0, 1]
+        rc, out = set_params(P, f"{ns}/decoder_node", strength=0.5)
+        assert rc == 0, out
+        rc, out = set_params(P, f"{ns}/decoder_node", strength=0.0)
+        assert rc == 1 and "out of range" in out, out
+        n = len(e.on("synthesized"))
+        wait_for(lambda: len(e.on("synthesized")) >= n + 2, 60, "frames synthesized at strength 0.5", P)
         P.check_alive()
     for img in e.on("synthesized")[:3]:
         assert (img["width"], img["height"], img["encoding"]) == (64, 64, "rgb8")

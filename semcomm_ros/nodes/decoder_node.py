@@ -16,7 +16,7 @@ Robustness (the link is lossy, late, reordering, and may carry garbage):
   frames it cannot keep up with are skipped, latency does not grow).
 Parameters: ``device`` (auto/cpu/cuda), ``model`` ("default" = shipped model, "tiny" = random
 tiny model for tests, or a model directory), ``resolution`` (tiny model only), ``lambda_c``,
-``lambda_r``, ``lambda_t``, ``window``, ``steps`` (run-time changeable), ``synthesize``.
+``lambda_r``, ``lambda_t``, ``window``, ``steps``, ``strength`` (run-time changeable), ``synthesize``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class DecoderNode(Node):
         }
         self.window = declare(self, "window", 3, "causal temporal window W, frames", 1, 16)
         self.steps = declare(self, "steps", 4, "denoising steps T", 1, 50)
+        self.strength = declare(self, "strength", 1.0, "share of the T steps run, starting from the received "
+                                "low-res frame (1 = from pure noise, as in the paper)", 0.05, 1.0)
         self.request_interval_s = declare(self, "request_interval_s", 0.5,
                                           "minimum time between keyframe requests, s", 0.0, 60.0)
         self.add_on_set_parameters_callback(self._on_params)
@@ -110,13 +112,15 @@ class DecoderNode(Node):
         for k, v in self.lambdas.items():
             setattr(s.config, k, float(v))
         s.config.window, s.config.num_steps = int(self.window), int(self.steps)
+        s.config.strength = float(self.strength)
         s.config.validate()
         s.reset()
         return s
 
     def _on_params(self, params):
         checks = {k: in_range(0.0, 4.0) for k in self.lambdas}
-        checks.update(window=in_range(1, 16), steps=in_range(1, 50), request_interval_s=in_range(0.0, 60.0),
+        checks.update(window=in_range(1, 16), steps=in_range(1, 50), strength=in_range(0.05, 1.0),
+                      request_interval_s=in_range(0.0, 60.0),
                       device=one_of(self.device), model=one_of(self.model_name))
         ok, reason = check_params(params, checks)
         if not ok:
@@ -132,6 +136,11 @@ class DecoderNode(Node):
                     if self.synth:
                         setattr(self.synth.config, "window" if p.name == "window" else "num_steps", int(p.value))
                         self.synth.reset()  # the KV caches hold one entry per step and W-1 frames
+                elif p.name == "strength":
+                    self.strength = float(p.value)
+                    if self.synth:
+                        self.synth.config.strength = self.strength
+                        self.synth.reset()  # the steps that run change, and with them the KV caches
                 elif p.name == "request_interval_s":
                     self.request_interval_s = float(p.value)
         return set_result(True)
