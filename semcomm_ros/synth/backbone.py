@@ -7,6 +7,8 @@ cross-attention layer. Real checkpoints load from LOCAL diffusers-layout directo
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import torch
@@ -34,6 +36,18 @@ def load_vae(path: str | Path, vae_class: str):
 
     cls = getattr(diffusers, vae_class)
     return cls.from_pretrained(_require_dir(Path(path), "vae"), local_files_only=True)
+
+
+class _DropTinyVAEConfigNote(logging.Filter):
+    """AutoencoderTiny registers a ``block_out_channels`` config entry its own __init__ does not
+    take, so every load of a saved one warns that the key "will be ignored": noise on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("block_out_channels" in msg and "AutoencoderTiny" in msg)
+
+
+logging.getLogger("diffusers.configuration_utils").addFilter(_DropTinyVAEConfigNote())
 
 
 def load_scheduler(path: str | Path):
