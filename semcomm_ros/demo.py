@@ -60,7 +60,9 @@ def _check(args) -> None:
     if args.lowres_kbps >= args.link_kbps:
         raise ValueError(f"--lowres-kbps ({args.lowres_kbps}) must leave room on the link ({args.link_kbps} kbps) "
                          "for the semantic stream")
-    if args.strength is not None and not 0 < args.strength <= 1:
+    from semcomm_ros.synth.config import valid_strength
+
+    if args.strength is not None and not valid_strength(args.strength):
         raise ValueError(f"--strength must be in (0, 1], got {args.strength}")
     unknown = set(_baseline_list(args)) - {"hevc", "av1", "vp9"}
     if unknown:

@@ -45,7 +45,9 @@ def run(args) -> int:
     if args.clips < 1 or args.frames < 2:
         print("semcomm eval: --clips must be >= 1 and --frames >= 2", file=sys.stderr)
         return 2
-    if args.strength is not None and not 0 < args.strength <= 1:
+    from semcomm_ros.synth.config import valid_strength
+
+    if args.strength is not None and not valid_strength(args.strength):
         print(f"semcomm eval: --strength must be in (0, 1], got {args.strength}", file=sys.stderr)
         return 2
     from semcomm_ros.segmentation import load_segmenter

@@ -37,6 +37,11 @@ def default_parts() -> dict[str, str | None]:
     }
 
 
+def valid_strength(value) -> bool:
+    """The rule for ``SynthConfig.strength`` (also checked up front by the demo/eval options)."""
+    return isinstance(value, (int, float)) and 0 < value <= 1
+
+
 @dataclass
 class SynthConfig:
     """Everything needed to rebuild and run a synthesizer besides the weights themselves."""
@@ -94,8 +99,7 @@ class SynthConfig:
             need(isinstance(v, (int, float)) and v >= 0, f"{name} must be a number >= 0, got {v!r}")
         need(self.window >= 1, f"window W must be >= 1, got {self.window}")
         need(self.num_steps >= 1, f"num_steps T must be >= 1, got {self.num_steps}")
-        need(isinstance(self.strength, (int, float)) and 0 < self.strength <= 1,
-             f"strength must be in (0, 1], got {self.strength!r}")
+        need(valid_strength(self.strength), f"strength must be in (0, 1], got {self.strength!r}")
         need(self.causal in CAUSAL_MODES, f"causal must be one of {CAUSAL_MODES}, got {self.causal!r}")
         need(self.degraded_noise in DEGRADED_NOISE,
              f"degraded_noise must be one of {DEGRADED_NOISE}, got {self.degraded_noise!r}")

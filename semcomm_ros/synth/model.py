@@ -225,11 +225,16 @@ class SynthModel(nn.Module):
             return degraded_latents
         if noise is None:
             raise ValueError("degraded_noise='forward' needs the noise for the degraded latent")
-        t = torch.as_tensor(t, device=degraded_latents.device).long()
-        a = self.scheduler.alphas_cumprod.to(degraded_latents.device)[t].to(degraded_latents.dtype)
-        while a.ndim < degraded_latents.ndim:
+        return self.add_noise(degraded_latents, t, noise)
+
+    def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
+        """Eq. 1, q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise. ``t`` is an int or a
+        tensor over the leading dimensions of ``x0`` (one timestep per sample or per frame)."""
+        t = torch.as_tensor(t, device=x0.device).long()
+        a = self.scheduler.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
+        while a.ndim < x0.ndim:
             a = a.unsqueeze(-1)
-        return a.sqrt() * degraded_latents + (1 - a).sqrt() * noise
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     # -- VAE ----------------------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:

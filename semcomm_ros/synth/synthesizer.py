@@ -154,10 +154,9 @@ class CausalSynthesizer:
         init = deg0 if deg0 is not None else self._last_latent
         if init is None:
             start = 0
-        x = noise[0:1] if start == 0 else self._start_latent(init, t_steps[start], noise[0:1])
-        for s, t in enumerate(t_steps):
-            if s < start:
-                continue
+        x = noise[0:1] if start == 0 else model.add_noise(init, t_steps[start], noise[0:1])
+        for s in range(start, steps):  # strength < 1: the first steps are skipped
+            t = t_steps[s]
             tt = torch.full((1,), t, device=self.device, dtype=torch.long)
             deg = model.degraded_input(deg0, tt, noise[steps:steps + 1]) if deg0 is not None else None
             run = TemporalRun(mode="sliding", frames=1, lambda_t=float(cfg.lambda_t), window=cfg.window,
@@ -167,11 +166,6 @@ class CausalSynthesizer:
         self.frame_index += 1
         self._last_latent = x
         return self._output(x, output)[0]
-
-    def _start_latent(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
-        """q(x_t | x0): the latent the schedule expects at timestep t (strength < 1)."""
-        a = self.model.alpha_bar(t)
-        return a ** 0.5 * x0 + (1 - a) ** 0.5 * noise
 
     __call__ = step
 
@@ -215,13 +209,12 @@ class CausalSynthesizer:
         start = cfg.start_step
         if start and deg0 is None:
             raise ValueError(f"strength {cfg.strength} < 1 starts from the degraded frames: pass lowres_seq")
-        x = noise[:, 0] if start == 0 else self._start_latent(deg0, t_steps[start], noise[:, 0])
+        x = noise[:, 0] if start == 0 else model.add_noise(deg0, t_steps[start], noise[:, 0])
         if mode in ("bidirectional", "block") and model.temporal is not None and frames > model.temporal.max_frames:
             raise ValueError(f"{mode} attention over {frames} frames exceeds the adapter's "
                              f"{model.temporal.max_frames} positions")
-        for s, t in enumerate(t_steps):
-            if s < start:
-                continue
+        for s in range(start, steps):
+            t = t_steps[s]
             tt = torch.full((frames,), t, device=self.device, dtype=torch.long)
             deg = model.degraded_input(deg0, tt, noise[:, steps]) if deg0 is not None else None
             run = None if mode == "off" else TemporalRun(mode=mode, frames=frames, lambda_t=float(cfg.lambda_t),

@@ -101,10 +101,7 @@ def save_part(model, stage: str, root: Path) -> None:
 
 def add_noise(model, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Eq. 1: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; t is [B] for x0 [B, F, C, h, w]."""
-    a = model.scheduler.alphas_cumprod.to(x0.device)[t.long()].to(x0.dtype)
-    while a.ndim < x0.ndim:
-        a = a.unsqueeze(-1)
-    return a.sqrt() * x0 + (1 - a).sqrt() * eps
+    return model.add_noise(x0, t, eps)
 
 
 def x0_from_eps(model, x_t, eps, t):

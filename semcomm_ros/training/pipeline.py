@@ -137,12 +137,9 @@ def _backbone(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mix
     latent = cache.latents.shape[-1]
     stage = BackboneStage(preset.backbone, latent, cache)
     if cfg.init:
-        from diffusers import UNet2DConditionModel
+        from .backbone import load_unet
 
-        init = Path(cfg.init) / "unet"
-        if not init.is_dir():
-            raise FileNotFoundError(f"--init: no unet/ under {cfg.init}")
-        stage.unet.load_state_dict(UNet2DConditionModel.from_pretrained(init).state_dict())
+        stage.unet.load_state_dict(load_unet(cfg.init).state_dict())
     sampler = BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed)
     trainer = Trainer(stage, cfg, root / "backbone", sampler.batch, progress=progress,
                       mixed_precision=mixed_precision)
