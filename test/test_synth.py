@@ -88,12 +88,14 @@ def test_block_mask_is_eq9():
             assert bool(m[i - 1, j - 1]) == ((j - 1) // w <= (i - 1) // w)
 
 
-def test_zero_lambdas_equal_bare_backbone():
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_zero_lambdas_equal_bare_backbone(prediction_type):
     from diffusers import LCMScheduler
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     synth = CausalSynthesizer.tiny(RES, seed=3, lambda_c=0.0, lambda_r=0.0, lambda_t=0.0)
     model = synth.model
+    model.scheduler = LCMScheduler.from_config(model.scheduler.config, prediction_type=prediction_type)
     labels, low = _inputs(frames=3)
     out = torch.stack([synth(labels[k], low[k], seed=k, output="latent") for k in range(3)])
 
@@ -287,3 +289,29 @@ def test_strength_starts_from_the_degraded_frame_and_streams_like_the_clip():
     a = synth(labels[0], None, seed=1, output="latent")
     b = synth(labels[1], None, seed=2, output="latent")
     assert torch.isfinite(a).all() and torch.isfinite(b).all()
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_prediction_types_round_trip(prediction_type):
+    """target() is what the UNet learns; split_output() inverts it back to (x0, noise) at x_t."""
+    from diffusers import LCMScheduler
+
+    model = CausalSynthesizer.tiny(RES, seed=1).model
+    model.scheduler = LCMScheduler.from_config(model.scheduler.config, prediction_type=prediction_type)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 4, 8, 8, generator=gen)
+    noise = torch.randn(3, 4, 8, 8, generator=gen)
+    t = torch.tensor([999, 500, 20])
+    x_t = model.add_noise(x0, t, noise)
+    out = model.target(x0, noise, t)
+    if prediction_type == "v_prediction":
+        from diffusers import DDPMScheduler
+
+        ref = DDPMScheduler.from_config(model.scheduler.config).get_velocity(x0, noise, t)
+        assert torch.allclose(out, ref, atol=1e-5)
+    x0_hat, noise_hat = model.split_output(x_t, out, t)
+    tol = 1e-2 if prediction_type == "sample" else 1e-4  # "sample" divides by sqrt(1 - abar_20)
+    assert torch.allclose(x0_hat, x0, atol=tol) and torch.allclose(noise_hat, noise, atol=tol)
+    model.scheduler = LCMScheduler.from_config(model.scheduler.config, prediction_type="flow")
+    with pytest.raises(ValueError, match="unsupported prediction_type"):
+        model.target(x0, noise, t)

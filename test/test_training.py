@@ -108,6 +108,36 @@ def test_vae_object_weight_weights_object_pixels(preset, clips):
     assert _loss(weighted, empty) == pytest.approx(_loss(plain, empty), rel=1e-6)
 
 
+def test_diffusion_object_weight_weights_object_cells(preset):
+    """Latent cells count by their share of object pixels; no object pixel -> plain MSE."""
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[0, :8, :8] = 3  # one whole latent cell (1/8 scale) of object in the first sample
+    labels[0, 8:12, 8:16] = 5  # half a cell
+    w = ad.object_weights(labels, (4, 4), 4.0)
+    assert w.shape == (2, 1, 4, 4)
+    assert w[0, 0, 0, 0] == pytest.approx(5.0) and w[0, 0, 1, 1] == pytest.approx(3.0)
+    assert torch.all(w[1] == 1.0) and ad.object_weights(labels, (4, 4), 0.0) is None
+    pred, target = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
+    assert ad.weighted_mse(pred, target, torch.ones(2, 1, 4, 4)) == pytest.approx(float(((pred - target) ** 2).mean()))
+    assert float(ad.weighted_mse(pred, target, w)) != pytest.approx(float(((pred - target) ** 2).mean()))
+
+    torch.manual_seed(0)
+    lat = torch.randn(2, preset.backbone.latent_channels, 4, 4)
+    plain = BackboneStage(preset.backbone, 4)
+    weighted = BackboneStage(preset.backbone, 4, object_weight=4.0)
+    weighted.load_state_dict(plain.state_dict())
+    batch = {"latents": lat, "labels": labels[:, None].numpy()}
+    assert _loss(weighted, batch) != pytest.approx(_loss(plain, batch), rel=1e-6)
+    empty = dict(batch, labels=np.zeros_like(batch["labels"]))
+    assert _loss(weighted, empty) == pytest.approx(_loss(plain, empty), rel=1e-6)
+
+
+def test_tabletop_backbone_predicts_v():
+    """The shipped preset trains v-prediction; the saved scheduler carries it to the synthesizer."""
+    assert build_scheduler(get_preset("tabletop").backbone).config.prediction_type == "v_prediction"
+    assert build_scheduler(get_preset("paper").backbone).config.prediction_type == "epsilon"  # SD 1.5
+
+
 def test_vae_and_backbone_warm_start_from_a_model_directory(preset, tmp_path):
     """--init: stage vae/backbone start from the weights of an existing model directory."""
     from dataclasses import replace

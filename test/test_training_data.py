@@ -14,13 +14,17 @@ from semcomm_ros.training.data import BatchSampler, build_clipset, codec_degrade
 def test_codec_degradation_is_the_real_lowres_stream():
     from semcomm_ros.codec import LowResDecoder, LowResEncoder
 
-    cfg = replace(get_preset("tabletop").data, resolution=64)
-    rgb, _ = render_clip(100_000, 6, 64)
-    low = codec_degrade(rgb, cfg)
+    import cv2
+
+    # the robot codes camera frames (here 256x256); the synthesizer (64x64) gets them area-averaged
+    # to 16x16, as system.synthesize hands them over
+    cfg = replace(get_preset("tabletop").data, resolution=64, camera_resolution=256)
+    cam, _ = render_clip(100_000, 6, 256)
+    low = codec_degrade(cam, cfg)
     assert low.shape == (6, 16, 16, 3) and low.dtype == np.uint8
-    enc, dec = LowResEncoder(64, 64, fps=10, scale=4, kbps=1.0), LowResDecoder()
-    first = dec.decode(enc.encode(rgb[0]))
-    np.testing.assert_array_equal(low[0], first)
+    enc, dec = LowResEncoder(256, 256, fps=10, scale=4, kbps=1.0), LowResDecoder()
+    first = dec.decode(enc.encode(cam[0]))
+    np.testing.assert_array_equal(low[0], cv2.resize(first, (16, 16), interpolation=cv2.INTER_AREA))
 
 
 def test_realesrgan_degradation_shrinks_and_changes_the_frame():

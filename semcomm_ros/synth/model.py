@@ -22,6 +22,8 @@ from .semantic_control import build_controlnet, check_labels, controlnet_residua
 from .temporal_adapter import TemporalAdapter
 
 STAGES = ("psi", "omega", "phi")
+#: what the UNet may predict (diffusers' scheduler ``prediction_type``)
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 #: where ``from_pretrained()`` without a path looks for the shipped model
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
@@ -202,17 +204,8 @@ class SynthModel(nn.Module):
         streaming and in the full-clip computation.
         """
         t = timesteps[step_index]
-        a_t = self.alpha_bar(t)
         c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition_discrete(t)
-        ptype = self.scheduler.config.prediction_type
-        if ptype == "epsilon":
-            x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
-        elif ptype == "v_prediction":
-            x0 = a_t ** 0.5 * x - (1 - a_t) ** 0.5 * eps
-        elif ptype == "sample":
-            x0 = eps
-        else:
-            raise ValueError(f"unsupported prediction_type {ptype!r}")
+        x0, _ = self.split_output(x, eps, t)
         denoised = float(c_out) * x0 + float(c_skip) * x
         if step_index == len(timesteps) - 1:
             return denoised
@@ -227,13 +220,46 @@ class SynthModel(nn.Module):
             raise ValueError("degraded_noise='forward' needs the noise for the degraded latent")
         return self.add_noise(degraded_latents, t, noise)
 
+    def _abar(self, t, like: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, device=like.device).long()
+        a = self.scheduler.alphas_cumprod.to(like.device)[t].to(like.dtype)
+        while a.ndim < like.ndim:
+            a = a.unsqueeze(-1)
+        return a
+
+    @property
+    def prediction_type(self) -> str:
+        ptype = self.scheduler.config.prediction_type
+        if ptype not in PREDICTION_TYPES:
+            raise ValueError(f"unsupported prediction_type {ptype!r}; expected one of {PREDICTION_TYPES}")
+        return ptype
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """What the UNet is trained to output at x_t = add_noise(x0, t, noise) (Eq. 3's regression
+        target): the noise ("epsilon", as SD 1.5), v = sqrt(abar) noise - sqrt(1 - abar) x0
+        ("v_prediction") or x0 ("sample")."""
+        ptype = self.prediction_type
+        if ptype == "epsilon":
+            return noise
+        if ptype == "sample":
+            return x0
+        a = self._abar(t, x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    def split_output(self, x_t: torch.Tensor, out: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """The UNet output at x_t -> (x0, noise) estimates (Eq. 4 for "epsilon"), whatever it predicts."""
+        ptype = self.prediction_type
+        a = self._abar(t, x_t)
+        if ptype == "epsilon":
+            return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
+        if ptype == "v_prediction":
+            return a.sqrt() * x_t - (1 - a).sqrt() * out, (1 - a).sqrt() * x_t + a.sqrt() * out
+        return out, (x_t - a.sqrt() * out) / (1 - a).sqrt()
+
     def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
         """Eq. 1, q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise. ``t`` is an int or a
         tensor over the leading dimensions of ``x0`` (one timestep per sample or per frame)."""
-        t = torch.as_tensor(t, device=x0.device).long()
-        a = self.scheduler.alphas_cumprod.to(x0.device)[t].to(x0.dtype)
-        while a.ndim < x0.ndim:
-            a = a.unsqueeze(-1)
+        a = self._abar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     # -- VAE ----------------------------------------------------------------------------------------

@@ -46,8 +46,11 @@ class CausalSynthesizer:
     def __init__(self, model: SynthModel, device=None, dtype=None):
         self.device, self.dtype = default_device_dtype(device, dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        # the VAE's convolutions run faster channels-last on CPU (oneDNN) and on GPU (cuDNN)
-        self.model.vae.to(memory_format=torch.channels_last)
+        # convolutions run faster channels-last on CPU (oneDNN) and on GPU (cuDNN): ~7 % of a
+        # frame on 2 CPU cores for the UNet and ControlNet, more for the VAE at full resolution
+        for part in (self.model.vae, self.model.unet, self.model.controlnet):
+            if part is not None:
+                part.to(memory_format=torch.channels_last)
         self.config = model.config
         self.reset()
 

@@ -61,7 +61,7 @@ def build_scheduler(cfg: BackboneConfig):
 
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
                          beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule,
-                         prediction_type="epsilon", clip_sample=False)
+                         prediction_type=cfg.prediction_type, clip_sample=False)
 
 
 def null_embedding(cfg: BackboneConfig, batch: int = 1) -> torch.Tensor:
@@ -173,9 +173,11 @@ def latent_scaling_factor(vae, clips: ClipSet, max_frames: int = 256) -> float:
 class BackboneStage(nn.Module):
     """epsilon_theta trained with Eq. 3 on cached latents: ||eps - eps_theta(x_t, t)||^2."""
 
-    def __init__(self, cfg: BackboneConfig, latent_size: int, cache: LatentCache | None = None, unet=None):
+    def __init__(self, cfg: BackboneConfig, latent_size: int, cache: LatentCache | None = None, unet=None,
+                 object_weight: float = 0.0):
         super().__init__()
         self.cfg = cfg
+        self.object_weight = float(object_weight)
         self.unet = unet if unet is not None else build_unet(cfg, latent_size)
         self.scheduler = build_scheduler(cfg)
         self.cache = cache
@@ -194,7 +196,19 @@ class BackboneStage(nn.Module):
         eps = torch.randn(x0.shape, generator=generator).to(dev)
         xt = self.scheduler.add_noise(x0, eps, t)
         pred = self.unet(xt, t, self.null.expand(b, -1, -1)).sample
-        return F.mse_loss(pred, eps)
+        ptype = self.scheduler.config.prediction_type
+        target = {"epsilon": eps, "sample": x0}.get(ptype)
+        if target is None:
+            target = self.scheduler.get_velocity(x0, eps, t)
+        weight = None
+        if self.object_weight and "labels" in batch:
+            from .adapters import object_weights
+
+            lab = torch.as_tensor(np.asarray(batch["labels"])).reshape(b, *np.asarray(batch["labels"]).shape[-2:])
+            weight = object_weights(lab, tuple(x0.shape[-2:]), self.object_weight).to(dev)
+        from .adapters import weighted_mse
+
+        return weighted_mse(pred, target, weight)
 
 
 def save_backbone(out: str | Path, vae, unet, scaling_factor: float, cfg: BackboneConfig) -> Path:

@@ -42,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--degradation", choices=("codec", "realesrgan", "mixed"), default=None,
                        help="restoration: degraded frames from the real low-res codec (default), the "
                             "Real-ESRGAN-style pipeline, or both")
-        if name == "vae":
+        if name in ("vae", "backbone", "control", "restoration", "teacher"):
             p.add_argument("--object-weight", type=float, default=None,
-                           help="extra reconstruction weight on object pixels (the preset's: 9)")
+                           help="extra loss weight on object pixels, 0 = unweighted (tabletop preset: "
+                                "9 for vae, 4 for the diffusion stages)")
         if name in ("vae", "backbone"):
             p.add_argument("--init", default=None,
                            help="warm start from the vae/ or unet/ of this model directory (e.g. "

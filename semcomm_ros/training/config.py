@@ -50,9 +50,10 @@ class StageConfig:
     t_min: int = 20  # dmd: t ~ U[t_min, t_max] for the score estimates
     t_max: int = 980
     degradation: str = "codec"  # restoration: "codec" (real low-res stream) | "realesrgan" | "mixed"
-    # vae: extra weight of the reconstruction loss on object pixels (labels > 0). The table fills
-    # ~90 % of a tabletop frame, so an unweighted loss learns the table and blurs the objects away,
-    # and with them what the segmenter (and the operator) needs to tell the classes apart.
+    # vae, backbone, control, restoration, teacher: extra weight of the loss on object pixels
+    # (labels > 0; latent cells by their share of object pixels). The table fills ~90 % of a
+    # tabletop frame, so an unweighted loss learns the table and blurs the objects away, and with
+    # them what the segmenter (and the operator) needs to tell the classes apart.
     object_weight: float = 0.0
     # vae / backbone: warm start from the vae/ or unet/ of this model directory (e.g. the shipped
     # model) instead of a random init; "" = random init
@@ -73,6 +74,9 @@ class DataConfig:
     lowres_factor: int = 4  # paper V-C: degraded frames at 4x lower spatial resolution
     lowres_kbps: float = 1.0  # paper V-C: 1 kbps for YCB-Sim
     fps: float = 10.0  # paper V-A: 10 frames per second
+    # "codec" degradation: the robot codes its camera frames (this size, square), not the training
+    # frames; the low-res stream's coded size and quantizers follow the camera size and the rate
+    camera_resolution: int = 512
 
 
 @dataclass
@@ -97,6 +101,10 @@ class BackboneConfig:
     beta_start: float = 0.00085  # SD 1.5's scaled-linear schedule
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
+    # what the UNet predicts. SD 1.5 predicts the noise; at T=4 steps from pure noise its x_0
+    # estimate at t=999 divides the noise error by sqrt(abar) = 0.07, i.e. amplifies it ~15x,
+    # which a small CPU-trained UNet cannot afford: the tabletop preset predicts v instead.
+    prediction_type: str = "epsilon"
 
 
 @dataclass
@@ -163,12 +171,14 @@ def _tabletop() -> Preset:
     return Preset(
         name="tabletop",
         data=DataConfig(resolution=128, clips=48, frames_per_clip=16),
+        backbone=BackboneConfig(prediction_type="v_prediction"),
         stages={
             "vae": StageConfig(steps=750, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=9.0),
-            "backbone": StageConfig(steps=500, batch_size=32, lr=1e-3, checkpoint_every=250),
-            "control": StageConfig(steps=300, batch_size=16, lr=1e-3, checkpoint_every=100),
-            "restoration": StageConfig(steps=200, batch_size=16, lr=1e-3, checkpoint_every=100),
-            "teacher": StageConfig(steps=120, batch_size=2, frames=8, lr=1e-3, checkpoint_every=40),
+            "backbone": StageConfig(steps=500, batch_size=32, lr=1e-3, checkpoint_every=250, object_weight=4.0),
+            "control": StageConfig(steps=300, batch_size=16, lr=1e-3, checkpoint_every=100, object_weight=4.0),
+            "restoration": StageConfig(steps=200, batch_size=16, lr=1e-3, checkpoint_every=100, object_weight=4.0),
+            "teacher": StageConfig(steps=120, batch_size=2, frames=8, lr=1e-3, checkpoint_every=40,
+                                   object_weight=4.0),
             "lcm": StageConfig(steps=60, batch_size=2, frames=8, window=3, lr=3e-4, teacher_samples=6,
                                teacher_steps=10, checkpoint_every=100),
             "dmd": StageConfig(steps=30, batch_size=2, frames=8, window=3, lr=1e-4, checkpoint_every=10),
@@ -182,11 +192,11 @@ def _tiny() -> Preset:
         data=DataConfig(resolution=32, clips=2, frames_per_clip=4, lowres_factor=4),
         backbone=BackboneConfig(vae_channels=8, vae_encoder_blocks=(0, 1, 1, 1), vae_decoder_blocks=(1, 1, 1, 0),
                                 vae_crop=16, unet_channels=(16, 32), cross_attention_dim=16,
-                                attention_head_dim=8, norm_num_groups=8),
+                                attention_head_dim=8, norm_num_groups=8, prediction_type="v_prediction"),
         stages={
             s: StageConfig(steps=3, batch_size=2, lr=1e-3, checkpoint_every=2, log_every=1, frames=4 if s in
                            ("teacher", "lcm", "dmd") else 1, window=2, teacher_samples=2, teacher_steps=2,
-                           degradation="realesrgan")
+                           degradation="realesrgan", object_weight=4.0)
             for s in STAGES
         },
     )

@@ -71,7 +71,12 @@ def realesrgan_degrade(frame: np.ndarray, factor: int, rng: np.random.Generator)
 
 
 def codec_degrade(frames: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """A whole clip through the real low-res stream (LowResEncoder -> bytes -> LowResDecoder)."""
+    """A whole clip through the real low-res stream, as the operator's synthesizer receives it.
+
+    ``frames`` are the camera frames (cfg.camera_resolution, as the robot codes them): LowResEncoder
+    -> bytes -> LowResDecoder, then area-averaged to resolution / lowres_factor as
+    ``system.synthesize`` does before the synthesizer.
+    """
     try:
         from semcomm_ros.codec import LowResDecoder, LowResEncoder
     except ImportError as exc:  # the low-res codec lives in another module of this package
@@ -82,18 +87,23 @@ def codec_degrade(frames: np.ndarray, cfg: DataConfig) -> np.ndarray:
     h, w = frames.shape[1:3]
     enc = LowResEncoder(w, h, fps=int(round(cfg.fps)), scale=cfg.lowres_factor, kbps=cfg.lowres_kbps)
     dec = LowResDecoder()
+    size = cfg.resolution // cfg.lowres_factor
     out, last = [], None
     for f in frames:
         low = dec.decode(enc.encode(np.ascontiguousarray(f)))
         if low is None:  # nothing decodable yet: the operator has no appearance cue at all
-            low = last if last is not None else np.zeros((h // cfg.lowres_factor, w // cfg.lowres_factor, 3), np.uint8)
+            low = last if last is not None else np.zeros((size, size, 3), np.uint8)
+        low = np.asarray(low, np.uint8)
+        if low.shape[:2] != (size, size):
+            low = cv2.resize(low, (size, size), interpolation=cv2.INTER_AREA)
         last = low
-        out.append(np.asarray(low, np.uint8))
+        out.append(low)
     return np.stack(out)
 
 
 def _key(cfg: DataConfig, degradation: str) -> str:
-    blob = json.dumps({"cfg": asdict(cfg), "deg": degradation, "v": 2}, sort_keys=True).encode()
+    # v3: "codec" degrades camera-sized renders through the session-2 low-res rate control
+    blob = json.dumps({"cfg": asdict(cfg), "deg": degradation, "v": 3}, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
@@ -130,7 +140,9 @@ def build_clipset(cfg: DataConfig, degradation: str = "codec", cache: bool = Tru
         if deg == "mixed":
             deg = "codec" if i % 2 == 0 else "realesrgan"
         if deg == "codec":
-            low = codec_degrade(rgb, cfg)
+            cam = rgb if cfg.camera_resolution == cfg.resolution else \
+                render_clip(seed, cfg.frames_per_clip, cfg.camera_resolution)[0]
+            low = codec_degrade(cam, cfg)
         else:
             rng = np.random.default_rng(seed)
             low = np.stack([realesrgan_degrade(f, cfg.lowres_factor, rng) for f in rgb])

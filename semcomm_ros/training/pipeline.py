@@ -135,7 +135,7 @@ def _backbone(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mix
     vae.eval().requires_grad_(False)
     cache = LatentCache.build(vae, clips, sf, progress=progress)
     latent = cache.latents.shape[-1]
-    stage = BackboneStage(preset.backbone, latent, cache)
+    stage = BackboneStage(preset.backbone, latent, cache, object_weight=cfg.object_weight)
     if cfg.init:
         from .backbone import load_unet
 
