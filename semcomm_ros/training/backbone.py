@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..synth import backbone as _synth_backbone  # noqa: F401  (drops AutoencoderTiny's config note)
 from .config import BackboneConfig
 from .data import ClipSet, flip_array, to_tensor_images
 
