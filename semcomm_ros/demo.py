@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=None,
                    help="share of the T denoising steps run, starting from the received low-res frame "
                         "(0 < s <= 1; 1 = from pure noise as in the paper; default: the model's)")
+    p.add_argument("--noise", default=None, choices=("per_frame", "shared"),
+                   help="noise draws: each frame its own (the paper) or the first frame's for the whole "
+                        "stream (less flicker); default: the model's")
     p.add_argument("--segmenter", default="ultralytics", choices=("ultralytics", "labels"),
                    help="robot-side segmentation: the shipped model, or ground-truth labels")
     p.add_argument("--device", default=None, help="torch device for synthesis (default: cuda if present, else cpu)")
@@ -93,8 +96,11 @@ def run(args) -> int:
     media = write_media(result, out, video=not args.no_video)
     metrics = {"clip": result["clip"], "methods": result["methods"], "link": result["link"]}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    c = result["clip"]
     print_table(result["methods"], title=f"semcomm demo: {args.frames} frames {args.size}x{args.size} "
-                f"@ {args.fps:g} fps, link {args.link_kbps:g} kbps (scene seed {EVAL_SEED0 + args.seed})")
+                f"@ {args.fps:g} fps, link {args.link_kbps:g} kbps (scene seed {EVAL_SEED0 + args.seed}); ours at "
+                f"{c['synth_resolution'][0]}x{c['synth_resolution'][1]}, T={c['steps']}, W={c['window']}, "
+                f"strength {c['strength']:g}, noise {c['noise']}")
     print(f"link: {json.dumps(result['link'])}")
     for name, path in {**media, "metrics": out / "metrics.json"}.items():
         print(f"wrote {name}: {path}")
@@ -108,5 +114,5 @@ def _evaluate(args) -> dict:
         seed=EVAL_SEED0 + args.seed, frames=args.frames, size=args.size, fps=args.fps,
         link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile, xi=args.xi,
         period=args.period, q_symbols=args.q_symbols, model=args.model, segmenter=args.segmenter,
-        device=args.device, baselines=_baseline_list(args), keep_frames=True, strength=args.strength,
+        device=args.device, baselines=_baseline_list(args), keep_frames=True, strength=args.strength, noise=args.noise,
     )

@@ -21,10 +21,11 @@ def tiny_model(tmp_path_factory):
 def test_demo_writes_strip_video_and_metrics(tiny_model, tmp_path, capsys):
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--model", str(tiny_model), "--frames", "6", "--size", "256", "--xi", "3",
-                   "--out", str(out), "--segmenter", "labels", "--baselines", "hevc", "--strength", "0.5"])
+                   "--out", str(out), "--segmenter", "labels", "--baselines", "hevc", "--strength", "0.5",
+                   "--noise", "shared"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["clip"]["strength"] == 0.5
+    assert metrics["clip"]["strength"] == 0.5 and metrics["clip"]["noise"] == "shared"
     ours, hevc = metrics["methods"]["ours"], metrics["methods"]["hevc"]
     for row in (ours, hevc):
         for key in ("kbps", "bpp", "psnr", "ms_ssim", "miou", "flicker"):
@@ -36,6 +37,7 @@ def test_demo_writes_strip_video_and_metrics(tiny_model, tmp_path, capsys):
     assert (out / "side_by_side.mp4").stat().st_size > 1_000
     printed = capsys.readouterr().out
     assert "ours" in printed and "hevc" in printed and "psnr" in printed
+    assert "ours at 64x64, T=4, W=3, strength 0.5, noise shared" in printed
 
 
 @pytest.mark.parametrize("argv, message", [

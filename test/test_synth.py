@@ -315,3 +315,27 @@ def test_prediction_types_round_trip(prediction_type):
     model.scheduler = LCMScheduler.from_config(model.scheduler.config, prediction_type="flow")
     with pytest.raises(ValueError, match="unsupported prediction_type"):
         model.target(x0, noise, t)
+
+
+def test_shared_noise_reuses_the_first_frames_draws():
+    """noise="shared": an unchanged scene is synthesized the same on every frame (the per-frame
+    seeds no longer matter), streaming still equals the clip; "per_frame" draws anew each frame."""
+    labels, low = _inputs(frames=1, seed=7)
+    labels, low = np.repeat(labels, 3, axis=0), np.repeat(low, 3, axis=0)
+    shared = CausalSynthesizer.tiny(RES, seed=6, lambda_t=0.0, noise="shared")
+    per_frame = CausalSynthesizer.tiny(RES, seed=6, lambda_t=0.0)
+    a = shared.generate_clip(labels, low, seeds=[8, 9, 10], output="latent")
+    b = per_frame.generate_clip(labels, low, seeds=[8, 9, 10], output="latent")
+    assert (a[1:] - a[0]).abs().max().item() < 1e-5
+    assert (b[1:] - b[0]).abs().max().item() > 1e-2
+    assert (a[0] - b[0]).abs().max().item() < 1e-5  # frame 0 is seed 8 in both modes
+    shared.reset()
+    stream = torch.stack([shared(labels[k], low[k], seed=s, output="latent") for k, s in enumerate([8, 9, 10])])
+    assert (stream - a).abs().max().item() < 1e-4
+    with_t = CausalSynthesizer.tiny(RES, seed=6, noise="shared")
+    clip = with_t.generate_clip(labels, low, seeds=[8, 9, 10], output="latent")
+    with_t.reset()
+    stream = torch.stack([with_t(labels[k], low[k], seed=s, output="latent") for k, s in enumerate([8, 9, 10])])
+    assert (stream - clip).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="noise"):
+        SynthConfig(noise="fresh")

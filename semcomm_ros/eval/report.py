@@ -57,7 +57,7 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
                   profile: str = "tracked", xi: float | None = None, period: int | None = None, q_symbols: int = 256,
                   model=None, segmenter: str = "ultralytics", device=None, baselines=("hevc",),
                   variants: dict | None = None, keep_frames: bool = False, synth=None, seg=None,
-                  strength: float | None = None) -> dict:
+                  strength: float | None = None, noise: str | None = None) -> dict:
     """Run one held-out clip through ours (each variant of ``variants``) and ``baselines``."""
     from semcomm_ros.codec.baselines import encode_baseline
     from semcomm_ros.scenes import tabletop_clip
@@ -70,7 +70,9 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
     synth = synth or CausalSynthesizer.from_pretrained(model, device=device)
     if strength is not None:
         synth.config.strength = float(strength)
-        synth.config.validate()
+    if noise is not None:
+        synth.config.noise = noise
+    synth.config.validate()
     seg = seg or load_segmenter()
     clip = list(tqdm(tabletop_clip(seed, frames, width=size, height=size), total=frames,
                      desc="scene      ", leave=False))
@@ -107,7 +109,8 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
     result = {
         "clip": {"seed": seed, "frames": frames, "size": size, "fps": fps,
                  "synth_resolution": list(synth.output_size), "steps": synth.config.num_steps,
-                 "window": synth.config.window, "strength": synth.config.strength},
+                 "window": synth.config.window, "strength": synth.config.strength,
+                 "noise": synth.config.noise},
         "methods": methods,
         "link": {"cap_kbps": link_kbps,
                  "semantic_kbps": M.kbps(sum(rx.semantic_bits), frames, fps),

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=None,
                    help="share of the T denoising steps run, starting from the received low-res frame "
                         "(0 < s <= 1; 1 = from pure noise as in the paper; default: the model's)")
+    p.add_argument("--noise", default=None, choices=("per_frame", "shared"),
+                   help="noise draws: each frame its own (the paper) or the first frame's for the whole "
+                        "stream (less flicker); default: the model's")
     p.add_argument("--segmenter", default="ultralytics", choices=("ultralytics", "labels"),
                    help="robot-side segmentation (the evaluation always scores with the shipped segmenter)")
     p.add_argument("--device", default=None)
@@ -62,7 +65,7 @@ def run(args) -> int:
         res = evaluate_clip(seed=seed, frames=args.frames, size=args.size, fps=args.fps,
                             link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile,
                             segmenter=args.segmenter, baselines=BASELINES, variants=ABLATIONS, synth=synth, seg=seg,
-                            strength=args.strength)
+                            strength=args.strength, noise=args.noise)
         per_clip.append(res)
     order = [*BASELINES, *ABLATIONS]
     table = {}
@@ -74,7 +77,7 @@ def run(args) -> int:
     title = (f"Table II layout: {args.clips} held-out clips x {args.frames} frames, {args.size}x{args.size} @ "
              f"{args.fps:g} fps, {args.link_kbps:g} kbps total; ours at {clip0['synth_resolution'][0]}x"
              f"{clip0['synth_resolution'][1]}, T={clip0['steps']}, W={clip0['window']}, "
-             f"strength {clip0['strength']:g}")
+             f"strength {clip0['strength']:g}, noise {clip0['noise']}")
     print_table(table, title=title)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

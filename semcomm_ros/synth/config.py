@@ -21,6 +21,8 @@ CAUSAL_MODES = ("sliding", "block")
 #: Values accepted for ``temporal=`` in ``SynthModel.predict_noise``.
 TEMPORAL_MODES = ("bidirectional", "causal", "sliding", "block", "off")
 DEGRADED_NOISE = ("forward", "none")
+#: Values of ``SynthConfig.noise``.
+NOISE_MODES = ("per_frame", "shared")
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
 
 
@@ -71,6 +73,10 @@ class SynthConfig:
     #: so the degraded cue is intact at every step; "forward": x~_t = q(x~_t | x~_0), the literal
     #: reading of the paper's notation x~_t, which drowns the cue in noise at the first steps
     degraded_noise: str = "none"
+    #: "per_frame" (the paper): every frame draws its own x_T and re-noising from its seed;
+    #: "shared": every frame of a stream reuses the first frame's draws, so what the scene does not
+    #: change is synthesized the same way on every frame (less flicker; docs/synth.md)
+    noise: str = "per_frame"
     #: tokens of the null (empty-prompt) embedding fed to cross-attention
     null_tokens: int = 1
     vae_class: str = "AutoencoderTiny"
@@ -103,6 +109,7 @@ class SynthConfig:
         need(self.causal in CAUSAL_MODES, f"causal must be one of {CAUSAL_MODES}, got {self.causal!r}")
         need(self.degraded_noise in DEGRADED_NOISE,
              f"degraded_noise must be one of {DEGRADED_NOISE}, got {self.degraded_noise!r}")
+        need(self.noise in NOISE_MODES, f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
         need(self.null_tokens >= 1, f"null_tokens must be >= 1, got {self.null_tokens}")
         need(self.vae_class in VAE_CLASSES, f"vae_class must be one of {VAE_CLASSES}, got {self.vae_class!r}")
         need(self.format_version == FORMAT_VERSION,

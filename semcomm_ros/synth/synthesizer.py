@@ -75,6 +75,7 @@ class CausalSynthesizer:
         self._tables: dict = {}
         self.frame_index = 0
         self._last_latent: torch.Tensor | None = None
+        self._stream_seed: int | None = None  # the first frame's seed (noise="shared")
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -146,6 +147,10 @@ class CausalSynthesizer:
                              f"{cfg.causal!r} (Eq. 9 block mode is available in generate_clip/predict_noise)")
         labels = self._check_labels_shape(labels, None)
         seed = self.frame_index if seed is None else seed
+        if self._stream_seed is None:
+            self._stream_seed = int(seed)
+        if cfg.noise == "shared":
+            seed = self._stream_seed
         cond, embedded = self._condition(labels[None])
         deg0 = self._lowres_latents(np.asarray(lowres)[None]) if lowres is not None else None
         noise = self.frame_noise(seed)
@@ -201,6 +206,8 @@ class CausalSynthesizer:
         seeds = list(range(frames)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != frames:
             raise ValueError(f"{len(seeds)} seeds for {frames} frames")
+        if cfg.noise == "shared":
+            seeds = seeds[:1] * frames
         if lowres_seq is not None and len(lowres_seq) != frames:
             raise ValueError(f"{len(lowres_seq)} degraded frames for {frames} label maps")
         mode = model._temporal_mode(temporal)
