@@ -138,6 +138,19 @@ def test_tabletop_backbone_predicts_v():
     assert build_scheduler(get_preset("paper").backbone).config.prediction_type == "epsilon"  # SD 1.5
 
 
+def test_shipped_model_matches_the_tabletop_preset():
+    """What `train all --preset tabletop` assembles samples like the shipped model: v-prediction,
+    shared noise draws (the paper preset keeps per-frame draws)."""
+    from semcomm_ros.synth import SynthConfig
+    from semcomm_ros.synth.backbone import load_scheduler
+    from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
+
+    shipped = SynthConfig.load(DEFAULT_MODEL_DIR)
+    assert shipped.noise == get_preset("tabletop").backbone.noise == "shared"
+    assert get_preset("paper").backbone.noise == "per_frame"
+    assert load_scheduler(DEFAULT_MODEL_DIR / "scheduler").config.prediction_type == "v_prediction"
+
+
 def test_vae_and_backbone_warm_start_from_a_model_directory(preset, tmp_path):
     """--init: stage vae/backbone start from the weights of an existing model directory."""
     from dataclasses import replace

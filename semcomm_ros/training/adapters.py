@@ -54,7 +54,7 @@ def assemble_model(preset: Preset, root: Path):
     vae, _ = load_vae(root / MODEL)
     res = preset.data.resolution
     cfg = SynthConfig(height=res, width=res, num_classes=len(CLASS_NAMES), lowres_factor=preset.data.lowres_factor,
-                      vae_class=type(vae).__name__)
+                      vae_class=type(vae).__name__, noise=preset.backbone.noise)
     ch = tuple(preset.backbone.unet_channels)
     emb = CONTROL_EMBEDDING if ch[0] >= CONTROL_EMBEDDING[-1] // 2 else tuple(max(4, ch[0] // 2) for _ in range(4))
     model = SynthModel.from_components(unet, vae, cfg, scheduler=build_scheduler(preset.backbone),
