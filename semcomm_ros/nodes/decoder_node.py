@@ -53,7 +53,8 @@ class DecoderNode(Node):
         self.synthesize = declare(self, "synthesize", True, "run the synthesizer (off: decode only)",
                                   read_only=True)
         self.lambdas = {
-            "lambda_c": declare(self, "lambda_c", 0.4, "Semantic Control weight lambda_C", 0.0, 4.0),
+            "lambda_c": declare(self, "lambda_c", 0.7, "Semantic Control weight lambda_C (shipped model's "
+                                "operating point; paper 0.4)", 0.0, 4.0),
             "lambda_r": declare(self, "lambda_r", 0.8, "Restoration Adapter weight lambda_R", 0.0, 4.0),
             "lambda_t": declare(self, "lambda_t", 1.0, "Temporal Adapter weight lambda_T", 0.0, 4.0),
         }
