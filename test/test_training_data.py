@@ -80,3 +80,6 @@ def test_cli_reports_bad_options(tmp_path, capsys):
     assert rc == 1 and "run `semcomm train" in capsys.readouterr().err
     rc = cli.run(parser.parse_args(["export", "--out", str(tmp_path), "--to", str(tmp_path / "x")]))
     assert rc == 1 and "synthesizer config" in capsys.readouterr().err
+    # a stage the preset gives 0 steps (tabletop's dmd) is skipped with a word, not run for nothing
+    rc = cli.run(parser.parse_args(["dmd", "--preset", "tabletop", "--out", str(tmp_path), "--no-progress"]))
+    assert rc == 0 and "skipped: 0 steps in preset tabletop (--steps N runs it)" in capsys.readouterr().out

@@ -104,8 +104,9 @@ def run(args) -> int:
     if args.stage == "all" and args.from_stage:
         stages = stages[stages.index(args.from_stage):]
     for st in stages:
-        if args.stage == "all" and preset.stage(st).steps <= 0:
-            print(f"[{st}] skipped: 0 steps in preset {preset.name}")
+        if preset.stage(st).steps <= 0 and (args.stage == "all" or ov["steps"] is None):
+            print(f"[{st}] skipped: 0 steps in preset {preset.name}"
+                  + ("" if args.stage == "all" else " (--steps N runs it)"))
             continue
         try:
             info = run_stage(st, preset, root, resume=args.resume, overrides=ov if args.stage != "all" else
