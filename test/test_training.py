@@ -283,3 +283,22 @@ def test_checkpoint_round_trip_and_exact_resume(preset, clips, encoded, tmp_path
     assert log[0].startswith("step,phase,loss") and log[-1].startswith("4,main,")
     with pytest.raises(FileNotFoundError):
         resumed.load_checkpoint(tmp_path / "nowhere")
+
+
+
+def test_restoration_with_control_runs_psi(preset, clips, encoded):
+    """with_control (tabletop): omega's loss is taken with psi on at lambda_c, so the label maps
+    matter; without it (the paper's recipe) they do not."""
+    assert get_preset("tabletop").stage("restoration").with_control
+    assert not get_preset("paper").stage("restoration").with_control
+    model = _model(preset)
+    with torch.no_grad():  # psi starts as zero residuals; give it some so labels can act
+        for p in model.controlnet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = BatchSampler(clips, 2, frames=1, seed=3).batch(0)
+    other = dict(batch, labels=(np.asarray(batch["labels"]) + 1) % 8)
+    for flag in (False, True):
+        st = ad.RestorationStage(model, encoded, _cfg(preset, "restoration", with_control=flag, lambda_c=0.7,
+                                                      object_weight=0.0))
+        same = _loss(st, batch) == pytest.approx(_loss(st, other), rel=1e-6)
+        assert same is (not flag)

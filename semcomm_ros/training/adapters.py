@@ -257,7 +257,8 @@ class ControlStage(_AdapterStage):
 
 
 class RestorationStage(_AdapterStage):
-    """omega by Eq. 3: ||eps - eps_{theta,omega}(x_t, x~_t, t)||^2 (psi omitted, as in IV-B3)."""
+    """omega by Eq. 3: ||eps - eps_{theta,omega}(x_t, x~_t, t)||^2 (psi omitted, as in IV-B3, unless
+    the stage config says ``with_control``: then psi runs frozen at its lambda_c)."""
 
     stage_param = "omega"
 
@@ -268,8 +269,10 @@ class RestorationStage(_AdapterStage):
         t = self.timesteps(b, generator, x0.device)
         eps = self.noise(x0.shape, generator, x0.device)
         deg = self.model.degraded_input(d0, t, self.noise(d0.shape, generator, x0.device))
-        pred = self.model.predict_noise(add_noise(self.model, x0, eps, t), t, labels=None, degraded_latents=deg,
-                                        temporal="off", lambda_c=0.0, lambda_r=self.cfg.lambda_r)
+        ctl = self.cfg.with_control
+        pred = self.model.predict_noise(add_noise(self.model, x0, eps, t), t, labels=labels if ctl else None,
+                                        degraded_latents=deg, temporal="off",
+                                        lambda_c=self.cfg.lambda_c if ctl else 0.0, lambda_r=self.cfg.lambda_r)
         return weighted_mse(pred, self.model.target(x0, eps, t), self.weights(labels, x0))
 
 

@@ -41,6 +41,10 @@ class StageConfig:
     window: int = 3  # W: causal window of the student (lcm, dmd)
     lambda_c: float = 0.4  # Semantic Control weight used while training psi
     lambda_r: float = 0.8  # Restoration weight used while training omega
+    # restoration: train omega with psi on at lambda_c (the paper omits psi). Alone, omega learns
+    # to pull toward the blurry received frame and costs mIoU beside psi; with psi on it learns
+    # what psi does not already give (MODEL_CARD.md)
+    with_control: bool = False
     teacher_samples: int = 8  # lcm: videos sampled from the teacher (paper: 1e3)
     teacher_steps: int = 20  # lcm: DDIM steps used to sample the teacher
     skip: int = 20  # lcm: ODE jump s in train timesteps
@@ -182,7 +186,8 @@ def _tabletop() -> Preset:
             "vae": StageConfig(steps=750, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=9.0),
             "backbone": StageConfig(steps=3000, batch_size=32, lr=5e-4, checkpoint_every=250, object_weight=4.0),
             "control": StageConfig(steps=8000, batch_size=16, lr=1e-3, checkpoint_every=500, object_weight=4.0),
-            "restoration": StageConfig(steps=1000, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=4.0),
+            "restoration": StageConfig(steps=2000, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=4.0,
+                                       with_control=True, lambda_c=0.7),
             "teacher": StageConfig(steps=1500, batch_size=2, frames=8, lr=1e-3, checkpoint_every=250,
                                    object_weight=4.0),
             "lcm": StageConfig(steps=300, batch_size=2, frames=8, window=3, lr=3e-4, teacher_samples=24,
