@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from semcomm_ros.synth.config import NOISE_MODES
+
 from semcomm_ros.demo import EVAL_SEED0
 from semcomm_ros.eval.report import ABLATIONS, COLUMNS, evaluate_clip, print_table
 
@@ -34,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=None,
                    help="share of the T denoising steps run, starting from the received low-res frame "
                         "(0 < s <= 1; 1 = from pure noise as in the paper; default: the model's)")
-    p.add_argument("--noise", default=None, choices=("per_frame", "shared"),
+    p.add_argument("--noise", default=None, choices=NOISE_MODES,
                    help="noise draws: each frame its own (the paper) or the first frame's for the whole "
                         "stream (less flicker); default: the model's")
     p.add_argument("--segmenter", default="ultralytics", choices=("ultralytics", "labels"),

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..synth import backbone as _synth_backbone  # noqa: F401  (drops AutoencoderTiny's config note)
+from ..synth.backbone import load_vae as _load_vae_dir
 from .config import BackboneConfig
 from .data import ClipSet, flip_array, to_tensor_images
 
@@ -230,12 +230,10 @@ def save_backbone(out: str | Path, vae, unet, scaling_factor: float, cfg: Backbo
 
 
 def load_vae(path: str | Path):
-    from diffusers import AutoencoderTiny
-
     p = Path(path)
     if not (p / "vae").is_dir():
         raise FileNotFoundError(f"no trained VAE under {p / 'vae'}; run `semcomm train vae` first")
-    vae = AutoencoderTiny.from_pretrained(p / "vae")
+    vae = _load_vae_dir(p / "vae", "AutoencoderTiny")
     return vae, float(vae.config.scaling_factor)
 
 
