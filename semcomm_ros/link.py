@@ -1,13 +1,22 @@
-"""A constrained link, without ROS: token-bucket bandwidth cap, added latency, loss and reordering.
+"""A constrained link, without ROS: token-bucket bandwidth cap with a queue bounded in time, added
+latency, loss and reordering.
 
 The demo pushes packets through it in simulated time; the ``link_emulator`` node wraps the same
 object in wall-clock time. Everything is deterministic for a given seed so runs can be compared.
+
+Packets wait in a FIFO for the bandwidth cap. The queue is bounded by the delay a new packet would
+see (``max_delay_s``), not by bits: a bound in bits holds tens of seconds at 1 kbps and a fraction
+of one at 100 kbps, while what matters for live video is how late a frame gets. A packet that
+would wait longer is dropped on arrival (tail drop), so lowering the bound or the bandwidth never
+drops a burst of already queued packets. Queued packets have not left yet, so a bandwidth change
+re-times them: raising the bandwidth drains the queue at the new rate.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +24,16 @@ from typing import Any
 @dataclass
 class LinkParams:
     bandwidth_kbps: float = 2.0  # 0 = unlimited
-    latency_ms: float = 0.0
+    # One-way delay of a long-range radio link (the demo configuration's); 0 models a wire.
+    latency_ms: float = 100.0
     loss_rate: float = 0.0
     reorder_rate: float = 0.0
     # Burst the bucket may hold: one second of traffic, so an I-frame may borrow from the frames
     # around it but the long-run rate stays capped.
     burst_s: float = 1.0
-    # Bits waiting to be sent beyond which new packets are dropped (no unbounded queues).
-    max_queue_bits: int = 64_000
+    # Longest a packet may wait for the cap; later ones are dropped. Two seconds lets a keyframe
+    # burst through at 2 kbps and keeps a congested link's latency bounded.
+    max_delay_s: float = 2.0
 
     def validate(self) -> None:
         if self.bandwidth_kbps < 0:
@@ -35,6 +46,8 @@ class LinkParams:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         if self.burst_s <= 0:
             raise ValueError(f"burst_s must be > 0, got {self.burst_s}")
+        if self.max_delay_s <= 0:
+            raise ValueError(f"max_delay_s must be > 0, got {self.max_delay_s}")
 
 
 @dataclass(order=True)
@@ -45,23 +58,33 @@ class _InFlight:
     bits: int = field(compare=False, default=0)
 
 
+@dataclass
+class _Queued:
+    offered: float
+    item: Any
+    bits: int
+    lost: bool
+    extra_delay: float  # reordering hold-back, drawn when offered
+
+
 class SimulatedLink:
     """Serialises packets at ``bandwidth_kbps`` (FIFO), then delays, drops or reorders them.
 
     ``send(t, item, nbytes)`` offers a packet at time ``t`` (seconds); ``receive(t)`` returns the
-    items that have arrived by ``t`` in arrival order. Statistics count what was offered,
-    delivered and dropped (by loss or by the queue bound).
+    items that have arrived by ``t`` in arrival order. Times must not go backwards. Statistics
+    count what was offered, delivered and dropped (by loss or by the queue bound).
     """
 
     def __init__(self, params: LinkParams | None = None, seed: int = 0):
         self.params = params or LinkParams()
         self.params.validate()
         self._rng = random.Random(seed)
-        # Token bucket state: tokens (bits) available at time _t_last, when the previous packet
-        # left the serialiser (packets leave in FIFO order).
+        # Token bucket state: tokens (bits, negative = debt) at time _t_last, when the previous
+        # packet left the serialiser or the bandwidth last changed.
         self._tokens = self._capacity()
         self._t_last = 0.0
-        self._heap: list[_InFlight] = []
+        self._queue: deque[_Queued] = deque()  # waiting for the cap
+        self._heap: list[_InFlight] = []  # through the cap, in flight
         self._seq = 0
         self.offered_bits = 0
         self.delivered_bits = 0
@@ -72,48 +95,88 @@ class SimulatedLink:
     def _capacity(self) -> float:
         return self.params.bandwidth_kbps * 1000.0 * self.params.burst_s
 
-    def set_params(self, **changes: float) -> None:
+    def _departure(self, pkt: _Queued, t_last: float, tokens: float) -> tuple[float, float]:
+        """(departure time, tokens just before it leaves) of the queue's head."""
+        rate, cap = self.params.bandwidth_kbps * 1000.0, self._capacity()
+        start = max(pkt.offered, t_last)
+        tokens = min(cap, tokens + rate * (start - t_last))
+        # A packet larger than the bucket waits until the bucket is full and then runs it into
+        # debt, which later packets pay back: the long-run rate never exceeds the cap.
+        need = min(pkt.bits, cap)
+        depart = start if tokens >= need else start + (need - tokens) / rate
+        return depart, tokens + rate * (depart - start)
+
+    def _advance(self, t: float) -> None:
+        """Move every queued packet whose departure is due by ``t`` into flight."""
+        while self._queue:
+            pkt = self._queue[0]
+            if self.params.bandwidth_kbps > 0:
+                depart, tokens = self._departure(pkt, self._t_last, self._tokens)
+                if depart > t:
+                    return
+                self._tokens, self._t_last = tokens - pkt.bits, depart
+            else:
+                depart = pkt.offered
+            self._queue.popleft()
+            if not pkt.lost:
+                self._seq += 1
+                arrival = depart + self.params.latency_ms / 1000.0 + pkt.extra_delay
+                heapq.heappush(self._heap, _InFlight(arrival, self._seq, pkt.item, pkt.bits))
+
+    def _last_departure(self, extra: _Queued | None = None) -> float:
+        """When the last queued packet (or ``extra``, appended) will leave at the current rate."""
+        t_last, tokens, depart = self._t_last, self._tokens, self._t_last
+        for pkt in [*self._queue, *([extra] if extra else [])]:
+            depart, tokens = self._departure(pkt, t_last, tokens)
+            t_last, tokens = depart, tokens - pkt.bits
+        return depart
+
+    def set_params(self, t: float | None = None, **changes: float) -> None:
+        """Change parameters at time ``t`` (default: the last departure); packets still queued are
+        re-timed at the new bandwidth, packets already in flight keep their arrival."""
         new = LinkParams(**{**self.params.__dict__, **changes})
         new.validate()
+        if t is not None:
+            self._advance(t)
+            if t > self._t_last and self.params.bandwidth_kbps > 0:
+                rate = self.params.bandwidth_kbps * 1000.0
+                self._tokens = min(self._capacity(), self._tokens + rate * (t - self._t_last))
+                self._t_last = t
         self.params = new
         self._tokens = min(self._tokens, self._capacity())
 
-    def backlog_bits(self, t: float) -> float:
-        """Bits accepted but not yet through the bandwidth cap at time ``t``."""
-        rate = self.params.bandwidth_kbps * 1000.0
-        return max(0.0, self._t_last - t) * rate if rate > 0 else 0.0
+    def queue_delay_s(self, t: float) -> float:
+        """How long a packet offered at ``t`` would wait for the cap (0 when nothing is queued)."""
+        self._advance(t)
+        if not self._queue or self.params.bandwidth_kbps <= 0:
+            return 0.0
+        return max(0.0, self._last_departure() - t)
+
+    def queued(self) -> int:
+        return len(self._queue)
 
     def send(self, t: float, item: Any, nbytes: int) -> bool:
         """Offer a packet at time ``t``; returns False when it was dropped (loss or full queue)."""
         bits = 8 * int(nbytes)
         self.offered_bits += bits
         p = self.params
-        rate = p.bandwidth_kbps * 1000.0
-        if rate > 0:
-            if self.backlog_bits(t) + bits > p.max_queue_bits:
-                self.dropped_queue += 1
-                return False
-            start = max(t, self._t_last)
-            tokens = min(self._capacity(), self._tokens + rate * (start - self._t_last))
-            # A packet larger than the bucket waits until the bucket is full and then runs it into
-            # debt, which later packets pay back: the long-run rate never exceeds the cap.
-            depart = start if tokens >= bits else start + (min(bits, self._capacity()) - tokens) / rate
-            self._tokens = tokens + rate * (depart - start) - bits
-            self._t_last = depart
-        else:
-            depart = t
-        if self._rng.random() < p.loss_rate:
-            self.dropped_loss += 1
+        self._advance(t)
+        pkt = _Queued(t, item, bits, False, 0.0)
+        if p.bandwidth_kbps > 0 and self._last_departure(pkt) - t > p.max_delay_s:
+            self.dropped_queue += 1
             return False
-        arrival = depart + p.latency_ms / 1000.0
-        if self._rng.random() < p.reorder_rate:
+        pkt.lost = self._rng.random() < p.loss_rate
+        if pkt.lost:
+            self.dropped_loss += 1
+        elif self._rng.random() < p.reorder_rate:
             # Held back by one to three frame intervals (at 10 fps) so that later packets overtake it.
-            arrival += self._rng.uniform(0.1, 0.3)
-        self._seq += 1
-        heapq.heappush(self._heap, _InFlight(arrival, self._seq, item, bits))
-        return True
+            pkt.extra_delay = self._rng.uniform(0.1, 0.3)
+        self._queue.append(pkt)
+        self._advance(t)
+        return not pkt.lost
 
     def receive(self, t: float) -> list[Any]:
+        self._advance(t)
         out = []
         while self._heap and self._heap[0].arrival <= t:
             pkt = heapq.heappop(self._heap)
@@ -123,4 +186,16 @@ class SimulatedLink:
         return out
 
     def next_arrival(self) -> float | None:
-        return self._heap[0].arrival if self._heap else None
+        """Earliest time something arrives, counting queued packets (None when nothing will)."""
+        t_last, tokens, times = self._t_last, self._tokens, []
+        for pkt in self._queue:
+            if self.params.bandwidth_kbps > 0:
+                depart, tokens = self._departure(pkt, t_last, tokens)
+                t_last, tokens = depart, tokens - pkt.bits
+            else:
+                depart = pkt.offered
+            if not pkt.lost:
+                times.append(depart + self.params.latency_ms / 1000.0 + pkt.extra_delay)
+        if self._heap:
+            times.append(self._heap[0].arrival)
+        return min(times) if times else None
