@@ -6,15 +6,13 @@ or an output of the wrong shape/dtype is a failure. Valid streams are encoded fi
 are brought to a random position of the stream (so P-frames meet a real reference state), and
 then get one bad packet followed by the rest of the stream.
 
-Targets are a small registry (``TARGETS``): ``semantic`` always; ``lowres`` when
-``semcomm_ros.codec.lowres`` exists and provides ``fuzz_corpus(seed) -> list[list[bytes]]``
-(valid packet streams) and ``LowResDecoder``.
+Targets (``targets()``): ``semantic`` and ``lowres``, each with its corpus of valid packet
+streams next to this runner (``fuzz/semantic.py``, ``fuzz/lowres.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import random
 import re
 import time
@@ -26,7 +24,6 @@ from typing import Callable
 import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
-from semcomm_ros.codec.packet import P_MARKER, crc8, p_check
 
 MUTATIONS = ("bitflip", "bytes", "truncate", "extend", "random", "splice", "shuffle", "reseal", "header")
 
@@ -41,76 +38,14 @@ class Target:
     none_means_lost: bool = False
 
 
-def _semantic_maps(rng: np.random.Generator, n: int, h: int, w: int) -> list[np.ndarray]:
-    """A moving hand-made scene: ring with a hole, nested square, disc, occluding box, appearing blob."""
-    import cv2
-
-    out = []
-    for t in range(n):
-        lab = np.zeros((h, w), np.uint8)
-        ox, oy = int(4 * t + rng.integers(0, 3)), int(2 * t)
-        cv2.rectangle(lab, (10 + ox, 10 + oy), (70 + ox, 60 + oy), 1, -1)
-        cv2.rectangle(lab, (25 + ox, 22 + oy), (50 + ox, 45 + oy), 0, -1)
-        cv2.rectangle(lab, (32 + ox, 28 + oy), (40 + ox, 36 + oy), 2, -1)
-        c = (w - 50 - 2 * t, h // 2 + t)
-        cv2.ellipse(lab, c, (28, 18), 7 * t, 0, 360, 3, -1)
-        cv2.rectangle(lab, (c[0] - 5, c[1] - 40), (c[0] + 25, c[1] - 5), 4, -1)
-        if t >= n // 2:
-            cv2.circle(lab, (w // 2, h - 30), 6 + t, 5, -1)
-        out.append(lab)
-    return out
-
-
-def _semantic_corpus(seed: int) -> list[list[bytes]]:
-    from semcomm_ros.codec.semantic import SemanticEncoder
-
-    rng = np.random.default_rng(seed)
-    streams = []
-    for profile in ("paper", "tracked"):
-        for q, xi, period in ((256, 6.0, 4), (1024, 2.0, 3), (37, 10.0, 8)):
-            enc = SemanticEncoder(xi=xi, period=period, q_symbols=q, profile=profile)
-            maps = _semantic_maps(rng, 12, 96 + 32 * (q == 37), 160)
-            streams.append([enc.encode(m) for m in maps])
-    return streams
-
-
-def _semantic_decoder():
+def targets() -> dict[str, Target]:
+    from semcomm_ros.codec.fuzz import lowres, semantic
+    from semcomm_ros.codec.lowres import LowResDecoder
     from semcomm_ros.codec.semantic import SemanticDecoder
 
-    return SemanticDecoder()
-
-
-def _semantic_reseal(pkt: bytes) -> bytes:
-    if not pkt:
-        return pkt
-    b = bytearray(pkt)
-    if b[0] >> 6 == P_MARKER:
-        b[0] = (b[0] & 0xFC) | p_check(bytes(b))
-        return bytes(b)
-    if len(b) < 2:
-        return pkt
-    return bytes(b[:-1]) + bytes([crc8(bytes(b[:-1]))])
-
-
-def _lowres_target() -> Target | None:
-    try:
-        mod = importlib.import_module("semcomm_ros.codec.lowres")
-    except ModuleNotFoundError as exc:
-        if exc.name != "semcomm_ros.codec.lowres":
-            raise
-        return None
-    if not hasattr(mod, "fuzz_corpus") or not hasattr(mod, "LowResDecoder"):
-        return None
-    return Target("lowres", mod.fuzz_corpus, mod.LowResDecoder, getattr(mod, "fuzz_reseal", None),
-                  none_means_lost=True)
-
-
-def targets() -> dict[str, Target]:
-    out = {"semantic": Target("semantic", _semantic_corpus, _semantic_decoder, _semantic_reseal)}
-    lr = _lowres_target()
-    if lr is not None:
-        out["lowres"] = lr
-    return out
+    return {"semantic": Target("semantic", semantic.fuzz_corpus, SemanticDecoder, semantic.fuzz_reseal),
+            "lowres": Target("lowres", lowres.fuzz_corpus, LowResDecoder, lowres.fuzz_reseal,
+                             none_means_lost=True)}
 
 
 @dataclass
@@ -225,7 +160,7 @@ def run_fuzz(target: Target, count: int, seed: int = 0, limit_ms: float = 2000.0
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--target", default="semantic", help="decoder to fuzz: semantic, lowres (if present), all")
+    parser.add_argument("--target", default="semantic", help="decoder to fuzz: semantic, lowres, all")
     parser.add_argument("--count", type=int, default=10000, help="number of bad-packet trials (default 10000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-ms", type=float, default=2000.0, help="a decode slower than this is a failure")
@@ -237,7 +172,7 @@ def run(args) -> int:
     bad = 0
     for name in names:
         if name not in table:
-            print(f"unknown or unavailable target {name!r}; available: {', '.join(table)}")
+            print(f"unknown target {name!r}; available: {', '.join(table)}")
             return 2
         t0 = time.perf_counter()
         rep = run_fuzz(table[name], args.count, args.seed, args.limit_ms)
