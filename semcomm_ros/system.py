@@ -2,8 +2,9 @@
 
 ``transmit`` runs the robot side (segmentation, semantic encoder, low-res encoder) on a clip,
 pushes both packet streams through a :class:`~semcomm_ros.link.SimulatedLink` in simulated time,
-and decodes them on the operator side exactly as the decoder node does (loss -> hold the last
-frame and ask for a refresh). ``synthesize`` then runs the causal synthesizer over what arrived.
+and hands them to the operator's :class:`~semcomm_ros.receiver.Receiver`, the one the decoder node
+runs (jitter buffer, loss -> hold the last frame and ask for a refresh, low-res paired by index).
+``synthesize`` then runs the causal synthesizer over what arrived.
 The demo and the Table II evaluation share these two steps, so ablations reuse one transmission.
 """
 
@@ -13,11 +14,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from semcomm_ros.codec import BitstreamError, LowResDecoder, LowResEncoder, SemanticDecoder, SemanticEncoder
+from semcomm_ros.codec import LowResEncoder, SemanticEncoder
 from semcomm_ros.link import LinkParams, SimulatedLink
+from semcomm_ros.receiver import Frame, Receiver, model_inputs, to_camera
 
 log = logging.getLogger(__name__)
 
@@ -72,33 +73,21 @@ def transmit(frames_rgb, segment, cfg: ChainConfig, progress=None) -> Received:
                             codec=cfg.lowres_codec)
     link = SimulatedLink(LinkParams(bandwidth_kbps=cfg.link_kbps, latency_ms=cfg.latency_ms,
                                     loss_rate=cfg.loss_rate, reorder_rate=cfg.reorder_rate), seed=cfg.seed)
-    sem_dec, low_dec = SemanticDecoder(), LowResDecoder()
+    receiver = Receiver(logger=log)
     n = len(frames_rgb)
     sem_bits, low_bits = [0] * n, [0] * n
-    arrived: dict[tuple[str, int], float] = {}
-    got_labels: dict[int, np.ndarray] = {}
-    got_low: dict[int, np.ndarray] = {}
-    events = {"semantic_lost": 0, "lowres_lost": 0, "bad_packets": 0, "refresh_requests": 0}
+    got: dict[int, Frame] = {}
 
-    def deliver(t: float) -> None:
+    def deliver(t: float, end: bool = False) -> None:
         for stream, k, packet in link.receive(t):
-            arrived[(stream, k)] = t
-            try:
-                if stream == "semantic":
-                    got_labels[k] = sem_dec.decode(packet)
-                else:
-                    rgb = low_dec.decode(packet)
-                    if rgb is not None:
-                        got_low[k] = rgb
-                    elif low_dec.needs_keyframe:
-                        events["lowres_lost"] += 1
-                        events["refresh_requests"] += 1
-                        low_enc.force_keyframe()  # the keyframe_request feedback topic, simulated
-            except BitstreamError as exc:  # includes the semantic FrameLostError
-                log.warning("frame %d (%s): %s", k, stream, exc)
-                events["semantic_lost" if stream == "semantic" else "bad_packets"] += 1
-                events["refresh_requests"] += 1
-                (sem_enc.force_iframe if stream == "semantic" else low_enc.force_keyframe)()
+            (receiver.push_semantic if stream == "semantic" else receiver.push_lowres)(k, packet, t)
+        for f in (receiver.flush(t) if end else receiver.poll(t)):
+            got[f.index] = f
+        for r in receiver.take_requests():  # the keyframe_request feedback topic, simulated
+            if r.semantic:
+                sem_enc.force_iframe()
+            if r.lowres:
+                low_enc.force_keyframe()
 
     for k, rgb in enumerate(frames_rgb):
         t = k / cfg.fps
@@ -116,51 +105,54 @@ def transmit(frames_rgb, segment, cfg: ChainConfig, progress=None) -> Received:
     while link.next_arrival() is not None:
         tail = max(tail, link.next_arrival())
         deliver(tail)
+    deliver(tail, end=True)
 
     labels_out, low_out, latency = [], [], []
     last_labels = np.zeros((h, w), np.uint8)
     last_low = np.zeros((h // cfg.lowres_scale, w // cfg.lowres_scale, 3), np.uint8)
     for k in range(n):
-        # Concealment: a frame whose packet never decoded holds the last good one, as the node does.
-        last_labels = got_labels.get(k, last_labels)
-        last_low = got_low.get(k, last_low)
+        # Concealment: what the receiver holds for a frame it could not decode, and before the
+        # first frame it decoded, black
+        f = got.get(k)
+        if f is not None and f.labels is not None:
+            last_labels = f.labels
+        if f is not None and f.lowres is not None:
+            last_low = f.lowres
         labels_out.append(last_labels)
         low_out.append(last_low)
-        if k in got_labels and k in got_low:
-            latency.append(max(arrived[("semantic", k)], arrived[("lowres", k)]) - k / cfg.fps)
-        else:
-            latency.append(float("nan"))
-    events["concealed_frames"] = int(sum(np.isnan(latency)))
-    events["link_dropped"] = link.dropped_loss + link.dropped_queue
+        latency.append(f.t_ready - k / cfg.fps if f is not None and not f.concealed else float("nan"))
+    c = receiver.counts
+    events = {"semantic_lost": sum(f is None or not f.labels_new for f in map(got.get, range(n))),
+              "lowres_lost": sum(f is None or not f.lowres_new for f in map(got.get, range(n))),
+              "bad_packets": c["bad_packets"], "refresh_requests": c["keyframe_requests"],
+              "concealed_frames": int(sum(np.isnan(latency))),
+              "link_dropped": link.dropped_loss + link.dropped_queue}
     return Received(labels_out, low_out, sem_bits, low_bits, latency, events)
 
 
-def synthesize(received: Received, synth, seed: int = 0, progress=None) -> tuple[list[np.ndarray], float]:
+def synthesize(received: Received, synth, seed: int = 0, progress=None, *,
+               camera_size: bool = False) -> tuple[list[np.ndarray], float]:
     """Causal synthesis over a received clip; returns (frames, steady-state frames per second).
 
-    The speed excludes one untimed warm-up frame (first-call allocations and kernel selection), as
-    a decoder node pays it once at start-up, not per frame.
+    Frames come at the model's resolution, or with ``camera_size`` at the camera's (the decoded
+    label map's), upsampled by ``receiver.to_camera`` as the decoder node does; the speed then
+    includes the upsampling. The speed excludes one untimed warm-up frame (first-call allocations
+    and kernel selection), as a decoder node pays it once at start-up, not per frame.
     """
-    h, w = synth.output_size
-    lh, lw = synth.lowres_size
+    size, low_size = synth.output_size, synth.lowres_size
 
-    def model_inputs(labels, low):
-        # The model runs at its own resolution: labels by nearest neighbour (ids stay ids), the
-        # degraded frame by area averaging (what the model's lowres_factor expects).
-        if labels.shape != (h, w):
-            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-        if low.shape[:2] != (lh, lw):
-            low = cv2.resize(low, (lw, lh), interpolation=cv2.INTER_AREA)
-        return labels, low
+    def frame(k, labels, low):
+        rgb = synth(*model_inputs(labels, low, size, low_size), seed=seed + k)
+        return to_camera(rgb, labels, low) if camera_size else rgb
 
     if received.labels:
         synth.reset()
-        synth(*model_inputs(received.labels[0], received.lowres[0]), seed=seed)
+        frame(0, received.labels[0], received.lowres[0])
     synth.reset()
     out = []
     t0 = time.perf_counter()
     for k, (labels, low) in enumerate(zip(received.labels, received.lowres)):
-        out.append(synth(*model_inputs(labels, low), seed=seed + k))
+        out.append(frame(k, labels, low))
         if progress:
             progress()
     dt = time.perf_counter() - t0

@@ -1,0 +1,383 @@
+"""The operator's receive side, without ROS: two link streams in, one frame per frame index out.
+
+The decoder node (wall-clock time) and ``system.transmit`` (simulated time) both feed packets to a
+:class:`Receiver` and synthesize what it hands out, so the offline evaluation runs what the node
+runs. A link loses, delays, reorders, duplicates and corrupts packets; the receiver
+
+- holds each stream's packets in a small **jitter buffer** (at most ``jitter_frames`` frame
+  indices, none longer than ``jitter_timeout_s``) so that a reordered packet is still used; only
+  when the buffer is full or the missing packet is overdue are its frames counted lost;
+- **claims a frame index only once a packet for it decodes**: a corrupt copy that arrives first is
+  counted bad and dropped, and the good copy that follows is still decoded (the semantic decoder
+  keeps its state when a packet fails, so nothing is reset by garbage);
+- follows a **restarted** encoder (an index 50+ behind the last one) and drops **stale** packets
+  (at or below the last claimed index);
+- asks for a semantic I-frame / low-res keyframe after a loss or a bad packet, at most once per
+  ``request_interval_s`` and stream (:meth:`Receiver.take_requests`);
+- **pairs the low-res frame by frame index** (the newest decoded one at or before the frame, never
+  "whatever arrived last"), waiting at most ``lowres_wait_s`` for it, because the low-res encoder
+  skips frames and sends nothing for them;
+- **conceals**: a frame whose semantic packet is lost holds the last good label map;
+- numbers frames from the stream's start (``Frame.seed_index``), the synthesizer's noise seed, so
+  a replay of the same packets synthesizes the same frames;
+- throttles its own warnings (one per kind per ``warn_interval_s``) and counts them.
+
+``model_inputs`` resizes a frame to the synthesizer's input size and ``to_camera`` brings a
+synthesized frame back to the camera's size: the one place the node and ``system.synthesize`` do
+either.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from semcomm_ros.codec.errors import BitstreamError
+
+log = logging.getLogger(__name__)
+
+SEMANTIC, LOWRES = "semantic", "lowres"
+# KeyframeRequest.reason values (msg/KeyframeRequest.msg)
+REASON_LOSS, REASON_CORRUPT, REASON_STARTUP = 0, 1, 2
+#: Reordering on the link moves a frame back by a few positions; a frame this far behind the last
+#: one means the encoder restarted its count.
+RESTART_BACKJUMP = 50
+#: Copies of one frame index kept while waiting for one that decodes (duplicates on the link).
+MAX_CANDIDATES = 3
+#: Decoded low-res frames kept for pairing by index (a few seconds at 10 fps).
+LOWRES_HISTORY = 32
+
+COUNTERS = ("frames", "decoded", "lost", "stale", "duplicates", "reordered", "bad_packets",
+            "waiting_for_keyframe", "keyframe_requests", "concealed", "restarts", "warnings",
+            "warnings_suppressed")
+
+
+@dataclass
+class ReceiverConfig:
+    #: frame indices a stream's jitter buffer holds behind a missing one before it counts it lost
+    jitter_frames: int = 3
+    #: longest a packet waits for a missing earlier one, s (the link's reordering reaches 0.3 s)
+    jitter_timeout_s: float = 0.3
+    #: longest a frame waits for its low-res frame, which the encoder may have skipped, s
+    lowres_wait_s: float = 0.3
+    #: minimum time between two keyframe requests for one stream, s
+    request_interval_s: float = 0.5
+    #: minimum time between two warnings of one kind, s (the rest are counted)
+    warn_interval_s: float = 2.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        if not (isinstance(self.jitter_frames, int) and 0 <= self.jitter_frames <= 64):
+            raise ValueError(f"jitter_frames must be an int in 0..64, got {self.jitter_frames!r}")
+        for name in ("jitter_timeout_s", "lowres_wait_s", "request_interval_s", "warn_interval_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v <= 60):
+                raise ValueError(f"{name} must be within [0, 60] s, got {v!r}")
+
+
+@dataclass
+class Request:
+    """A keyframe request for the encoder (the ``keyframe_request`` topic)."""
+
+    reason: int
+    semantic: bool
+    lowres: bool
+    last_good_frame_index: int
+    detail: str
+
+
+@dataclass
+class Frame:
+    """One frame for the synthesizer, in frame-index order."""
+
+    index: int  # the encoder's frame index
+    seed_index: int  # frames since the stream's start: the synthesizer's seed offset
+    labels: np.ndarray | None  # decoded here, or the last good map held (None: none decoded yet)
+    lowres: np.ndarray | None  # the newest low-res frame decoded at or before ``index``
+    labels_new: bool  # the label map was decoded for this index (False: concealed)
+    lowres_new: bool  # the low-res frame is this index's
+    restart: bool  # first frame of a (new) stream: start the synthesizer afresh
+    stamp_ns: int | None = None  # capture stamp of the semantic packet (None when it was lost)
+    frame_id: str = ""
+    t_labels: float = 0.0  # receiver clock: semantic index claimed
+    t_ready: float = 0.0  # receiver clock: frame handed out
+
+    @property
+    def concealed(self) -> bool:
+        return not (self.labels_new and self.lowres_new)
+
+
+@dataclass
+class _Packet:
+    payload: bytes
+    t_arrival: float
+    stamp_ns: int | None
+    frame_id: str
+    seq: int  # arrival order over both streams
+
+
+@dataclass
+class _Stream:
+    """Index tracking and jitter buffer of one link stream."""
+
+    name: str
+    last: int | None = None  # highest index claimed (decoded, waiting for a keyframe, or lost)
+    start: int | None = None  # first index claimed since the stream (re)started
+    buffer: dict[int, list[_Packet]] = field(default_factory=dict)
+    last_good: int | None = None
+    last_request: float = -1e18
+
+    def reset(self) -> None:
+        self.last = self.start = self.last_good = None
+        self.buffer.clear()
+
+
+class Receiver:
+    """Both link streams in (``push_semantic`` / ``push_lowres``), frames out (``poll``).
+
+    ``now`` is the caller's clock in seconds (monotonic wall time in the node, simulated time
+    offline); nothing here reads a clock. ``logger``: anything with ``warning/info/debug`` (a
+    ``logging.Logger`` or an rclpy logger).
+    """
+
+    def __init__(self, config: ReceiverConfig | None = None, logger=None):
+        from semcomm_ros.codec import LowResDecoder, SemanticDecoder
+
+        self.config = config or ReceiverConfig()
+        self.logger = logger or log
+        self.sem_dec, self.low_dec = SemanticDecoder(), LowResDecoder()
+        self.sem, self.low = _Stream(SEMANTIC), _Stream(LOWRES)
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self._labels: np.ndarray | None = None  # last good label map (concealment)
+        self._lowres: deque[tuple[int, np.ndarray]] = deque(maxlen=LOWRES_HISTORY)
+        self._pending: deque[dict] = deque()  # semantic indices claimed, waiting for their low-res frame
+        self._requests: list[Request] = []
+        self._warned: dict[str, float] = {}
+        self._seq = 0
+        self._restart = True
+
+    # -- input ---------------------------------------------------------------------------------
+    def push_semantic(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,
+                      frame_id: str = "") -> None:
+        """A SemanticFrame's payload (already checked against its message fields)."""
+        self._push(self.sem, int(index), bytes(payload), now, stamp_ns, frame_id)
+
+    def push_lowres(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,
+                    frame_id: str = "") -> None:
+        """A LowResFrame's payload; ``b""`` = the encoder skipped this frame (offline only: the node
+        sends nothing for a skipped frame)."""
+        self._push(self.low, int(index), bytes(payload), now, stamp_ns, frame_id)
+
+    def refuse(self, stream: str, index: int, reason: str, now: float) -> None:
+        """A packet refused before decoding (its message fields contradict it): counted, and a
+        fresh start asked for, as for any bad packet."""
+        self._bad(self.sem if stream == SEMANTIC else self.low, int(index), reason, now)
+
+    # -- output --------------------------------------------------------------------------------
+    def poll(self, now: float) -> list[Frame]:
+        """Frames complete by ``now``, in index order (call after pushes and periodically)."""
+        self._drain(self.sem, now)
+        self._drain(self.low, now)
+        return self._release(now)
+
+    def flush(self, now: float) -> list[Frame]:
+        """End of input: every buffered packet is used, missing ones count lost, every claimed
+        frame is handed out."""
+        for s in (self.sem, self.low):
+            self._drain(s, now, force=True)
+        return self._release(now, force=True)
+
+    def take_requests(self) -> list[Request]:
+        out, self._requests = self._requests, []
+        return out
+
+    # -- streams -------------------------------------------------------------------------------
+    def _push(self, s: _Stream, index: int, payload: bytes, now: float, stamp_ns, frame_id) -> None:
+        if s.last is not None and index <= s.last - RESTART_BACKJUMP:
+            self._warn(f"{s.name}-restart", f"{s.name} frame {index} after {s.last}: stream restarted", now)
+            self.counts["restarts"] += 1
+            self._restart_stream(s)
+        if s.last is not None and index <= s.last:
+            self.counts["stale"] += 1
+            self.logger.debug(f"stale {s.name} frame {index} (last {s.last}) dropped")
+            return
+        copies = s.buffer.get(index, [])
+        if any(c.payload == payload for c in copies) or len(copies) >= MAX_CANDIDATES:
+            self.counts["duplicates"] += 1
+            return
+        if s.buffer and index < max(s.buffer):
+            self.counts["reordered"] += 1  # overtaken on the link, still in time to be used
+        s.buffer[index] = copies
+        self._seq += 1
+        copies.append(_Packet(payload, now, stamp_ns, frame_id, self._seq))
+        self._drain(s, now)
+
+    def _restart_stream(self, s: _Stream) -> None:
+        s.reset()
+        if s is self.sem:
+            # a new stream: new numbering, new seeds, nothing held from the old one
+            self.sem_dec.reset()
+            self._labels = None
+            self._pending.clear()
+            self._restart = True
+            self.low.reset()
+            self._lowres.clear()
+        else:
+            self._lowres.clear()
+
+    def _ready(self, s: _Stream, index: int) -> bool:
+        """May ``index`` (the lowest buffered) be decoded now, with nothing missing before it?"""
+        if s.last is None or index == s.last + 1:
+            return True
+        if s is self.low:
+            # a delta frame names its reference (index - gap); skipped frames were never sent
+            copy = s.buffer[index][0]
+            if not copy.payload:
+                return False
+            try:
+                from semcomm_ros.codec.lowres import parse_header
+
+                hdr = parse_header(copy.payload)
+            except BitstreamError:
+                return True  # decoding it reports the damage
+            return hdr["key"] or index - hdr["gap"] <= s.last
+        return False
+
+    def _drain(self, s: _Stream, now: float, force: bool = False) -> None:
+        while s.buffer:
+            index = min(s.buffer)
+            if not self._ready(s, index):
+                oldest = min(c.t_arrival for copies in s.buffer.values() for c in copies)
+                if not (force or len(s.buffer) > self.config.jitter_frames
+                        or now - oldest >= self.config.jitter_timeout_s):
+                    return
+                self._gap(s, index, now)
+            for packet in s.buffer.pop(index):
+                if self._decode(s, index, packet, now):
+                    break
+            # no copy decoded: the index stays open for a good copy (or the jitter buffer gives up)
+
+    def _gap(self, s: _Stream, index: int, now: float) -> None:
+        if s is self.sem:
+            gap = index - s.last - 1
+            self.counts["lost"] += gap
+            self._warn("semantic-lost", f"{gap} semantic frame(s) lost before frame {index}", now)
+            # the codec sees the index only modulo 16: a gap of 16 would look seamless to it
+            self.sem_dec.reset()
+            for k in range(s.last + 1, index):
+                self._claim_semantic(k, None, None, "", now)
+        s.last = index - 1  # the low-res decoder finds its own gaps (each delta frame names its reference)
+
+    def _decode(self, s: _Stream, index: int, packet: _Packet, now: float) -> bool:
+        """Decode one copy; True when ``index`` is claimed by it."""
+        from semcomm_ros.codec.packet import FrameLostError
+
+        startup = s.last_good is None
+        try:
+            value = (self.sem_dec if s is self.sem else self.low_dec).decode(packet.payload)
+        except FrameLostError as exc:  # a sound P-frame without its reference: claimed, unusable
+            self._claim(s, index, now)
+            self.counts["waiting_for_keyframe"] += 1
+            self.logger.debug(f"semantic frame {index}: {exc}")
+            self._request(s, REASON_STARTUP if startup else REASON_LOSS, str(exc), now)
+            self._claim_semantic(index, None, packet.stamp_ns, packet.frame_id, now)
+            return True
+        except BitstreamError as exc:
+            self._bad(s, index, str(exc), now)
+            return False
+        self._claim(s, index, now)
+        if s is self.sem:
+            s.last_good = index
+            self.counts["decoded"] += 1
+            self._labels = value
+            self._claim_semantic(index, value, packet.stamp_ns, packet.frame_id, now)
+        elif value is not None:
+            s.last_good = index
+            self._lowres.append((index, value))
+        elif self.low_dec.needs_keyframe:
+            self.counts["waiting_for_keyframe"] += 1
+            self._request(s, REASON_STARTUP if startup else REASON_LOSS,
+                          f"low-res frame {index}: waiting for a keyframe", now)
+        return True
+
+    def _claim(self, s: _Stream, index: int, now: float) -> None:
+        if s.start is None:
+            s.start = index
+        s.last = index
+
+    def _bad(self, s: _Stream, index: int, reason: str, now: float) -> None:
+        self.counts["bad_packets"] += 1
+        self._warn(f"{s.name}-bad", f"bad {s.name} frame {index}: {reason}", now)
+        self._request(s, REASON_CORRUPT, f"{s.name} frame {index}: {reason}", now)
+
+    def _request(self, s: _Stream, reason: int, detail: str, now: float) -> None:
+        if now - s.last_request < self.config.request_interval_s:
+            return
+        s.last_request = now
+        self.counts["keyframe_requests"] += 1
+        self._requests.append(Request(reason, s is self.sem, s is self.low,
+                                      int(self.sem.last_good or 0), detail[:200]))
+
+    def _warn(self, key: str, message: str, now: float) -> None:
+        self.counts["warnings"] += 1
+        if now - self._warned.get(key, -1e18) < self.config.warn_interval_s:
+            self.counts["warnings_suppressed"] += 1
+            return
+        self._warned[key] = now
+        self.logger.warning(message)
+
+    # -- frames --------------------------------------------------------------------------------
+    def _claim_semantic(self, index: int, labels, stamp_ns, frame_id: str, now: float) -> None:
+        self._pending.append(dict(index=index, labels_new=labels is not None, labels=self._labels,
+                                  stamp_ns=stamp_ns, frame_id=frame_id, t_labels=now))
+
+    def _release(self, now: float, force: bool = False) -> list[Frame]:
+        out = []
+        while self._pending:
+            p = self._pending[0]
+            k = p["index"]
+            lowres_done = self.low.last is not None and self.low.last >= k
+            semantic_moved_on = self.sem.last is not None and self.sem.last > k
+            if not (force or lowres_done or semantic_moved_on or now - p["t_labels"] >= self.config.lowres_wait_s):
+                break
+            self._pending.popleft()
+            lowres = [(i, f) for i, f in self._lowres if i <= k]
+            low_index, low = lowres[-1] if lowres else (None, None)
+            f = Frame(index=k, seed_index=k - self.sem.start, labels=p["labels"], lowres=low,
+                      labels_new=p["labels_new"], lowres_new=low_index == k, restart=self._restart,
+                      stamp_ns=p["stamp_ns"], frame_id=p["frame_id"], t_labels=p["t_labels"], t_ready=now)
+            self._restart = False
+            self.counts["frames"] += 1
+            self.counts["concealed"] += f.concealed
+            out.append(f)
+        return out
+
+
+# -- sizes ---------------------------------------------------------------------------------------
+def model_inputs(labels: np.ndarray, lowres: np.ndarray | None, size: tuple[int, int],
+                 lowres_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A frame at the synthesizer's input size (``size`` = (h, w) of its output, ``lowres_size`` of
+    its degraded input): labels by nearest neighbour (ids stay ids), the low-res frame by area
+    averaging (what the model's lowres_factor expects)."""
+    h, w = size
+    if labels.shape != (h, w):
+        labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    if lowres is not None:
+        lh, lw = lowres_size
+        if lowres.shape[:2] != (lh, lw):
+            lowres = cv2.resize(lowres, (lw, lh), interpolation=cv2.INTER_AREA)
+    return labels, lowres
+
+
+def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None = None) -> np.ndarray:
+    """A synthesized frame at the camera's size, which is the decoded label map's."""
+    H, W = labels.shape
+    if frame.shape[:2] == (H, W):
+        return frame
+    return cv2.resize(frame, (W, H), interpolation=cv2.INTER_CUBIC)

@@ -1,0 +1,190 @@
+"""The operator's Receiver without DDS: real codec packets of a generated clip pushed in the orders
+a lossy link produces (reordered, lost, duplicated, corrupt, restarted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semcomm_ros.codec import LowResDecoder, LowResEncoder, SemanticDecoder, SemanticEncoder
+from semcomm_ros.receiver import (REASON_CORRUPT, REASON_LOSS, Receiver, ReceiverConfig, model_inputs,
+                                  to_camera)
+from semcomm_ros.scenes import tabletop_clip
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def stream():
+    """Semantic packets (I-frame every 8) and low-res packets of one clip, plus what plain decoders
+    make of them in order: the reference every receiver output is held against."""
+    clip = list(tabletop_clip(77, N, 128, 128))
+    # 1 kbps: the low-res encoder skips frames (sends nothing), as it does on the real link
+    sem, low = SemanticEncoder(period=8), LowResEncoder(128, 128, kbps=1.0)
+    sem_p = [sem.encode(lab) for _, lab in clip]
+    low_p = [low.encode(rgb) for rgb, _ in clip]
+    sd, ld = SemanticDecoder(), LowResDecoder()
+    labels = [sd.decode(p) for p in sem_p]
+    lowres = [ld.decode(p) if p else None for p in low_p]
+    return sem_p, low_p, labels, lowres
+
+
+def _run(rx, events, step=0.1):
+    """events: (kind, index, payload) in arrival order, one every ``step`` s; returns the frames."""
+    out, t = [], 0.0
+    for kind, k, payload in events:
+        (rx.push_semantic if kind == "s" else rx.push_lowres)(k, payload, t, stamp_ns=k)
+        out += rx.poll(t)
+        t += step
+    return out + rx.flush(t)
+
+
+def _in_order(sem_p, low_p, order=None):
+    order = order or list(range(len(sem_p)))
+    return [e for k in order for e in (("s", k, sem_p[k]), ("l", k, low_p[k])) if e[2]]
+
+
+def test_in_order_stream_decodes_every_frame(stream):
+    sem_p, low_p, labels, lowres = stream
+    rx = Receiver()
+    frames = _run(rx, _in_order(sem_p, low_p))
+    assert [f.index for f in frames] == list(range(N))
+    assert [f.seed_index for f in frames] == list(range(N))
+    assert frames[0].restart and not any(f.restart for f in frames[1:])
+    for f in frames:
+        assert f.labels_new and np.array_equal(f.labels, labels[f.index])
+        assert f.stamp_ns == f.index
+        # low-res paired by index: this frame's, or the newest before it when the encoder skipped it
+        held = max(k for k in range(f.index + 1) if lowres[k] is not None)
+        assert f.lowres_new == (held == f.index) and np.array_equal(f.lowres, lowres[held])
+    assert rx.counts["lost"] == rx.counts["bad_packets"] == rx.counts["keyframe_requests"] == 0
+    assert not rx.take_requests()
+
+
+def test_reordered_frames_within_the_jitter_window_are_used(stream):
+    sem_p, low_p, labels, _ = stream
+    order = [0, 1, 2, 4, 3, 5, 7, 6] + list(range(8, N))  # two frames overtaken by one position
+    rx = Receiver(ReceiverConfig(jitter_frames=2))
+    frames = _run(rx, _in_order(sem_p, low_p, order))
+    assert [f.index for f in frames] == list(range(N))  # handed out in index order
+    assert all(f.labels_new and np.array_equal(f.labels, labels[f.index]) for f in frames)
+    assert rx.counts["reordered"] >= 2 and rx.counts["lost"] == 0 and rx.counts["stale"] == 0
+    assert not rx.take_requests()
+
+    # without a jitter buffer the same arrivals lose frames
+    rx0 = Receiver(ReceiverConfig(jitter_frames=0))
+    _run(rx0, _in_order(sem_p, low_p, order))
+    assert rx0.counts["lost"] > 0 and rx0.counts["stale"] > 0
+
+
+def _is_iframe(packet: bytes) -> bool:
+    return packet[0] >> 6 == 0b10  # codec/packet.py: an I-frame's first byte starts 10b
+
+
+def test_a_loss_beyond_the_window_is_concealed_and_requested(stream):
+    sem_p, low_p, labels, _ = stream
+    lost = next(k for k in range(1, N - 2) if not _is_iframe(sem_p[k + 1]))
+    resume = next(k for k in range(lost + 1, N) if _is_iframe(sem_p[k]))
+    events = [e for e in _in_order(sem_p, low_p) if not (e[0] == "s" and e[1] == lost)]
+    rx = Receiver(ReceiverConfig(jitter_frames=2))
+    frames = _run(rx, events)
+    assert [f.index for f in frames] == list(range(N))
+    f = frames[lost]
+    assert not f.labels_new and f.concealed and np.array_equal(f.labels, labels[lost - 1])  # held
+    # P-frames after the loss wait for the next I-frame, holding the last good map; the I-frame resumes
+    assert all(not f.labels_new and np.array_equal(f.labels, labels[lost - 1]) for f in frames[lost:resume])
+    assert frames[resume].labels_new and np.array_equal(frames[resume].labels, labels[resume])
+    assert rx.counts["lost"] == 1 and rx.counts["waiting_for_keyframe"] == resume - lost - 1
+    reqs = rx.take_requests()
+    assert reqs and reqs[0].semantic and not reqs[0].lowres and reqs[0].reason == REASON_LOSS
+    assert reqs[0].last_good_frame_index == lost - 1
+    rx.push_semantic(lost, sem_p[lost], 99.0)  # the lost frame, far too late
+    assert rx.counts["stale"] == 1
+
+
+def test_a_corrupt_copy_arriving_first_does_not_evict_the_good_frame(stream):
+    sem_p, low_p, labels, _ = stream
+    k = next(k for k in range(1, N) if _is_iframe(sem_p[k]))
+    bad = bytearray(sem_p[k])  # an I-frame: its CRC-8 catches the damage
+    bad[len(bad) // 2] ^= 0x5A
+    events = _in_order(sem_p, low_p)
+    events.insert(events.index(("s", k, sem_p[k])), ("s", k, bytes(bad)))
+    rx = Receiver()
+    frames = _run(rx, events)
+    assert rx.counts["bad_packets"] == 1 and rx.counts["stale"] == 0 and rx.counts["lost"] == 0
+    assert frames[k].labels_new and np.array_equal(frames[k].labels, labels[k])
+    assert all(f.labels_new for f in frames)
+    reqs = rx.take_requests()
+    assert len(reqs) == 1 and reqs[0].reason == REASON_CORRUPT
+
+
+def test_duplicates_and_stale_packets_are_dropped(stream):
+    sem_p, low_p, labels, _ = stream
+    events = _in_order(sem_p, low_p)
+    events = events[:10] + [("s", 2, sem_p[2]), ("s", 4, sem_p[4])] + events[10:]
+    rx = Receiver()
+    frames = _run(rx, events)
+    assert [f.index for f in frames] == list(range(N))
+    assert rx.counts["stale"] == 2 and all(f.labels_new for f in frames)
+
+
+def test_restarted_encoder_is_followed_with_a_new_stream(stream):
+    sem_p, low_p, labels, _ = stream
+    rx = Receiver()
+    # a stream that has reached frame 100 (indices shifted), then the encoder restarts from 0
+    first = [(kind, k + 100, p) for kind, k, p in _in_order(sem_p, low_p)]
+    frames = _run(rx, first + _in_order(sem_p, low_p))
+    assert rx.counts["restarts"] == 1
+    second = [f for f in frames if f.index < 100]
+    assert [f.index for f in second] == list(range(N))
+    assert second[0].restart and second[0].seed_index == 0  # seeds count from the new start
+    assert all(f.labels_new and np.array_equal(f.labels, labels[f.index]) for f in second)
+
+
+def test_keyframe_requests_and_warnings_are_throttled(stream):
+    rx = Receiver(ReceiverConfig(request_interval_s=0.5, warn_interval_s=2.0))
+    for i in range(40):  # 4 s of garbage at 10 per second
+        rx.push_semantic(i, b"\xa8garbage", i * 0.1)
+        rx.poll(i * 0.1)
+    reqs = rx.take_requests()
+    assert rx.counts["bad_packets"] == 40
+    assert 7 <= len(reqs) <= 9, len(reqs)  # one per 0.5 s
+    assert rx.counts["keyframe_requests"] == len(reqs)
+    assert rx.counts["warnings"] == 40 and 36 <= rx.counts["warnings_suppressed"] <= 38
+
+
+def test_lowres_is_paired_by_index_and_a_skipped_one_waits_at_most_lowres_wait(stream):
+    sem_p, low_p, labels, lowres = stream
+    a = next(k for k in range(1, N - 3) if not low_p[k] and low_p[k - 1] and low_p[k + 1])
+    b = next(k for k in range(a + 2, N) if low_p[k])
+    cfg = ReceiverConfig(lowres_wait_s=0.3)
+    rx = Receiver(cfg)
+    frames = _run(rx, _in_order(sem_p[:a], low_p[:a]), step=0.0)
+    assert frames[-1].index == a - 1 and frames[-1].lowres_new
+    # low-res frame a skipped by the encoder: frame a waits for it, then holds frame a-1's
+    rx.push_semantic(a, sem_p[a], 1.0)
+    assert rx.poll(1.0 + cfg.lowres_wait_s / 2) == []
+    (fa,) = rx.poll(1.0 + cfg.lowres_wait_s)
+    assert not fa.lowres_new and np.array_equal(fa.lowres, lowres[a - 1])
+    # the low-res stream runs ahead of the semantic one: frame a+1 gets low-res frame a+1, not b
+    rx.push_lowres(a + 1, low_p[a + 1], 2.0)
+    rx.push_lowres(b, low_p[b], 2.0)
+    rx.push_semantic(a + 1, sem_p[a + 1], 2.1)
+    (f,) = rx.poll(2.1)
+    assert f.lowres_new and np.array_equal(f.lowres, lowres[a + 1]) and not np.array_equal(f.lowres, lowres[b])
+
+
+def test_sizes_for_the_model_and_back_to_the_camera(stream):
+    _, _, labels, lowres = stream
+    lab, low = model_inputs(labels[0], lowres[0], (64, 64), (16, 16))
+    assert lab.shape == (64, 64) and low.shape == (16, 16, 3)
+    assert set(np.unique(lab)) <= set(np.unique(labels[0]))  # nearest neighbour: ids stay ids
+    frame = np.zeros((64, 64, 3), np.uint8)
+    assert to_camera(frame, labels[0], lowres[0]).shape == (128, 128, 3)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="jitter_frames"):
+        ReceiverConfig(jitter_frames=-1)
+    with pytest.raises(ValueError, match="lowres_wait_s"):
+        ReceiverConfig(lowres_wait_s=-0.1)
