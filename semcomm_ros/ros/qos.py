@@ -7,8 +7,14 @@
   also match a reliable publisher (e.g. ``ros2 bag play`` defaults).
 - ``keyframe_request``: RELIABLE, KEEP_LAST 4: rare, tiny, and losing one costs up to P frames.
 - ``link_stats`` and decoder diagnostics: RELIABLE, KEEP_LAST 10: monitoring on the local side.
-- Camera / label / synthesized images: the sensor-data profile (BEST_EFFORT, KEEP_LAST 2): only
+- Robot-side images (camera, ``labels``): the sensor-data profile (BEST_EFFORT, KEEP_LAST 2): only
   the newest frame matters; a queue of old frames would only add latency.
+- Operator outputs (``synthesized``, ``decoded_labels``, ``decoded_labels_color``,
+  ``decoded_lowres``, ``camera_info``): OPERATOR_OUTPUT, RELIABLE, KEEP_LAST 2. They stay on the
+  operator's machine, where reliability costs nothing, and a reliable publisher is received by
+  subscribers of either kind: ROS tools' default QoS (reliable, e.g. RViz2's Image display) and the
+  sensor-data profile alike; a best-effort one is invisible to the former. KEEP_LAST 2: a slow
+  subscriber gets the newest frames, never a growing queue.
 No queue anywhere is unbounded (no KEEP_ALL).
 """
 
@@ -24,5 +30,8 @@ STATS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                     reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+OPERATOR_OUTPUT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
-BY_NAME = {"link": LINK, "feedback": FEEDBACK, "stats": STATS, "sensor": SENSOR}
+BY_NAME = {"link": LINK, "feedback": FEEDBACK, "stats": STATS, "sensor": SENSOR,
+           "operator_output": OPERATOR_OUTPUT}
