@@ -21,6 +21,27 @@ def _limit_threads():
         sys.modules["torch"].set_num_threads(int(n))
 
 
+def route_logging(node, name: str = "semcomm_ros") -> None:
+    """Send the library's Python ``logging`` records (codec warnings, ...) through the node's ROS
+    logger, so they reach /rosout and the launch log like the node's own lines."""
+    import logging
+
+    ros = node.get_logger()
+
+    class _ToRos(logging.Handler):
+        def emit(self, record):
+            level = record.levelno
+            fn = ros.error if level >= logging.ERROR else ros.warning if level >= logging.WARNING else \
+                ros.info if level >= logging.INFO else ros.debug
+            fn(f"{record.name}: {record.getMessage()}")
+
+    logger = logging.getLogger(name)
+    logger.handlers = [h for h in logger.handlers if type(h).__name__ != "_ToRos"]  # one node, one route
+    logger.addHandler(_ToRos())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not printed a second time by Python's last-resort handler
+
+
 def declare(node, name: str, default, description: str, lo=None, hi=None, step=None,
             read_only: bool = False, choices: tuple | None = None):
     """Declare a parameter with a descriptor; numeric ones get a range the middleware enforces."""
