@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from semcomm_ros.training import adapters as ad
-from semcomm_ros.training.backbone import BackboneStage, VAEStage, build_scheduler, build_unet, build_vae
+from semcomm_ros.training import losses
+from semcomm_ros.training.assembly import random_model
+from semcomm_ros.training.backbone import BackboneStage, VAEStage, build_scheduler
 from semcomm_ros.training.config import get_preset
 from semcomm_ros.training.data import BatchSampler, build_clipset
 from semcomm_ros.training.trainer import Trainer
@@ -29,16 +31,7 @@ def clips(preset):
 
 
 def _model(preset, seed=0):
-    from semcomm_ros.scenes import CLASS_NAMES
-    from semcomm_ros.synth import SynthConfig, SynthModel
-
-    torch.manual_seed(seed)
-    bb = preset.backbone
-    res = preset.data.resolution
-    cfg = SynthConfig(height=res, width=res, num_classes=len(CLASS_NAMES), lowres_factor=preset.data.lowres_factor,
-                      window=2)
-    return SynthModel.from_components(build_unet(bb, res // 8), build_vae(bb), cfg, scheduler=build_scheduler(bb),
-                                      controlnet_embedding_channels=(4, 4, 4, 4), motion_heads=1)
+    return random_model(preset, seed, window=2)
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +106,13 @@ def test_diffusion_object_weight_weights_object_cells(preset):
     labels = torch.zeros(2, 32, 32, dtype=torch.long)
     labels[0, :8, :8] = 3  # one whole latent cell (1/8 scale) of object in the first sample
     labels[0, 8:12, 8:16] = 5  # half a cell
-    w = ad.object_weights(labels, (4, 4), 4.0)
+    w = losses.object_weights(labels, (4, 4), 4.0)
     assert w.shape == (2, 1, 4, 4)
     assert w[0, 0, 0, 0] == pytest.approx(5.0) and w[0, 0, 1, 1] == pytest.approx(3.0)
-    assert torch.all(w[1] == 1.0) and ad.object_weights(labels, (4, 4), 0.0) is None
+    assert torch.all(w[1] == 1.0) and losses.object_weights(labels, (4, 4), 0.0) is None
     pred, target = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
-    assert ad.weighted_mse(pred, target, torch.ones(2, 1, 4, 4)) == pytest.approx(float(((pred - target) ** 2).mean()))
-    assert float(ad.weighted_mse(pred, target, w)) != pytest.approx(float(((pred - target) ** 2).mean()))
+    assert losses.weighted_mse(pred, target, torch.ones(2, 1, 4, 4)) == pytest.approx(float(((pred - target) ** 2).mean()))
+    assert float(losses.weighted_mse(pred, target, w)) != pytest.approx(float(((pred - target) ** 2).mean()))
 
     torch.manual_seed(0)
     lat = torch.randn(2, preset.backbone.latent_channels, 4, 4)
@@ -165,9 +158,9 @@ def test_vae_and_backbone_warm_start_from_a_model_directory(preset, tmp_path):
                                    "backbone": replace(preset.stage("backbone"), steps=1, lr=1e-12,
                                                        checkpoint_every=0)})
     run_stage("vae", tiny, tmp_path / "run", overrides={"init": str(tmp_path / "src")}, progress=False)
-    from semcomm_ros.training.backbone import load_vae
+    from semcomm_ros.synth.backbone import load_vae
 
-    vae, _ = load_vae(tmp_path / "run" / "model")
+    vae = load_vae(tmp_path / "run" / "model" / "vae")
     for k, v in src.vae.state_dict().items():
         assert torch.allclose(vae.state_dict()[k], v, atol=1e-6), k
     run_stage("backbone", tiny, tmp_path / "run", overrides={"init": str(tmp_path / "src")}, progress=False)

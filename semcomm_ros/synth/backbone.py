@@ -31,11 +31,19 @@ def load_unet(path: str | Path):
     return UNet2DConditionModel.from_pretrained(_require_dir(Path(path), "unet"), local_files_only=True)
 
 
-def load_vae(path: str | Path, vae_class: str):
+def load_vae(path: str | Path, vae_class: str | None = None):
+    """A VAE directory; ``vae_class`` None = the class its config.json names (diffusers' ``_class_name``)."""
+    import json
+
     import diffusers
 
-    cls = getattr(diffusers, vae_class)
-    return cls.from_pretrained(_require_dir(Path(path), "vae"), local_files_only=True)
+    path = _require_dir(Path(path), "vae")
+    if vae_class is None:
+        vae_class = json.loads((path / "config.json").read_text()).get("_class_name", "AutoencoderKL")
+    cls = getattr(diffusers, vae_class, None)
+    if cls is None:
+        raise ValueError(f"{path / 'config.json'} names VAE class {vae_class!r}, which diffusers does not have")
+    return cls.from_pretrained(path, local_files_only=True)
 
 
 class _DropTinyVAEConfigNote(logging.Filter):
@@ -77,6 +85,56 @@ def lcm_scheduler(source=None):
                                    "steps_offset", "rescale_betas_zero_snr") if k in config}
     keep.setdefault("prediction_type", "epsilon")
     return LCMScheduler(clip_sample=False, set_alpha_to_one=True, **keep)
+
+
+# -- the noise schedule (Eq. 1) and what the UNet is trained to predict ------------------------------
+#: what the UNet may predict (diffusers' scheduler ``prediction_type``)
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def prediction_type(scheduler) -> str:
+    ptype = scheduler.config.prediction_type
+    if ptype not in PREDICTION_TYPES:
+        raise ValueError(f"unsupported prediction_type {ptype!r}; expected one of {PREDICTION_TYPES}")
+    return ptype
+
+
+def alpha_bar(scheduler, t, like: torch.Tensor) -> torch.Tensor:
+    """abar_t of ``scheduler`` at ``t`` (int or tensor over the leading dims of ``like``), broadcastable to it."""
+    t = torch.as_tensor(t, device=like.device).long()
+    a = scheduler.alphas_cumprod.to(like.device)[t].to(like.dtype)
+    while a.ndim < like.ndim:
+        a = a.unsqueeze(-1)
+    return a
+
+
+def add_noise(scheduler, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
+    """Eq. 1, q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
+    a = alpha_bar(scheduler, t, x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def diffusion_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+    """Eq. 3's regression target at x_t = add_noise(x0, t, noise): the noise ("epsilon", as SD 1.5),
+    v = sqrt(abar) noise - sqrt(1 - abar) x0 ("v_prediction") or x0 ("sample")."""
+    ptype = prediction_type(scheduler)
+    if ptype == "epsilon":
+        return noise
+    if ptype == "sample":
+        return x0
+    a = alpha_bar(scheduler, t, x0)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def split_output(scheduler, x_t: torch.Tensor, out: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet output at x_t -> (x0, noise) estimates (Eq. 4 for "epsilon"), whatever it predicts."""
+    ptype = prediction_type(scheduler)
+    a = alpha_bar(scheduler, t, x_t)
+    if ptype == "epsilon":
+        return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
+    if ptype == "v_prediction":
+        return a.sqrt() * x_t - (1 - a).sqrt() * out, (1 - a).sqrt() * x_t + a.sqrt() * out
+    return out, (x_t - a.sqrt() * out) / (1 - a).sqrt()
 
 
 def tiny_unet(resolution: int = 64, seed: int = 0):
@@ -164,10 +222,15 @@ def empty_prompt_embedding(path: str | Path) -> torch.Tensor:
         raise ImportError("computing the empty-prompt embedding needs the `transformers` package; install it "
                           "or pass null_embedding= (a [1, 77, 768] tensor)") from exc
     tok = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
-    enc = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True).eval()
-    ids = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    enc = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
+    return encode_empty_prompt(tok, enc)
+
+
+def encode_empty_prompt(tokenizer, text_encoder) -> torch.Tensor:
+    """[1, tokens, dim]: the text encoder's last hidden state for "" padded to the tokenizer's length."""
+    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     with torch.no_grad():
-        return enc(ids)[0].float()
+        return text_encoder.eval()(ids.to(text_encoder.device))[0].float().cpu()
 
 
 def zero_null_embedding(tokens: int, dim: int) -> torch.Tensor:

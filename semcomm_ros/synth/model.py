@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import backbone as bb
+from .backbone import PREDICTION_TYPES  # noqa: F401  (re-exported: the model's users look here)
 from .config import CONFIG_NAME, TEMPORAL_MODES, SynthConfig
 from .restoration_adapter import RestorationAdapter
 from .runstate import RunState, TemporalRun
@@ -22,8 +23,6 @@ from .semantic_control import build_controlnet, check_labels, controlnet_residua
 from .temporal_adapter import TemporalAdapter
 
 STAGES = ("psi", "omega", "phi")
-#: what the UNet may predict (diffusers' scheduler ``prediction_type``)
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 #: where ``from_pretrained()`` without a path looks for the shipped model
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
@@ -220,47 +219,22 @@ class SynthModel(nn.Module):
             raise ValueError("degraded_noise='forward' needs the noise for the degraded latent")
         return self.add_noise(degraded_latents, t, noise)
 
-    def _abar(self, t, like: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, device=like.device).long()
-        a = self.scheduler.alphas_cumprod.to(like.device)[t].to(like.dtype)
-        while a.ndim < like.ndim:
-            a = a.unsqueeze(-1)
-        return a
-
     @property
     def prediction_type(self) -> str:
-        ptype = self.scheduler.config.prediction_type
-        if ptype not in PREDICTION_TYPES:
-            raise ValueError(f"unsupported prediction_type {ptype!r}; expected one of {PREDICTION_TYPES}")
-        return ptype
+        return bb.prediction_type(self.scheduler)
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
-        """What the UNet is trained to output at x_t = add_noise(x0, t, noise) (Eq. 3's regression
-        target): the noise ("epsilon", as SD 1.5), v = sqrt(abar) noise - sqrt(1 - abar) x0
-        ("v_prediction") or x0 ("sample")."""
-        ptype = self.prediction_type
-        if ptype == "epsilon":
-            return noise
-        if ptype == "sample":
-            return x0
-        a = self._abar(t, x0)
-        return a.sqrt() * noise - (1 - a).sqrt() * x0
+        """Eq. 3's regression target (backbone.diffusion_target) on this model's noise schedule."""
+        return bb.diffusion_target(self.scheduler, x0, noise, t)
 
     def split_output(self, x_t: torch.Tensor, out: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         """The UNet output at x_t -> (x0, noise) estimates (Eq. 4 for "epsilon"), whatever it predicts."""
-        ptype = self.prediction_type
-        a = self._abar(t, x_t)
-        if ptype == "epsilon":
-            return (x_t - (1 - a).sqrt() * out) / a.sqrt(), out
-        if ptype == "v_prediction":
-            return a.sqrt() * x_t - (1 - a).sqrt() * out, (1 - a).sqrt() * x_t + a.sqrt() * out
-        return out, (x_t - a.sqrt() * out) / (1 - a).sqrt()
+        return bb.split_output(self.scheduler, x_t, out, t)
 
     def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
-        """Eq. 1, q(x_t | x_0): sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise. ``t`` is an int or a
-        tensor over the leading dimensions of ``x0`` (one timestep per sample or per frame)."""
-        a = self._abar(t, x0)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        """Eq. 1, q(x_t | x_0). ``t`` is an int or a tensor over the leading dimensions of ``x0``
+        (one timestep per sample or per frame)."""
+        return bb.add_noise(self.scheduler, x0, t, noise)
 
     # -- VAE ----------------------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,101 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .assembly import MODEL, TEACHER, load_model, save_part
 from .config import Preset, StageConfig
-from .data import BatchSampler, ClipSet, build_clipset, flip_array
-from .backbone import _generator
-from .trainer import Trainer, count_params
-
-#: ControlNet hint encoder widths of the tabletop preset (diffusers' default 16/32/96/256 costs
-#: as much as the backbone at 128x128 on a CPU)
-CONTROL_EMBEDDING = (16, 32, 32, 64)
-MODEL = "model"
-TEACHER = "teacher_temporal"
-
-
-# -- model assembly ----------------------------------------------------------------------------
-def assemble_model(preset: Preset, root: Path):
-    """The backbone trained by the vae/backbone stages + fresh (no-op) adapters, saved as a model dir."""
-    from semcomm_ros.scenes import CLASS_NAMES
-    from semcomm_ros.synth import SynthConfig, SynthModel
-
-    from .backbone import build_scheduler, load_unet, load_vae
-
-    unet = load_unet(root / MODEL)
-    vae, _ = load_vae(root / MODEL)
-    res = preset.data.resolution
-    cfg = SynthConfig(height=res, width=res, num_classes=len(CLASS_NAMES), lowres_factor=preset.data.lowres_factor,
-                      vae_class=type(vae).__name__, noise=preset.backbone.noise)
-    ch = tuple(preset.backbone.unet_channels)
-    emb = CONTROL_EMBEDDING if ch[0] >= CONTROL_EMBEDDING[-1] // 2 else tuple(max(4, ch[0] // 2) for _ in range(4))
-    model = SynthModel.from_components(unet, vae, cfg, scheduler=build_scheduler(preset.backbone),
-                                       controlnet_embedding_channels=emb,
-                                       motion_heads=max(1, ch[0] // 16) if ch[0] % 16 == 0 else 1)
-    return model
-
-
-def random_model(preset: Preset, seed: int = 0, window: int | None = None):
-    """The preset's full architecture with random backbone weights (benchmarks, tests)."""
-    from semcomm_ros.scenes import CLASS_NAMES
-    from semcomm_ros.synth import SynthConfig, SynthModel
-
-    from .backbone import build_scheduler, build_unet, build_vae
-
-    torch.manual_seed(seed)
-    bb = preset.backbone
-    res = preset.data.resolution
-    cfg = SynthConfig(height=res, width=res, num_classes=len(CLASS_NAMES), lowres_factor=preset.data.lowres_factor,
-                      window=window or preset.stage("dmd").window)
-    ch = tuple(bb.unet_channels)
-    emb = CONTROL_EMBEDDING if ch[0] >= CONTROL_EMBEDDING[-1] // 2 else tuple(max(4, ch[0] // 4) for _ in range(4))
-    return SynthModel.from_components(build_unet(bb, res // 8), build_vae(bb), cfg, scheduler=build_scheduler(bb),
-                                      controlnet_embedding_channels=emb,
-                                      motion_heads=max(1, ch[0] // 16) if ch[0] % 16 == 0 else 1)
-
-
-def load_model(preset: Preset, root: Path):
-    from semcomm_ros.synth import SynthModel
-
-    path = root / MODEL
-    if not (path / "synthesizer.json").is_file():
-        model = assemble_model(preset, root)
-        model.save_pretrained(path)
-    return SynthModel.from_pretrained(path)
-
-
-def save_part(model, stage: str, root: Path) -> None:
-    """Write the trained part into the model directory (other parts untouched)."""
-    parts = model.config.parts
-    key = {"psi": "controlnet", "omega": "restoration_adapter", "phi": "temporal_adapter"}[stage]
-    model.save_module(stage, root / MODEL / parts[key])
-
-
-def add_noise(model, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; t is [B] for x0 [B, F, C, h, w]."""
-    return model.add_noise(x0, t, eps)
-
-
-def object_weights(labels: torch.Tensor, latent_hw: tuple[int, int], object_weight: float) -> torch.Tensor | None:
-    """Per-latent-cell loss weights 1 + w * (share of object pixels in the cell), or None if w = 0.
-
-    The table fills ~90 % of a tabletop frame: an unweighted Eq. 3 spends the small denoiser's
-    capacity on table texture and renders objects as faint blobs, which is what the segmenter
-    (and the operator) needs to see. Shape: labels [..., H, W] -> [..., 1, h, w].
-    """
-    if not object_weight:
-        return None
-    lead = labels.shape[:-2]
-    obj = (labels > 0).float().reshape(-1, 1, *labels.shape[-2:])
-    share = F.adaptive_avg_pool2d(obj, latent_hw)
-    return (1.0 + object_weight * share).reshape(*lead, 1, *latent_hw)
-
-
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE, weighted and normalised by the mean weight (the loss keeps plain MSE's scale)."""
-    if weight is None:
-        return F.mse_loss(pred, target)
-    weight = weight.to(pred.dtype).expand_as(pred)
-    return (weight * (pred - target).pow(2)).mean() / weight.mean()
+from .data import BatchSampler, ClipSet, flip_array
+from .losses import batch_generator, object_weights, weighted_mse
+from .trainer import Plan, count_params
 
 
 # -- latent caches ------------------------------------------------------------------------------
@@ -194,7 +105,9 @@ def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
 
 
 def stage_data(model, preset: Preset, cfg: StageConfig, root: Path, progress: bool):
-    clips = build_clipset(preset.data, degradation=cfg.degradation, progress=progress)
+    from .sources import load_clips
+
+    clips = load_clips(preset.data, degradation=cfg.degradation, progress=progress)
     enc = EncodedClips.build(model, clips, _cache_file(root, preset, cfg.degradation), progress=progress)
     return clips, enc
 
@@ -246,12 +159,12 @@ class ControlStage(_AdapterStage):
     stage_param = "psi"
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
-        generator = _generator(batch, generator)
+        generator = batch_generator(batch, generator)
         x0, _, labels = self.batch_tensors(batch)
         b = x0.shape[0]
         t = self.timesteps(b, generator, x0.device)
         eps = self.noise(x0.shape, generator, x0.device)
-        pred = self.model.predict_noise(add_noise(self.model, x0, eps, t), t, labels=labels, temporal="off",
+        pred = self.model.predict_noise(self.model.add_noise(x0, t, eps), t, labels=labels, temporal="off",
                                         lambda_c=self.cfg.lambda_c, lambda_r=0.0)
         return weighted_mse(pred, self.model.target(x0, eps, t), self.weights(labels, x0))
 
@@ -263,14 +176,14 @@ class RestorationStage(_AdapterStage):
     stage_param = "omega"
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
-        generator = _generator(batch, generator)
+        generator = batch_generator(batch, generator)
         x0, d0, labels = self.batch_tensors(batch)
         b = x0.shape[0]
         t = self.timesteps(b, generator, x0.device)
         eps = self.noise(x0.shape, generator, x0.device)
         deg = self.model.degraded_input(d0, t, self.noise(d0.shape, generator, x0.device))
         ctl = self.cfg.with_control
-        pred = self.model.predict_noise(add_noise(self.model, x0, eps, t), t, labels=labels if ctl else None,
+        pred = self.model.predict_noise(self.model.add_noise(x0, t, eps), t, labels=labels if ctl else None,
                                         degraded_latents=deg, temporal="off",
                                         lambda_c=self.cfg.lambda_c if ctl else 0.0, lambda_r=self.cfg.lambda_r)
         return weighted_mse(pred, self.model.target(x0, eps, t), self.weights(labels, x0))
@@ -301,12 +214,12 @@ class TeacherStage(_AdapterStage):
         return dict(x_t=x_t, t=t, labels=labels, degraded_latents=deg, temporal=temporal)
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
-        generator = _generator(batch, generator)
+        generator = batch_generator(batch, generator)
         x0, d0, labels = self.batch_tensors(batch)
         b, dev = x0.shape[0], x0.device
         t = self.timesteps(b, generator, dev)
         eps = self.noise(x0.shape, generator, dev)
-        kw = self.conditioned(add_noise(self.model, x0, eps, t), t, labels, d0,
+        kw = self.conditioned(self.model.add_noise(x0, t, eps), t, labels, d0,
                               self.noise(d0.shape, generator, dev), "bidirectional")
         return weighted_mse(self.model.predict_noise(**kw), self.model.target(x0, eps, t), self.weights(labels, x0))
 
@@ -338,7 +251,7 @@ class LCMStage(_DistillStage):
         self.samples = samples  # x0 [S, K, C, h, w], deg0, labels from the teacher (sample_teacher)
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
-        generator = _generator(batch, generator)
+        generator = batch_generator(batch, generator)
         s = self.samples
         idx = torch.as_tensor(batch["sample"])
         dev = self.model.null_embedding.device
@@ -349,11 +262,11 @@ class LCMStage(_DistillStage):
         t_lo = t_hi - skip
         eps = self.noise(x0.shape, generator, dev)
         dn = self.noise(d0.shape, generator, dev)
-        x_hi = add_noise(self.model, x0, eps, t_hi)
+        x_hi = self.model.add_noise(x0, t_hi, eps)
         with torch.no_grad():
             e_hi = self.eps_with(self.teacher, self.conditioned(x_hi, t_hi, labels, d0, dn, "bidirectional"))
             x0_hat, eps_hat = self.model.split_output(x_hi, e_hi, t_hi)
-            x_lo = add_noise(self.model, x0_hat, eps_hat, t_lo)  # DDIM: Psi(x_{t+s}, t+s, t)
+            x_lo = self.model.add_noise(x0_hat, t_lo, eps_hat)  # DDIM: Psi(x_{t+s}, t+s, t)
             target = self.eps_with(self.teacher, self.conditioned(x_lo, t_lo, labels, d0, dn, "bidirectional"))
         pred = self.model.predict_noise(**self.conditioned(x_lo, t_lo, labels, d0, dn, "causal"))
         return F.mse_loss(pred, target)
@@ -397,7 +310,7 @@ class DMDStage(_DistillStage):
         return x
 
     def forward(self, batch, step: int = 0, phase: str = "student", generator=None):
-        generator = _generator(batch, generator)
+        generator = batch_generator(batch, generator)
         x0, d0, labels = self.batch_tensors(batch)
         b, dev = x0.shape[0], x0.device
         if phase == "student":
@@ -407,7 +320,7 @@ class DMDStage(_DistillStage):
             eps = self.noise(fake.shape, generator, dev)
             dn = self.noise(d0.shape, generator, dev)
             with torch.no_grad():
-                x_t = add_noise(self.model, fake.detach(), eps, t)
+                x_t = self.model.add_noise(fake.detach(), t, eps)
                 kw = self.conditioned(x_t, t, labels, d0, dn, "bidirectional")
                 real_x0 = self.model.split_output(x_t, self.eps_with(self.teacher, kw), t)[0]
                 fake_x0 = self.model.split_output(x_t, self.eps_with(self.critic, kw), t)[0]
@@ -419,7 +332,7 @@ class DMDStage(_DistillStage):
             fake = self._fake if self._fake is not None else self.generate(x0.shape, labels, d0, generator, dev).detach()
             t = self.timesteps(b, generator, dev)
             eps = self.noise(fake.shape, generator, dev)
-            kw = self.conditioned(add_noise(self.model, fake, eps, t), t, labels, d0,
+            kw = self.conditioned(self.model.add_noise(fake, t, eps), t, labels, d0,
                                   self.noise(d0.shape, generator, dev), "bidirectional")
             return F.mse_loss(self.eps_with(self.critic, kw), self.model.target(fake, eps, t))
         raise ValueError(f"DMD has phases 'student' and 'critic', got {phase!r}")
@@ -451,77 +364,75 @@ def sample_teacher(model, teacher_phi, enc: EncodedClips, clips: ClipSet, cfg: S
             if j == len(ts) - 1:
                 x = x0
             else:
-                x = add_noise(model, x0, eps, torch.full((1,), int(ts[j + 1]), device=dev, dtype=torch.long))
+                x = model.add_noise(x0, torch.full((1,), int(ts[j + 1]), device=dev, dtype=torch.long), eps)
         out["x0"].append(x.cpu())
         out["deg0"].append(d0.cpu())
         out["labels"].append(labels.cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-# -- stage runners -----------------------------------------------------------------------------
-def _trainer(stage_mod, cfg, root, name, batch_fn, progress, mixed_precision, phases=None, phase_lr=None):
-    return Trainer(stage_mod, cfg, root / name, batch_fn, phases=phases, phase_lr=phase_lr, progress=progress,
-                   mixed_precision=mixed_precision)
+# -- stage plans (run by pipeline.run_stage) --------------------------------------------------
+def _finish(root: Path, part: str, also=None):
+    """After training: save the adapter into the model directory and count parameters."""
+
+    def finish(st) -> dict:
+        m = st.model
+        if also is not None:
+            also(m)
+        save_part(m, part, root)
+        counts = m.parameter_counts()
+        return {"trainable_params": count_params(m.trainable_parameters(part)), "model_params": counts["total"],
+                "param_counts": counts}
+
+    return finish
 
 
-def _finish(trainer, stage_mod, model, part: str, root: Path, extra: dict | None = None) -> dict:
-    res = trainer.run() if extra is None else extra
-    m = trainer.unwrap().model
-    save_part(m, part, root)
-    counts = m.parameter_counts()
-    res.update({"trainable_params": count_params(m.trainable_parameters(part)), "model_params": counts["total"],
-                "param_counts": counts})
-    return res
-
-
-def _simple(stage_cls, part, name):
-    def run(preset: Preset, cfg: StageConfig, root: Path, resume: bool = False, progress: bool = True,
-            mixed_precision: str = "no") -> dict:
-        model = load_model(preset, root)
-        clips, enc = stage_data(model, preset, cfg, root, progress)
-        st = stage_cls(model, enc, cfg)
-        sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
-        tr = _trainer(st, cfg, root, name, sampler.batch, progress, mixed_precision)
-        if resume:
-            tr.load_checkpoint()
-        res = tr.run()
-        return _finish(tr, st, model, part, root, res)
-
-    return run
-
-
-run_control = _simple(ControlStage, "psi", "control")
-run_restoration = _simple(RestorationStage, "omega", "restoration")
-
-
-def run_teacher(preset, cfg, root, resume=False, progress=True, mixed_precision="no"):
-    model = load_model(preset, root)
+def _clip_plan(stage_cls, part: str, preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool,
+               also=None, model=None) -> Plan:
+    model = model if model is not None else load_model(preset, root)
     clips, enc = stage_data(model, preset, cfg, root, progress)
-    st = TeacherStage(model, enc, cfg)
     sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
-    tr = _trainer(st, cfg, root, "teacher", sampler.batch, progress, mixed_precision)
-    if resume:
-        tr.load_checkpoint()
-    res = tr.run()
-    m = tr.unwrap().model
-    m.save_module("phi", root / TEACHER)  # kept apart: lcm/dmd read it as the frozen teacher
-    return _finish(tr, st, model, "phi", root, res)
+    return Plan(stage_cls(model, enc, cfg), sampler.batch, _finish(root, part, also))
 
 
-def _load_teacher(root: Path):
+plan_control = partial(_clip_plan, ControlStage, "psi")
+plan_restoration = partial(_clip_plan, RestorationStage, "omega")
+
+
+def plan_teacher(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
+    model = load_model(preset, root)
+    if preset.pretrained.motion_adapter:  # fine-tune AnimateDiff's motion module (the paper's teacher)
+        from .pretrained import load_motion_adapter, load_phi_weights
+
+        load_phi_weights(model, load_motion_adapter(preset.pretrained.motion_adapter, model.unet),
+                         preset.pretrained.motion_adapter)
+    # kept apart from the model's phi: lcm/dmd read it as the frozen teacher
+    return _clip_plan(TeacherStage, "phi", preset, cfg, root, resume, progress, model=model,
+                      also=lambda m: m.save_module("phi", root / TEACHER))
+
+
+def load_teacher(preset: Preset, root: Path, unet):
+    """The frozen teacher phi: the teacher stage's, else the pretrained motion adapter."""
     from diffusers import MotionAdapter
 
     from semcomm_ros.synth.temporal_adapter import TemporalAdapter
 
-    if not (root / TEACHER).is_dir():
-        raise FileNotFoundError(f"no teacher Temporal Adapter under {root / TEACHER}; run `semcomm train teacher` first")
-    return TemporalAdapter(MotionAdapter.from_pretrained(root / TEACHER, local_files_only=True))
+    if (root / TEACHER).is_dir():
+        return TemporalAdapter(MotionAdapter.from_pretrained(root / TEACHER, local_files_only=True))
+    if preset.pretrained.motion_adapter:
+        from .pretrained import load_motion_adapter
+
+        return TemporalAdapter(load_motion_adapter(preset.pretrained.motion_adapter, unet))
+    raise FileNotFoundError(f"no teacher Temporal Adapter under {root / TEACHER}; run `semcomm train teacher` first "
+                            "(or pass --motion-adapter, an AnimateDiff motion module)")
 
 
-def run_lcm(preset, cfg, root, resume=False, progress=True, mixed_precision="no"):
+def plan_lcm(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
     model = load_model(preset, root)
-    teacher = _load_teacher(root)
-    model.temporal.load_state_dict(teacher.state_dict())  # student initialised from the teacher
+    teacher = load_teacher(preset, root, model.unet)
+    from .pretrained import load_phi_weights
+
+    load_phi_weights(model, teacher.motion, "the teacher")  # the student starts as the teacher
     clips, enc = stage_data(model, preset, cfg, root, progress)
     samples_file = root / "cache" / "teacher_samples.pt"
     if resume and samples_file.is_file():
@@ -530,33 +441,23 @@ def run_lcm(preset, cfg, root, resume=False, progress=True, mixed_precision="no"
         samples = sample_teacher(model, teacher, enc, clips, cfg, progress)
         samples_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(samples, samples_file)
-    st = LCMStage(model, enc, cfg, teacher, samples)
     n = samples["x0"].shape[0]
 
     def batch_fn(step):
         rng = np.random.default_rng([cfg.seed, step])
         return {"sample": rng.integers(0, n, cfg.batch_size)}
 
-    tr = _trainer(st, cfg, root, "lcm", batch_fn, progress, mixed_precision)
-    if resume:
-        tr.load_checkpoint()
-    res = tr.run()
-    res["teacher_samples"] = n
-    return _finish(tr, st, model, "phi", root, res)
+    return Plan(LCMStage(model, enc, cfg, teacher, samples), batch_fn, _finish(root, "phi"),
+                info={"teacher_samples": n})
 
 
-def run_dmd(preset, cfg, root, resume=False, progress=True, mixed_precision="no"):
+def plan_dmd(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
     model = load_model(preset, root)
-    teacher = _load_teacher(root)
+    teacher = load_teacher(preset, root, model.unet)
     critic = copy.deepcopy(teacher)  # the critic starts as the teacher (bidirectional)
     clips, enc = stage_data(model, preset, cfg, root, progress)
     st = DMDStage(model, enc, cfg, teacher, critic)
     sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
-    phases = {"student": st.student_parameters(), "critic": st.critic_parameters()}
-    tr = _trainer(st, cfg, root, "dmd", sampler.batch, progress, mixed_precision, phases=phases,
-                  phase_lr={"critic": cfg.critic_lr or cfg.lr})
-    if resume:
-        tr.load_checkpoint()
-    res = tr.run()
-    res["critic_params"] = count_params(st.critic_parameters())
-    return _finish(tr, st, model, "phi", root, res)
+    return Plan(st, sampler.batch, _finish(root, "phi"),
+                phases={"student": st.student_parameters(), "critic": st.critic_parameters()},
+                phase_lr={"critic": cfg.critic_lr or cfg.lr}, info={"critic_params": count_params(st.critic_parameters())})

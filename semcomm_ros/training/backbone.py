@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..synth.backbone import load_vae as _load_vae_dir
+from ..synth import backbone as sbb
 from .config import BackboneConfig
 from .data import ClipSet, flip_array, to_tensor_images
+from .losses import batch_generator, image_gradient_l1, object_weights, weighted_mse
 
 
 def build_vae(cfg: BackboneConfig):
@@ -70,19 +71,6 @@ def null_embedding(cfg: BackboneConfig, batch: int = 1) -> torch.Tensor:
     return torch.zeros(batch, 1, cfg.cross_attention_dim)
 
 
-def _generator(batch, generator):
-    """A batch may carry its own noise seed ("seed"): the loss on a fixed batch is then a fixed function."""
-    if generator is None and isinstance(batch, dict) and "seed" in batch:
-        return torch.Generator().manual_seed(int(batch["seed"]))
-    return generator
-
-
-def image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    dxa, dxb = a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]
-    dya, dyb = a[..., 1:, :] - a[..., :-1, :], b[..., 1:, :] - b[..., :-1, :]
-    return (dxa - dxb).abs().mean() + (dya - dyb).abs().mean()
-
-
 class VAEStage(nn.Module):
     """Autoencoder training: L1 + gradient L1 reconstruction with a small latent penalty.
 
@@ -102,7 +90,7 @@ class VAEStage(nn.Module):
         return [p for p in self.vae.parameters()]
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator: torch.Generator | None = None):
-        generator = _generator(batch, generator)
+        generator = batch_generator(batch, generator)
         x = batch["x"] if "x" in batch else to_tensor_images(batch["frames"]).flatten(0, 1)
         x = x.to(next(self.parameters()).device)
         w = None
@@ -188,27 +176,20 @@ class BackboneStage(nn.Module):
         return list(self.unet.parameters())
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator: torch.Generator | None = None):
-        generator = _generator(batch, generator)
+        generator = batch_generator(batch, generator)
         x0 = batch["latents"] if "latents" in batch else self.cache.lookup(batch, 1).flatten(0, 1)
         dev = self.null.device
         x0 = x0.to(dev)
         b = x0.shape[0]
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator).to(dev)
         eps = torch.randn(x0.shape, generator=generator).to(dev)
-        xt = self.scheduler.add_noise(x0, eps, t)
+        xt = sbb.add_noise(self.scheduler, x0, t, eps)
         pred = self.unet(xt, t, self.null.expand(b, -1, -1)).sample
-        ptype = self.scheduler.config.prediction_type
-        target = {"epsilon": eps, "sample": x0}.get(ptype)
-        if target is None:
-            target = self.scheduler.get_velocity(x0, eps, t)
+        target = sbb.diffusion_target(self.scheduler, x0, eps, t)
         weight = None
         if self.object_weight and "labels" in batch:
-            from .adapters import object_weights
-
             lab = torch.as_tensor(np.asarray(batch["labels"])).reshape(b, *np.asarray(batch["labels"]).shape[-2:])
             weight = object_weights(lab, tuple(x0.shape[-2:]), self.object_weight).to(dev)
-        from .adapters import weighted_mse
-
         return weighted_mse(pred, target, weight)
 
 
@@ -227,20 +208,3 @@ def save_backbone(out: str | Path, vae, unet, scaling_factor: float, cfg: Backbo
                 k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
     (out / "backbone.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
-
-
-def load_vae(path: str | Path):
-    p = Path(path)
-    if not (p / "vae").is_dir():
-        raise FileNotFoundError(f"no trained VAE under {p / 'vae'}; run `semcomm train vae` first")
-    vae = _load_vae_dir(p / "vae", "AutoencoderTiny")
-    return vae, float(vae.config.scaling_factor)
-
-
-def load_unet(path: str | Path):
-    from diffusers import UNet2DConditionModel
-
-    p = Path(path)
-    if not (p / "unet").is_dir():
-        raise FileNotFoundError(f"no trained UNet under {p / 'unet'}; run `semcomm train backbone` first")
-    return UNet2DConditionModel.from_pretrained(p / "unet")

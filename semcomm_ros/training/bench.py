@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import torch
 
+from .assembly import random_model
 from .config import STAGES, get_preset
 
 
@@ -80,7 +81,7 @@ def time_stages(preset_name: str, steps: int) -> dict:
     from pathlib import Path
 
     tmp = Path(tempfile.mkdtemp(prefix="semcomm-bench-train-"))
-    model = ad.random_model(preset)
+    model = random_model(preset)
     enc = ad.EncodedClips.build(model, clips, cache_file=None, progress=False)
     teacher = copy.deepcopy(model.temporal)
     for stage in STAGES:
@@ -96,19 +97,19 @@ def time_stages(preset_name: str, steps: int) -> dict:
             mod = BackboneStage(preset.backbone, lat)
             batch_fn = lambda s: {"latents": enc.clean[:, 0, 0][:cfg.batch_size]}  # noqa: E731
         elif stage == "control":
-            mod = ad.ControlStage(ad.random_model(preset), enc, cfg)
+            mod = ad.ControlStage(random_model(preset), enc, cfg)
         elif stage == "restoration":
-            mod = ad.RestorationStage(ad.random_model(preset), enc, cfg)
+            mod = ad.RestorationStage(random_model(preset), enc, cfg)
         elif stage == "teacher":
-            mod = ad.TeacherStage(ad.random_model(preset), enc, cfg)
+            mod = ad.TeacherStage(random_model(preset), enc, cfg)
         elif stage == "lcm":
-            m = ad.random_model(preset)
+            m = random_model(preset)
             samples = ad.sample_teacher(m, teacher, enc, clips, replace(cfg, teacher_samples=2, teacher_steps=2),
                                         progress=False)
             mod = ad.LCMStage(m, enc, cfg, teacher, samples)
             batch_fn = lambda s: {"sample": [0, 1][:cfg.batch_size] * cfg.batch_size}  # noqa: E731
         else:
-            m = ad.random_model(preset)
+            m = random_model(preset)
             mod = ad.DMDStage(m, enc, cfg, teacher, copy.deepcopy(teacher))
             phases = {"student": mod.student_parameters(), "critic": mod.critic_parameters()}
         tr = Trainer(mod, cfg, tmp / stage, batch_fn, phases=phases, progress=False, cpu=True)
@@ -128,10 +129,8 @@ def _fmt(n: int) -> str:
 
 def run(args) -> int:
     torch.set_num_threads(max(1, args.threads))
-    from . import adapters as ad
-
     report = {}
-    model = ad.random_model(get_preset(args.params_preset))
+    model = random_model(get_preset(args.params_preset))
     tab = stage_parameter_table(model)
     report["params"] = {args.params_preset: tab}
     print(f"Trainable parameters per stage ({args.params_preset} preset; whole model {tab['total']:,}):")

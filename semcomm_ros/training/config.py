@@ -81,6 +81,19 @@ class DataConfig:
     # "codec" degradation: the robot codes its camera frames (this size, square), not the training
     # frames; the low-res stream's coded size and quantizers follow the camera size and the rate
     camera_resolution: int = 512
+    # own recordings instead of the procedural tabletop scenes (training/sources.py): a rosbag2
+    # folder, or a folder of MP4 files / image sequences; "" = procedural scenes
+    source: str = ""
+    image_topic: str = ""  # rosbag2: the camera topic (sensor_msgs/Image or CompressedImage)
+    label_topic: str = ""  # rosbag2: a mono8 label topic; "" = labelled by the segmenter
+    # class list (YAML, `classes: [name0, name1, ...]`, id 0 = background); "" = the tabletop classes
+    classes: str = ""
+    segmenter: str = ""  # pseudo-labels: segmentation config YAML; "" = the shipped config/segmentation.yaml
+
+
+#: DataConfig fields that say where recorded clips come from; left out of the procedural clips'
+#: cache key, so that caches rendered before they existed stay valid
+SOURCE_FIELDS = ("source", "image_topic", "label_topic", "classes", "segmenter")
 
 
 @dataclass
@@ -116,11 +129,26 @@ class BackboneConfig:
 
 
 @dataclass
+class PretrainedConfig:
+    """Local public checkpoints the paper starts from (paper V-D); nothing is ever downloaded."""
+
+    # a diffusers Stable Diffusion folder (model_index.json, unet/, vae/, scheduler/,
+    # text_encoder/, tokenizer/) or a single .safetensors checkpoint: the frozen backbone
+    backbone: str = ""
+    # for a single-file backbone: a diffusers SD folder holding the configs and tokenizer
+    # ("" = diffusers' own defaults, from its local cache only)
+    backbone_config: str = ""
+    motion_adapter: str = ""  # AnimateDiff MotionAdapter folder or single file: the teacher phi
+    controlnet: str = ""  # diffusers ControlNet folder: the initial psi
+
+
+@dataclass
 class Preset:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     stages: dict[str, StageConfig] = field(default_factory=dict)
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
 
     def stage(self, name: str) -> StageConfig:
         if name not in STAGES:
@@ -133,6 +161,7 @@ class Preset:
             "data": dataclasses.asdict(self.data),
             "backbone": dataclasses.asdict(self.backbone),
             "stages": {k: v.to_dict() for k, v in self.stages.items()},
+            "pretrained": dataclasses.asdict(self.pretrained),
         }
 
     @classmethod
@@ -146,6 +175,7 @@ class Preset:
             data=DataConfig(**d.get("data", {})),
             backbone=BackboneConfig(**bb),
             stages={k: StageConfig(**v) for k, v in d.get("stages", {}).items()},
+            pretrained=PretrainedConfig(**d.get("pretrained", {})),
         )
 
     def save(self, path: str | Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import DataConfig
+from .config import SOURCE_FIELDS, DataConfig
 
 CACHE_DIR = Path(os.environ.get("SEMCOMM_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "training"
 DEGRADATIONS = ("codec", "realesrgan", "mixed")
@@ -103,7 +103,8 @@ def codec_degrade(frames: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 def _key(cfg: DataConfig, degradation: str) -> str:
     # v3: "codec" degrades camera-sized renders through the session-2 low-res rate control
-    blob = json.dumps({"cfg": asdict(cfg), "deg": degradation, "v": 3}, sort_keys=True).encode()
+    d = {k: v for k, v in asdict(cfg).items() if k not in SOURCE_FIELDS or cfg.source}
+    blob = json.dumps({"cfg": d, "deg": degradation, "v": 3}, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:12]
 
 

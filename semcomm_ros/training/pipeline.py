@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .config import STAGES, Preset
-from .trainer import Trainer, count_params
+from . import adapters
+from .config import STAGES, Preset, StageConfig
+from .trainer import Plan, Trainer, count_params
 
 
 def _threads() -> None:
@@ -57,13 +58,15 @@ def run_stage(stage: str, preset: Preset, root: str | Path, resume: bool = False
     if cfg.steps <= 0:
         raise ValueError(f"stage {stage!r} has 0 steps in preset {preset.name!r} (the paper uses pretrained weights "
                          "for it); pass --steps")
-    fn = {"vae": _vae, "backbone": _backbone}.get(stage)
-    if fn is None:
-        from . import adapters
-
-        fn = getattr(adapters, f"run_{stage}")
     t0 = time.time()
-    info = fn(preset, cfg, root, resume=resume, progress=progress, mixed_precision=mixed_precision)
+    plan = STAGE_PLANS[stage](preset, cfg, root, resume=resume, progress=progress)
+    trainer = Trainer(plan.module, cfg, root / stage, plan.batch_fn, phases=plan.phases, phase_lr=plan.phase_lr,
+                      progress=progress, mixed_precision=mixed_precision)
+    if resume:
+        trainer.load_checkpoint()
+    info = trainer.run()
+    info.update(plan.info)
+    info.update(plan.finish(trainer.unwrap()))
     info.update({"stage": stage, "wall_s_this_run": round(time.time() - t0, 1), "steps_config": cfg.steps,
                  "batch_size": cfg.batch_size, "lr": cfg.lr, "device": _device_name()})
     _record(root, stage, info)
@@ -79,35 +82,34 @@ def _device_name() -> str:
     return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
 
 
-def _clips(preset: Preset, degradation: str = "realesrgan", progress: bool = True):
-    from .data import build_clipset
+def _clips(preset: Preset, progress: bool = True):
+    from .sources import load_clips
 
-    return build_clipset(preset.data, degradation=degradation, progress=progress)
+    # the vae and backbone stages use no degraded frames; "realesrgan" is the cheap one to make
+    return load_clips(preset.data, degradation="realesrgan", progress=progress)
 
 
-def _vae(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mixed_precision: str) -> dict:
+def _plan_vae(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
+    from semcomm_ros.synth.backbone import load_vae
+
     from .backbone import VAEStage, latent_scaling_factor, save_backbone
     from .data import BatchSampler
 
-    clips = _clips(preset, progress=progress)
+    clips = _clips(preset, progress)
     vae = None
     if cfg.init:
-        from .backbone import load_vae
-
-        vae, _ = load_vae(cfg.init)
+        vae = load_vae(Path(cfg.init) / "vae")
         vae.train().requires_grad_(True)
     stage = VAEStage(preset.backbone, vae, object_weight=cfg.object_weight)
-    sampler = BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed)
-    trainer = Trainer(stage, cfg, root / "vae", sampler.batch, progress=progress, mixed_precision=mixed_precision)
-    if resume:
-        trainer.load_checkpoint()
-    res = trainer.run()
-    vae = trainer.unwrap().vae.eval()
-    sf = latent_scaling_factor(vae, clips)
-    save_backbone(root / "model", vae, None, sf, preset.backbone)
-    res.update({"trainable_params": count_params(vae.parameters()), "scaling_factor": sf,
-                "heldout_psnr_db": vae_heldout_psnr(vae, preset)})
-    return res
+
+    def finish(st) -> dict:
+        vae = st.vae.eval()
+        sf = latent_scaling_factor(vae, clips)
+        save_backbone(root / "model", vae, None, sf, preset.backbone)
+        return {"trainable_params": count_params(vae.parameters()), "scaling_factor": sf,
+                "heldout_psnr_db": vae_heldout_psnr(vae, preset)}
+
+    return Plan(stage, BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed).batch, finish)
 
 
 @torch.no_grad()
@@ -126,31 +128,34 @@ def vae_heldout_psnr(vae, preset: Preset, seeds=(0, 1, 2, 3), frames: int = 8) -
     return round(float(10 * np.log10(255.0 ** 2 / np.mean(errs))), 2)
 
 
-def _backbone(preset: Preset, cfg, root: Path, resume: bool, progress: bool, mixed_precision: str) -> dict:
-    from .backbone import BackboneStage, LatentCache, load_vae, save_backbone
+def _plan_backbone(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
+    from semcomm_ros.synth.backbone import load_unet, load_vae
+
+    from .assembly import _trained, assemble_model
+    from .backbone import BackboneStage, LatentCache, save_backbone
     from .data import BatchSampler
 
-    clips = _clips(preset, progress=progress)
-    vae, sf = load_vae(root / "model")
+    clips = _clips(preset, progress)
+    vae = load_vae(_trained(root, "vae", "vae"))
+    sf = float(vae.config.scaling_factor)
     vae.eval().requires_grad_(False)
     cache = LatentCache.build(vae, clips, sf, progress=progress)
-    latent = cache.latents.shape[-1]
-    stage = BackboneStage(preset.backbone, latent, cache, object_weight=cfg.object_weight)
+    stage = BackboneStage(preset.backbone, cache.latents.shape[-1], cache, object_weight=cfg.object_weight)
     if cfg.init:
-        from .backbone import load_unet
+        stage.unet.load_state_dict(load_unet(Path(cfg.init) / "unet").state_dict())
 
-        stage.unet.load_state_dict(load_unet(cfg.init).state_dict())
-    sampler = BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed)
-    trainer = Trainer(stage, cfg, root / "backbone", sampler.batch, progress=progress,
-                      mixed_precision=mixed_precision)
-    if resume:
-        trainer.load_checkpoint()
-    res = trainer.run()
-    unet = trainer.unwrap().unet.eval()
-    save_backbone(root / "model", None, unet, sf, preset.backbone)
-    from .adapters import assemble_model
+    def finish(st) -> dict:
+        unet = st.unet.eval()
+        save_backbone(root / "model", None, unet, sf, preset.backbone)
+        # the synthesizer's model directory, with no-op adapters until their stages have run
+        assemble_model(preset, root).save_pretrained(root / "model")
+        return {"trainable_params": count_params(unet.parameters())}
 
-    # the synthesizer's model directory, with no-op adapters until their stages have run
-    assemble_model(preset, root).save_pretrained(root / "model")
-    res.update({"trainable_params": count_params(unet.parameters())})
-    return res
+    return Plan(stage, BatchSampler(clips, cfg.batch_size, frames=1, seed=cfg.seed).batch, finish)
+
+
+#: stage name -> plan(preset, cfg, root, resume, progress): every stage runs through run_stage
+STAGE_PLANS = {"vae": _plan_vae, "backbone": _plan_backbone, "control": adapters.plan_control,
+               "restoration": adapters.plan_restoration, "teacher": adapters.plan_teacher,
+               "lcm": adapters.plan_lcm, "dmd": adapters.plan_dmd}
+assert tuple(STAGE_PLANS) == STAGES

@@ -21,6 +21,7 @@ import math
 import re
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,19 @@ def set_seed(seed: int) -> None:
     from accelerate.utils import set_seed as _set
 
     _set(seed)
+
+
+@dataclass
+class Plan:
+    """What one stage hands the generic runner (pipeline.run_stage): its module, its batches, what to
+    do with the trained module (``finish`` returns figures to record), and per-phase optimiser setup."""
+
+    module: nn.Module
+    batch_fn: Callable[[int], dict]
+    finish: Callable[[nn.Module], dict]
+    phases: dict[str, list[nn.Parameter]] | None = None
+    phase_lr: dict[str, float] | None = None
+    info: dict = field(default_factory=dict)  # figures known before training
 
 
 class Trainer:

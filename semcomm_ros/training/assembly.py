@@ -1,0 +1,119 @@
+"""One model builder: the ``SynthModel`` that every stage trains and that benchmarks and tests use.
+
+``build_model`` puts a backbone (UNet + VAE + noise schedule + null embedding) and the three
+adapters together for a preset; ``adapter_shapes`` is the one rule for the adapters' widths.
+Where the backbone comes from is the only difference between the callers:
+
+- ``assemble_model``: the run directory's trained ``vae/`` + ``unet/`` (stages vae, backbone), or a
+  local Stable Diffusion folder / single file (``preset.pretrained.backbone``, the paper's setup);
+- ``random_model``: random weights of the preset's architecture (benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import Preset
+from .backbone import build_scheduler, build_unet, build_vae
+
+#: ControlNet hint encoder widths of the compact backbones (diffusers' default 16/32/96/256 costs
+#: as much as the backbone at 128x128 on a CPU)
+CONTROL_EMBEDDING = (16, 32, 32, 64)
+#: an SD-sized backbone gets the public checkpoints' shapes: ControlNet's hint encoder and
+#: AnimateDiff's 8 motion heads, so that released weights load into them
+SD_CONTROL_EMBEDDING = (16, 32, 96, 256)
+SD_MOTION_HEADS = 8
+MODEL = "model"
+TEACHER = "teacher_temporal"
+
+
+def adapter_shapes(unet) -> dict:
+    """ControlNet hint-encoder widths and motion heads for a backbone UNet (from_components kwargs)."""
+    ch = tuple(unet.config.block_out_channels)
+    if ch[0] >= 256:
+        return {"controlnet_embedding_channels": SD_CONTROL_EMBEDDING, "motion_heads": SD_MOTION_HEADS}
+    emb = CONTROL_EMBEDDING if ch[0] >= CONTROL_EMBEDDING[-1] // 2 else tuple(max(4, ch[0] // 2) for _ in range(4))
+    return {"controlnet_embedding_channels": emb, "motion_heads": max(1, ch[0] // 16) if ch[0] % 16 == 0 else 1}
+
+
+def num_classes(preset: Preset) -> int:
+    from .sources import class_names
+
+    return len(class_names(preset.data))
+
+
+def build_model(preset: Preset, unet, vae, scheduler=None, null_embedding: torch.Tensor | None = None,
+                window: int | None = None, controlnet="new", temporal="new"):
+    """The synthesizer model of ``preset`` around a backbone; adapters "new" unless given."""
+    from semcomm_ros.synth import SynthConfig, SynthModel
+
+    res = preset.data.resolution
+    extra = {"window": window} if window else {}
+    if null_embedding is not None:
+        extra["null_tokens"] = int(null_embedding.shape[1])
+    cfg = SynthConfig(height=res, width=res, num_classes=num_classes(preset), lowres_factor=preset.data.lowres_factor,
+                      vae_class=type(vae).__name__, noise=preset.backbone.noise, **extra)
+    return SynthModel.from_components(unet, vae, cfg, scheduler=scheduler or build_scheduler(preset.backbone),
+                                      null_embedding=null_embedding, controlnet=controlnet, temporal=temporal,
+                                      **adapter_shapes(unet))
+
+
+def random_model(preset: Preset, seed: int = 0, window: int | None = None):
+    """The preset's full architecture with random backbone weights (benchmarks, tests)."""
+    torch.manual_seed(seed)
+    bb, res = preset.backbone, preset.data.resolution
+    return build_model(preset, build_unet(bb, res // 8), build_vae(bb), window=window or preset.stage("dmd").window)
+
+
+def _trained(root: Path, part: str, stage: str) -> Path:
+    path = root / MODEL / part
+    if not path.is_dir():
+        raise FileNotFoundError(f"no trained {part} under {path}; run `semcomm train {stage}` first"
+                                + (" (or pass --pretrained DIR, a Stable Diffusion folder)" if stage == "vae" or
+                                   stage == "backbone" else ""))
+    return path
+
+
+def assemble_model(preset: Preset, root: Path):
+    """The backbone (trained by the vae/backbone stages, or pretrained) + fresh adapters."""
+    from semcomm_ros.synth import backbone as sbb
+
+    src = preset.pretrained
+    if src.backbone:
+        from semcomm_ros.synth.temporal_adapter import TemporalAdapter
+
+        from .pretrained import load_backbone, load_controlnet, load_motion_adapter
+
+        unet, vae, scheduler, null = load_backbone(src.backbone, src.backbone_config)
+        controlnet = temporal = "new"
+        if src.controlnet:
+            controlnet = load_controlnet(src.controlnet, unet, num_classes(preset), preset.data)
+        if src.motion_adapter:  # phi starts as AnimateDiff's motion module, the paper's teacher
+            temporal = TemporalAdapter(load_motion_adapter(src.motion_adapter, unet))
+        return build_model(preset, unet, vae, scheduler=scheduler, null_embedding=null, controlnet=controlnet,
+                           temporal=temporal)
+    if preset.stage("backbone").steps <= 0 and not (root / MODEL / "unet").is_dir():
+        raise FileNotFoundError(f"preset {preset.name!r} starts from a pretrained backbone: pass --pretrained DIR "
+                                "(a local diffusers Stable Diffusion folder, or a single .safetensors file)")
+    unet = sbb.load_unet(_trained(root, "unet", "backbone"))
+    vae = sbb.load_vae(_trained(root, "vae", "vae"))
+    return build_model(preset, unet, vae)
+
+
+def load_model(preset: Preset, root: Path):
+    """The run's model directory, assembled on first use."""
+    from semcomm_ros.synth import SynthModel
+
+    path = root / MODEL
+    if not (path / "synthesizer.json").is_file():
+        assemble_model(preset, root).save_pretrained(path)
+    return SynthModel.from_pretrained(path)
+
+
+def save_part(model, stage: str, root: Path) -> None:
+    """Write the trained adapter (psi, omega or phi) into the model directory (other parts untouched)."""
+    parts = model.config.parts
+    key = {"psi": "controlnet", "omega": "restoration_adapter", "phi": "temporal_adapter"}[stage]
+    model.save_module(stage, root / MODEL / parts[key])
