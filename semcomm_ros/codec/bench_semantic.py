@@ -142,7 +142,8 @@ class _BoundStats:
         import math
 
         from semcomm_ros.codec.contours import ONE, extract_regions, simplify
-        from semcomm_ros.codec.semantic import _quantize_contour, _step16
+        from semcomm_ros.codec.semantic.intra import quantize_contour
+        from semcomm_ros.codec.semantic.state import step16
 
         h, w = labels.shape
         if not iframe:
@@ -156,10 +157,10 @@ class _BoundStats:
             return
         n_labels = max(r.label for r in regions) + 1
         self.i_fixed_bits += 8 + len(regions) * (math.log2(n_labels) + math.log2(w) + math.log2(h))
-        step = _step16(enc.q_symbols, h, w)
+        step = step16(enc.q_symbols, h, w)
         for r in regions:
             pts = simplify(r.contour, float(enc.xi))
-            syms, _ = _quantize_contour(pts, (int(pts[0, 0]) * ONE, int(pts[0, 1]) * ONE), step, enc.q_symbols, h, w)
+            syms, _ = quantize_contour(pts, (int(pts[0, 0]) * ONE, int(pts[0, 1]) * ONE), step, enc.q_symbols, h, w)
             self.diff_hist.update(syms.ravel().tolist())
 
     @staticmethod

@@ -1,0 +1,129 @@
+"""``SemanticEncoder``: label maps to packets; the I/P decision and the closed loop, then the
+profile's writer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from semcomm_ros.codec import entropy as ent
+from semcomm_ros.codec.contours import extract_regions, simplify
+from semcomm_ros.codec.packet import FRAME_I, FRAME_P, MAX_Q, MAX_SIDE, PROFILES, FrameHeader, pack
+from semcomm_ros.codec.semantic import intra
+from semcomm_ros.codec.semantic.decoder import SemanticDecoder
+from semcomm_ros.codec.semantic.profiles import CODERS, PROFILE_DEFAULTS
+
+
+class SemanticEncoder:
+    """``encode(labels) -> bytes`` for one frame of a 2-D uint8 class map.
+
+    Parameters (attributes; may change between frames, or use ``set_params``): ``xi`` line
+    simplification tolerance (px), ``period`` I-frame period P, ``q_symbols`` Q, ``profile``
+    ("paper" or "tracked"). A change of Q, profile or frame size makes the next frame an I-frame
+    (the decoder learns them from I-frames); xi and P act from the next frame on.
+    ``xi`` / ``period`` left at None take the profile's defaults (PROFILE_DEFAULTS): the paper's
+    xi = 6, P = 4, or the tracked profile's xi = 4, P = 32.
+    Tracked-profile knobs: ``keep_slack`` / ``update_slack`` (IoU an instance may lose against its
+    intra refresh before its pose is corrected / before it is re-sent as a new contour; default
+    0.14 each).
+    """
+
+    def __init__(
+        self,
+        xi: float | None = None,
+        period: int | None = None,
+        q_symbols: int = 256,
+        profile: str = "paper",
+        keep_slack: float | None = None,
+        update_slack: float | None = None,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        defaults = PROFILE_DEFAULTS[profile]
+        self.xi = defaults["xi"] if xi is None else xi
+        self.period = defaults["period"] if period is None else period
+        self.q_symbols = q_symbols
+        self.profile = profile
+        self.keep_slack = defaults["keep_slack"] if keep_slack is None else keep_slack
+        self.update_slack = defaults["update_slack"] if update_slack is None else update_slack
+        self.frame_index = 0  # index of the next frame (full, not modulo 256)
+        self.last_frame_type: str | None = None
+        self.stats = {"I": 0, "P": 0, "forced_I": 0, "keep": 0, "update": 0, "intra": 0, "drop": 0, "new": 0, "move": 0}
+        self._force = True
+        self._since_i = 0
+        self._mirror = SemanticDecoder()
+        self._sent: tuple | None = None  # (profile, Q, H, W) of the last I-frame
+        self._reference = None  # what the profile kept from the last I-frame for its P-frames
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        if not (2 <= int(self.q_symbols) <= MAX_Q):
+            raise ValueError(f"q_symbols must be in [2, {MAX_Q}], got {self.q_symbols}")
+        if not (1 <= int(self.period) <= 255):
+            raise ValueError(f"period must be in [1, 255], got {self.period}")
+        if not (0 <= float(self.xi) <= 63.75):
+            raise ValueError(f"xi must be in [0, 63.75] px, got {self.xi}")
+
+    def set_params(self, **params) -> None:
+        for k, v in params.items():
+            if k not in ("xi", "period", "q_symbols", "profile", "keep_slack", "update_slack"):
+                raise ValueError(f"unknown parameter {k!r}")
+            setattr(self, k, v)
+        self._validate()
+
+    def force_iframe(self) -> None:
+        """Make the next frame an I-frame (e.g. on a keyframe request after loss)."""
+        self._force = True
+
+    def encode(self, labels: np.ndarray) -> bytes:
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or labels.dtype != np.uint8:
+            raise ValueError(f"labels must be a 2-D uint8 class map, got {labels.dtype} {labels.shape}")
+        h, w = labels.shape
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise ValueError(f"label map size {w}x{h} outside 1..{MAX_SIDE}")
+        self._validate()
+        key = (self.profile, int(self.q_symbols), h, w)
+        iframe = self._force or self._sent != key or self._since_i >= int(self.period)
+        packet = None
+        if not iframe:
+            packet = self._encode_p(labels)
+            if packet is None:
+                self.stats["forced_I"] += 1
+                iframe = True
+        if iframe:
+            packet = self._encode_i(labels)
+            self._sent = key
+            self._force = False
+            self._since_i = 0
+        self._mirror.decode(packet)  # closed loop: the encoder predicts from what the decoder has
+        self._since_i += 1
+        self.frame_index += 1
+        self.last_frame_type = "I" if iframe else "P"
+        self.stats[self.last_frame_type] += 1
+        return packet
+
+    def reconstruction(self) -> np.ndarray:
+        """The label map the decoder shows after the last packet (the encoder's closed-loop copy)."""
+        return self._mirror._state.render()
+
+    def _encode_i(self, labels: np.ndarray) -> bytes:
+        h, w = labels.shape
+        canvas, regions = extract_regions(labels)
+        wr = ent.SymbolWriter()
+        intra.write_frame_head(wr, canvas, len(regions))
+        hdr = FrameHeader(self.frame_index & 0xFF, FRAME_I, profile=self.profile, height=h, width=w,
+                          q_symbols=int(self.q_symbols))
+        coder = CODERS[self.profile]
+        coder.write_iframe(wr, hdr, [(r.label, simplify(r.contour, float(self.xi)), None) for r in regions])
+        self._reference = coder.iframe_reference(labels, canvas)
+        return pack(FRAME_I, self.frame_index, wr.finish(), profile=self.profile, height=h, width=w,
+                    q_symbols=int(self.q_symbols), xi=float(self.xi), period=int(self.period))
+
+    def _encode_p(self, labels: np.ndarray) -> bytes | None:
+        st = self._mirror._state
+        if st is None:
+            return None
+        payload = CODERS[self.profile].write_pframe(self, labels, st, self._reference)
+        return None if payload is None else pack(FRAME_P, self.frame_index, payload)
