@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules are imported only when their subcommand runs, so ``--help`` stays
-fast (no torch import). A subcommand is listed only once its module exists.
+fast (no torch import). Benchmarks are the modules of ``semcomm_ros.bench`` (see its docstring).
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
-_PKG = Path(__file__).resolve().parent
+from semcomm_ros.bench import benches
 
 # name -> (module, one-line help). Order is the order of --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,36 +24,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bag": ("semcomm_ros.nodes.bag_cli", "record/inspect/replay rosbag2 files of the link topics"),
 }
 
-# benchmarks: ``semcomm bench <name>``
-BENCHES: dict[str, tuple[str, str]] = {
-    "semantic": ("semcomm_ros.codec.bench_semantic", "semantic codec rate-distortion (paper Fig. 6)"),
-    "lowres": ("semcomm_ros.codec.bench_lowres", "low-res stream rate control and HEVC/AV1/VP9 baselines"),
-    "seg": ("semcomm_ros.segmentation.bench", "segmenter mIoU and CPU latency"),
-    "synth": ("semcomm_ros.synth.bench", "synthesizer latency, KV-cache speed-up, parameter counts"),
-    "train": ("semcomm_ros.training.bench", "trainable parameters and seconds per step of each stage"),
-    "ros": ("semcomm_ros.nodes.bench", "end-to-end ROS latency, decoder FPS, rate controller"),
-}
-
-
-def _exists(module: str) -> bool:
-    rel = Path(*module.split(".")[1:])
-    return (_PKG / rel.with_suffix(".py")).is_file() or (_PKG / rel / "__init__.py").is_file()
-
-
-def _available(table: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    return {name: entry for name, entry in table.items() if _exists(entry[0])}
-
-
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semcomm",
         description="Ultra-low-bitrate generative semantic video communication (semcomm_ros).",
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, (_, help_) in _available(COMMANDS).items():
+    for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
-    if _available(BENCHES):
-        sub.add_parser("bench", help="benchmarks that print figures: " + ", ".join(_available(BENCHES)))
+    sub.add_parser("bench", help="benchmarks that print figures: " + ", ".join(benches()))
     return parser
 
 
@@ -68,27 +46,27 @@ def _run_module(module: str, prog: str, help_: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands, benches = _available(COMMANDS), _available(BENCHES)
     if not argv or argv[0] in ("-h", "--help"):
         _top_parser().print_help()
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name == "bench" and benches:
+    if name == "bench":
+        table = benches()
         if not rest or rest[0] in ("-h", "--help"):
             print("usage: semcomm bench <name> [options]\n\nbenchmarks:")
-            for bname, (_, help_) in benches.items():
+            for bname, (_, help_) in table.items():
                 print(f"  {bname:<10} {help_}")
             return 0 if rest else 2
-        if rest[0] not in benches:
-            print(f"semcomm bench: unknown benchmark {rest[0]!r}; choose from {', '.join(benches)}", file=sys.stderr)
+        if rest[0] not in table:
+            print(f"semcomm bench: unknown benchmark {rest[0]!r}; choose from {', '.join(table)}", file=sys.stderr)
             return 2
-        module, help_ = benches[rest[0]]
+        module, help_ = table[rest[0]]
         return _run_module(module, f"semcomm bench {rest[0]}", help_, rest[1:])
-    if name not in commands:
+    if name not in COMMANDS:
         _top_parser().print_usage(sys.stderr)
-        print(f"semcomm: unknown command {name!r}; choose from {', '.join([*commands, 'bench'])}", file=sys.stderr)
+        print(f"semcomm: unknown command {name!r}; choose from {', '.join([*COMMANDS, 'bench'])}", file=sys.stderr)
         return 2
-    module, help_ = commands[name]
+    module, help_ = COMMANDS[name]
     return _run_module(module, f"semcomm {name}", help_, rest)
 
 

@@ -7,15 +7,16 @@ from semcomm_ros import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_help_lists_existing_subcommands_only(capsys):
+def test_help_lists_every_subcommand_and_benchmark(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    present = [name for name, (mod, _) in cli.COMMANDS.items() if cli._exists(mod)]
-    for name in present:
-        assert name in out
-    for name, (mod, _) in cli.COMMANDS.items():
-        if not cli._exists(mod):
-            assert f"\n    {name} " not in out
+    for name in [*cli.COMMANDS, "bench"]:
+        assert f"\n    {name}" in out
+    assert cli.main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("semantic", "lowres", "seg", "synth", "train", "ros"):
+        assert f"\n  {name} " in out
+    assert cli.main(["bench", "nope"]) == 2
 
 
 def test_python_dash_m_matches_console_script():

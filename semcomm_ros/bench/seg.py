@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .train import HELDOUT_SEED0, generated_frames
+from semcomm_ros.segmentation.train import HELDOUT_SEED0, generated_frames
 
 
 def miou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import load_segmenter
-    from .degrade import down_up
+    from semcomm_ros.segmentation import load_segmenter
+    from semcomm_ros.segmentation.degrade import down_up
 
     opts = {}
     if args.weights:
@@ -120,12 +120,3 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(figures))
     return 0
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="semcomm bench seg", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

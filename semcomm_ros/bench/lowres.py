@@ -1,5 +1,7 @@
-"""``semcomm bench lowres``: the low-res stream's rate control and quality, and the full-res
-HEVC/AV1/VP9 baselines at the system's total rate (paper V-C, Table II).
+"""``semcomm bench lowres``: low-res stream rate control and HEVC/AV1/VP9 baselines.
+
+The low-res stream's rate control and quality, and the full-res HEVC/AV1/VP9 baselines at the
+system's total rate (paper V-C, Table II).
 
 On generated tabletop clips (512x512 -> 128x128, 10 fps): achieved kbps against each target,
 the worst 10 s sliding window (on longer continuous clips), PSNR / MS-SSIM of the decoded low-res

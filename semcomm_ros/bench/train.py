@@ -18,8 +18,8 @@ from dataclasses import replace
 
 import torch
 
-from .assembly import random_model
-from .config import STAGES, get_preset
+from semcomm_ros.training.assembly import random_model
+from semcomm_ros.training.config import STAGES, get_preset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,10 +69,10 @@ def sd15_parameter_table() -> dict:
 def time_stages(preset_name: str, steps: int) -> dict:
     import copy
 
-    from . import adapters as ad
-    from .backbone import BackboneStage, VAEStage
-    from .data import BatchSampler, build_clipset
-    from .trainer import Trainer
+    from semcomm_ros.training import adapters as ad
+    from semcomm_ros.training.backbone import BackboneStage, VAEStage
+    from semcomm_ros.training.data import BatchSampler, build_clipset
+    from semcomm_ros.training.trainer import Trainer
 
     preset = get_preset(preset_name)
     clips = build_clipset(preset.data, degradation="realesrgan", cache=preset_name != "tiny", progress=False)
@@ -122,7 +122,7 @@ def time_stages(preset_name: str, steps: int) -> dict:
 
 
 def _fmt(n: int) -> str:
-    from .trainer import fmt_count
+    from semcomm_ros.training.trainer import fmt_count
 
     return fmt_count(int(n))
 
