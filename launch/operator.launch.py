@@ -2,13 +2,15 @@
 /semcomm and publishing synthesized, decoded_labels, decoded_lowres and diagnostics.
 
     ros2 launch semcomm_ros operator.launch.py device:=cuda model:=/path/to/model
+
+The synthesizer runs at its model's operating point (synthesizer.json); change steps, window,
+strength, ... in the params file or at run time (``ros2 param set /semcomm/decoder_node steps 2``).
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -20,14 +22,10 @@ def generate_launch_description():
         DeclareLaunchArgument("namespace", default_value="semcomm"),
         DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
         DeclareLaunchArgument("model", default_value="default", description="default | tiny | model dir"),
-        DeclareLaunchArgument("steps", default_value="4", description="denoising steps T"),
-        DeclareLaunchArgument("window", default_value="3", description="causal window W"),
         Node(package="semcomm_ros", executable="decoder_node", name="decoder_node",
              namespace=LaunchConfiguration("namespace"),
              parameters=[params, {
                  "device": LaunchConfiguration("device"),
                  "model": LaunchConfiguration("model"),
-                 "steps": ParameterValue(LaunchConfiguration("steps"), value_type=int),
-                 "window": ParameterValue(LaunchConfiguration("window"), value_type=int),
              }]),
     ])

@@ -27,13 +27,13 @@ def robot(P, ns, fps=10.0, seed=0, **encoder):
 
 def test_pipeline_through_2kbps_link(tmp_path):
     """source -> segmentation -> encoder -> link emulator at 2 kbps -> decoder (tiny model):
-    synthesized frames arrive at the model's size, and the bits that crossed the link stay within
+    synthesized frames arrive at the model's size (output_size: model), and the bits that crossed the link stay within
     the 2 kbps token bucket (rate x time + one bucket of burst)."""
     ns = unique_ns()
     with processes(tmp_path, ros_env()) as P:
         robot(P, ns, fps=5.0, target_kbps=1.6, remap={"semantic": "tx/semantic", "lowres": "tx/lowres"})
         P.node("link", "link_emulator", ns, {"bandwidth_kbps": 2.0, "latency_ms": 50.0, "window_s": 600.0})
-        P.node("decoder", "decoder_node", ns, {"model": "tiny", "resolution": 64})
+        P.node("decoder", "decoder_node", ns, {"model": "tiny", "resolution": 64, "output_size": "model"})
         e = Echo(P, "echo", [f"{ns}/synthesized", "sensor_msgs/msg/Image",
                              f"{ns}/link_stats_rx", "semcomm_ros/msg/LinkStats",
                              f"{ns}/diagnostics", "semcomm_ros/msg/DecoderStats"], qos="link")
@@ -60,6 +60,70 @@ def test_pipeline_through_2kbps_link(tmp_path):
         assert s["bits"] <= 2000.0 * uptime + 2000.0 + 8 * 1500, (s["bits"], uptime)
 
 
+# A subscriber as ROS tools make one: rclpy's default QoS (depth 10, reliable, volatile: RViz2's
+# Image display, `ros2 topic echo`) and the sensor-data profile (best effort), one of each per topic.
+_SUBSCRIBER = """
+import json, sys, rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+rclpy.init()
+node = rclpy.create_node("probe")
+def cb(topic, kind):
+    def f(m):
+        print(json.dumps(dict(topic=topic, qos=kind, width=m.width, height=m.height,
+                              encoding=getattr(m, "encoding", ""), k=list(getattr(m, "k", [])),
+                              frame_id=m.header.frame_id)), flush=True)
+    return f
+for topic in sys.argv[1:]:
+    typ = CameraInfo if topic.endswith("camera_info") else Image
+    node.create_subscription(typ, topic, cb(topic, "default"), 10)
+    node.create_subscription(typ, topic, cb(topic, "sensor_data"), qos_profile_sensor_data)
+rclpy.spin(node)
+"""
+
+
+def test_default_qos_subscribers_see_the_operator_images(tmp_path):
+    """What a ROS tool with the default QoS (and one with the sensor-data profile) receives from the
+    decoder: synthesized at the camera's size (128x128, the tiny model runs at 64) with a
+    camera_info scaled to it, and the colourised label map, both rgb8."""
+    import json
+    import subprocess
+    import threading
+
+    ns = unique_ns()
+    topics = ["synthesized", "decoded_labels_color", "decoded_labels", "decoded_lowres", "camera_info"]
+    with processes(tmp_path, ros_env()) as P:
+        robot(P, ns, lowres_kbps=4.0)
+        P.node("decoder", "decoder_node", ns, {"model": "tiny", "resolution": 64})
+        info = [{"topic": f"{ns}/camera/camera_info", "type": "sensor_msgs/msg/CameraInfo", "fields": {
+            "header": {"frame_id": "camera"}, "width": 128, "height": 128, "distortion_model": "plumb_bob",
+            "k": [100.0, 0.0, 64.0, 0.0, 100.0, 64.0, 0.0, 0.0, 1.0],
+            "p": [100.0, 0.0, 64.0, 0.0, 0.0, 100.0, 64.0, 0.0, 0.0, 0.0, 1.0, 0.0]}}]
+        spec = tmp_path / "info.json"
+        spec.write_text(json.dumps(info))
+        P.start("camera_info", ["-m", "semcomm_ros.ros.topic", "pub", str(spec), "--rate", "2",
+                                "--duration", "600", "--qos", "stats"])
+        probe = P.start("probe", ["-c", _SUBSCRIBER, *[f"{ns}/{t}" for t in topics]], stdout=subprocess.PIPE)
+        got: list[dict] = []
+        threading.Thread(target=lambda: [got.append(json.loads(line)) for line in probe.stdout],
+                         daemon=True).start()
+
+        def seen(topic, kind):
+            return [m for m in list(got) if m["topic"] == f"{ns}/{topic}" and m["qos"] == kind]
+
+        wait_for(lambda: all(len(seen(t, k)) >= 2 for t in topics for k in ("default", "sensor_data")),
+                 180, "every operator image on both kinds of subscriber", P)
+        P.check_alive()
+    for kind in ("default", "sensor_data"):
+        for m in seen("synthesized", kind) + seen("decoded_labels_color", kind):
+            assert (m["width"], m["height"], m["encoding"]) == (128, 128, "rgb8") and m["frame_id"], m
+        assert all((m["width"], m["height"], m["encoding"]) == (128, 128, "mono8")
+                   for m in seen("decoded_labels", kind))
+        assert all((m["width"], m["height"]) == (32, 32) for m in seen("decoded_lowres", kind))
+        for m in seen("camera_info", kind):  # follows synthesized: same size, same intrinsics here
+            assert (m["width"], m["height"]) == (128, 128) and m["k"][0] == 100.0 and m["k"][2] == 64.0
+
+
 def _mean_bits(stats):
     return statistics.mean(m["semantic_bits"] for m in stats)
 
@@ -70,8 +134,8 @@ def test_runtime_parameters_move_the_bitrate(tmp_path):
     ns = unique_ns()
     node = f"{ns}/encoder_node"
     with processes(tmp_path, ros_env()) as P:
-        # all I-frames, so every frame's size answers to xi directly
-        robot(P, ns, iframe_period=1, xi=0.5, lowres_kbps=0.5)
+        # all I-frames, so every frame's size answers to xi directly; rate controller off
+        robot(P, ns, iframe_period=1, xi=0.5, lowres_kbps=0.5, target_kbps=0.0)
         e = Echo(P, "echo", [f"{ns}/link_stats", "semcomm_ros/msg/LinkStats"])
         wait_for(lambda: len(e.on("link_stats")) >= 15, 90, "15 link_stats", P)
         before = e.on("link_stats")[-10:]
