@@ -109,6 +109,12 @@ def load_model(preset: Preset, root: Path):
     path = root / MODEL
     if not (path / "synthesizer.json").is_file():
         assemble_model(preset, root).save_pretrained(path)
+        if preset.pretrained.backbone:  # the record a trained backbone's backbone.json gives
+            import dataclasses
+            import json
+
+            (path / "backbone.json").write_text(json.dumps({"pretrained": dataclasses.asdict(preset.pretrained)},
+                                                           indent=2) + "\n")
     return SynthModel.from_pretrained(path)
 
 

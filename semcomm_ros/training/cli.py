@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--init", default=None,
                            help="warm start from the vae/ or unet/ of this model directory (e.g. "
                                 "semcomm_ros/synth/default_model); default: random init")
+        _add_sources(p, pretrained=name not in ("vae", "backbone"))
         p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "all":
@@ -57,6 +58,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="copy the finished model to this directory (e.g. the shipped default path)")
             p.add_argument("--from-stage", choices=STAGES, default=None, help="start at this stage")
     _add_export(sub)
+
+
+def _add_sources(p, pretrained: bool) -> None:
+    """Where weights and clips come from: local public checkpoints and the user's own recordings."""
+    if pretrained:
+        g = p.add_argument_group("pretrained weights (local files only; nothing is downloaded)")
+        g.add_argument("--pretrained", default=None, metavar="DIR_OR_FILE",
+                       help="frozen backbone from a diffusers Stable Diffusion folder (model_index.json, unet/, "
+                            "vae/, scheduler/, text_encoder/, tokenizer/) or a single .safetensors checkpoint")
+        g.add_argument("--pretrained-config", default=None, metavar="DIR",
+                       help="for a single-file --pretrained: a diffusers SD folder with its configs and tokenizer")
+        g.add_argument("--motion-adapter", default=None, metavar="DIR_OR_FILE",
+                       help="AnimateDiff MotionAdapter (folder or original motion-module file): the teacher phi")
+        g.add_argument("--controlnet", default=None, metavar="DIR",
+                       help="diffusers ControlNet folder to initialise psi (an RGB one gets the label palette)")
+    g = p.add_argument_group("own recordings (default: the procedural tabletop scenes)")
+    g.add_argument("--data", default=None, metavar="PATH",
+                   help="a rosbag2 folder, or a folder of MP4 files / image-sequence folders (docs/own_robot.md)")
+    g.add_argument("--image-topic", default=None, help="rosbag2: camera topic (sensor_msgs/Image or CompressedImage)")
+    g.add_argument("--label-topic", default=None, help="rosbag2: mono8 label topic (default: the segmenter labels)")
+    g.add_argument("--classes", default=None, metavar="YAML",
+                   help="class list `classes: [background, ...]`, the one the robot's segmenter and codec use")
+    g.add_argument("--segmenter", default=None, metavar="YAML",
+                   help="segmentation config for pseudo-labels (default: the shipped config/segmentation.yaml)")
+
+
+def with_sources(preset, args):
+    """The preset with the command line's weight and data sources filled in."""
+    from dataclasses import replace
+
+    pre = {"backbone": getattr(args, "pretrained", None), "backbone_config": getattr(args, "pretrained_config", None),
+           "motion_adapter": getattr(args, "motion_adapter", None), "controlnet": getattr(args, "controlnet", None)}
+    data = {"source": getattr(args, "data", None), "image_topic": getattr(args, "image_topic", None),
+            "label_topic": getattr(args, "label_topic", None), "classes": getattr(args, "classes", None),
+            "segmenter": getattr(args, "segmenter", None)}
+    pre = {k: str(v) for k, v in pre.items() if v is not None}
+    data = {k: str(v) for k, v in data.items() if v is not None}
+    return replace(preset, pretrained=replace(preset.pretrained, **pre), data=replace(preset.data, **data))
 
 
 def _add_export(sub) -> None:
@@ -79,6 +118,8 @@ def run(args) -> int:
 
     try:
         preset = get_preset(args.preset)
+        if args.stage != "export":
+            preset = with_sources(preset, args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

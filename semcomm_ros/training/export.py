@@ -23,7 +23,7 @@ def export_model(src: str | Path, dest: str | Path, stages_json: str | Path | No
 
     src, dest = Path(src), Path(dest)
     cfg = SynthConfig.load(src)
-    names = [p for p in cfg.parts.values() if p] + ["synthesizer.json", "backbone.json"]
+    names = [p for p in cfg.parts.values() if p] + ["synthesizer.json"]
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent if dest.parent.is_dir() else None))
     try:
         for name in names:
@@ -34,6 +34,8 @@ def export_model(src: str | Path, dest: str | Path, stages_json: str | Path | No
                 shutil.copy2(p, tmp / name)
             else:
                 raise FileNotFoundError(f"model part {p} named by {src / 'synthesizer.json'} is missing")
+        if (src / "backbone.json").is_file():  # how the backbone was made: trained here, or which checkpoint
+            shutil.copy2(src / "backbone.json", tmp / "backbone.json")
         stages = Path(stages_json) if stages_json else src.parent / "stages.json"
         if stages.is_file():
             (tmp / "training.json").write_text(json.dumps(json.loads(stages.read_text()), indent=2) + "\n")
