@@ -3,6 +3,7 @@ segmentation and the encoder, publishing the link topics under /semcomm.
 
     ros2 launch semcomm_ros robot.launch.py target_kbps:=2.0 use_scene_source:=false \
         params:=/path/to/robot.yaml
+    ros2 launch semcomm_ros robot.launch.py profile:=paper     # the paper's exact scheme (xi 6, P 4)
 """
 
 from launch import LaunchDescription
@@ -26,8 +27,8 @@ def generate_launch_description():
         DeclareLaunchArgument("segmentation_backend", default_value="",
                               description="ultralytics | labels | '' (config default)"),
         DeclareLaunchArgument("target_kbps", default_value="2.0", description="total budget, 0 = off"),
-        DeclareLaunchArgument("xi", default_value="6.0"),
-        DeclareLaunchArgument("iframe_period", default_value="4"),
+        DeclareLaunchArgument("profile", default_value="tracked",
+                              description="semantic codec profile: tracked | paper (the paper's exact scheme)"),
         Node(package="semcomm_ros", executable="scene_source", name="scene_source", namespace=ns,
              parameters=[params], condition=IfCondition(LaunchConfiguration("use_scene_source"))),
         Node(package="semcomm_ros", executable="segmentation_node", name="segmentation_node", namespace=ns,
@@ -35,7 +36,6 @@ def generate_launch_description():
         Node(package="semcomm_ros", executable="encoder_node", name="encoder_node", namespace=ns,
              parameters=[params, {
                  "target_kbps": ParameterValue(LaunchConfiguration("target_kbps"), value_type=float),
-                 "xi": ParameterValue(LaunchConfiguration("xi"), value_type=float),
-                 "iframe_period": ParameterValue(LaunchConfiguration("iframe_period"), value_type=int),
+                 "profile": LaunchConfiguration("profile"),
              }]),
     ])

@@ -1,156 +1,127 @@
-"""Encoder node (robot): camera image + label map -> the link messages.
+"""Encoder node (robot): camera image + label map -> the link messages (semcomm_ros.sender).
 
-Subscribes ``camera/image_raw`` and ``labels`` (paired by stamp, bounded caches) and
-``keyframe_request``; publishes ``semantic`` (SemanticFrame), ``lowres`` (LowResFrame; a frame the
-low-res rate control skips is not sent) and ``link_stats`` (LinkStats, once per frame).
+Subscribes ``camera/image_raw`` and ``labels`` (paired by stamp, bounded caches),
+``keyframe_request`` and the receiver's feedback, ``link_stats_rx`` (delivered rate) and
+``diagnostics`` (decode latency); publishes ``semantic`` (SemanticFrame), ``lowres``
+(LowResFrame; a frame the low-res rate control skips is not sent) and ``link_stats`` (LinkStats,
+once per frame).
 
-Parameters (all changeable at run time; out-of-range values are refused with a reason):
+Parameters (defaults: ``SenderConfig``, = config/robot.yaml; ranges in the descriptors):
 ``xi`` contour tolerance px, ``iframe_period`` P, ``q_symbols`` Q, ``lowres_kbps``,
 ``lowres_scale`` (re-opens the low-res encoder: next frame is a keyframe), ``target_kbps``
-(0 = rate controller off; otherwise it drives xi and lowres_kbps, see ros/rate_control.py),
-``fps`` (stream rate the kbps windows assume), ``window_s`` (LinkStats sliding window).
-Read-only: ``profile`` (semantic codec profile), ``lowres_codec``.
+(0 = rate controller off; otherwise it drives xi and the low-res rate, see ros/rate_control.py),
+``lowres_share``, ``fps`` (stream rate the kbps windows assume), ``window_s`` (LinkStats sliding
+window), ``min_refresh_s`` (keyframe requests honoured at most this often). Read-only:
+``profile`` (``tracked``, or ``paper`` for the paper's exact scheme, which also takes the paper's
+xi = 6 and P = 4 unless they are set), ``lowres_codec``.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
-from semcomm_ros.msg import KeyframeRequest, LinkStats, LowResFrame, SemanticFrame
-from semcomm_ros.nodes.common import NAMESPACE, check_params, declare, in_range, run, set_result
+from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, LowResFrame, SemanticFrame
+from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import (FRAME_TYPE_I, FRAME_TYPE_P, LowResPacket, SemanticPacket,
                                      labels_from_msg, lowres_to_msg, rgb_from_msg, semantic_to_msg,
                                      stamp_from_ns, stamp_to_ns)
-from semcomm_ros.ros.rate_control import RateController, SlidingWindow
+from semcomm_ros.sender import LOWRES_CODECS, Sender, SenderConfig
 
-XI_MAX = 63.75
+# node parameter -> SenderConfig field, where the names differ
+FIELD = {"iframe_period": "period"}
+WARN_EVERY_S = 10.0
 
 
 class EncoderNode(Node):
     def __init__(self):
         super().__init__("encoder_node", namespace=NAMESPACE)
-        from semcomm_ros.codec.packet import MAX_Q, PROFILES
+        from semcomm_ros.codec.packet import PROFILES
+        from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
 
-        self.profile = declare(self, "profile", "paper", "semantic codec profile", read_only=True,
-                               choices=PROFILES)
-        self.xi = declare(self, "xi", 6.0, "contour simplification tolerance xi, pixels", 0.0, XI_MAX)
-        self.period = declare(self, "iframe_period", 4, "I-frame period P, frames", 1, 255)
-        self.q = declare(self, "q_symbols", 256, "quantisation symbols Q of contour differences", 2, MAX_Q)
-        self.lowres_kbps = declare(self, "lowres_kbps", 1.0, "low-res stream rate, kbit/s", 0.05, 1000.0)
-        self.lowres_scale = declare(self, "lowres_scale", 4, "low-res downscale factor", 1, 16)
-        self.lowres_codec = declare(self, "lowres_codec", "vp9", "low-res video codec", read_only=True,
-                                    choices=("vp9", "av1", "hevc"))
-        self.target_kbps = declare(self, "target_kbps", 0.0, "total link budget, kbit/s; 0 = rate "
-                                   "controller off", 0.0, 10000.0)
-        self.lowres_share = declare(self, "lowres_share", 0.4, "share of target_kbps given to the "
-                                    "low-res stream under the rate controller", 0.05, 0.95)
-        self.fps = declare(self, "fps", 10.0, "camera frame rate the kbit/s figures assume", 0.1, 120.0)
-        self.window_s = declare(self, "window_s", 5.0, "sliding window of link_stats, seconds", 0.5, 600.0)
-        from semcomm_ros.codec import SemanticEncoder
-
-        self.sem = SemanticEncoder(xi=self.xi, period=self.period, q_symbols=self.q, profile=self.profile)
-        self.low = None  # opened on the first frame (needs its size)
-        self._checks = {
-            "xi": in_range(0.0, XI_MAX), "iframe_period": in_range(1, 255), "q_symbols": in_range(2, MAX_Q),
-            "lowres_kbps": in_range(0.05, 1000.0), "lowres_scale": self._check_scale,
-            "target_kbps": in_range(0.0, 10000.0), "lowres_share": in_range(0.05, 0.95),
-            "fps": in_range(0.1, 120.0), "window_s": in_range(0.5, 600.0),
-        }
+        d, r = SenderConfig, SenderConfig.RANGES
+        profile = declare(self, "profile", d.profile, "semantic codec profile: tracked (ours) or paper "
+                          "(the paper's exact scheme; xi and P then default to the paper's)", read_only=True,
+                          choices=PROFILES)
+        pd = PROFILE_DEFAULTS[profile]
+        v = {"profile": profile}
+        v["xi"] = declare(self, "xi", float(pd["xi"]), "contour simplification tolerance xi, pixels "
+                          "(default: the profile's)", *r["xi"])
+        v["period"] = declare(self, "iframe_period", int(pd["period"]), "I-frame period P, frames "
+                              "(default: the profile's)", *r["period"])
+        v["q_symbols"] = declare(self, "q_symbols", d.q_symbols, "quantisation symbols Q of contour differences",
+                                 *r["q_symbols"])
+        v["lowres_kbps"] = declare(self, "lowres_kbps", d.lowres_kbps, "low-res stream rate while the rate "
+                                   "controller is off, kbit/s", *r["lowres_kbps"])
+        v["lowres_scale"] = declare(self, "lowres_scale", d.lowres_scale, "low-res downscale factor",
+                                    *r["lowres_scale"])
+        v["lowres_codec"] = declare(self, "lowres_codec", d.lowres_codec, "low-res video codec", read_only=True,
+                                    choices=LOWRES_CODECS)
+        v["target_kbps"] = declare(self, "target_kbps", d.target_kbps, "total link budget, kbit/s; 0 = rate "
+                                   "controller off", *r["target_kbps"])
+        v["lowres_share"] = declare(self, "lowres_share", d.lowres_share, "share of target_kbps planned for "
+                                    "the low-res stream under the rate controller", *r["lowres_share"])
+        v["fps"] = declare(self, "fps", d.fps, "camera frame rate the kbit/s figures assume", *r["fps"])
+        v["window_s"] = declare(self, "window_s", d.window_s, "sliding window of link_stats, seconds",
+                                *r["window_s"])
+        v["min_refresh_s"] = declare(self, "min_refresh_s", d.min_refresh_s, "keyframe requests are honoured "
+                                     "at most this often per stream, s", *r["min_refresh_s"])
+        self.sender = Sender(SenderConfig(**v))
         self.add_on_set_parameters_callback(self._on_params)
-        self.controller = None
-        self._make_controller()
-        self.win_sem = SlidingWindow(self.window_s, self.fps)
-        self.win_low = SlidingWindow(self.window_s, self.fps)
-        # the controller looks at a shorter window: two I-frame periods, at least 1 s
-        self.ctl_sem = SlidingWindow(max(1.0, 2 * self.period / self.fps), self.fps)
-        self.ctl_low = SlidingWindow(max(2.0, 2 * self.period / self.fps), self.fps)
         self.pub_sem = self.create_publisher(SemanticFrame, "semantic", qos.LINK)
         self.pub_low = self.create_publisher(LowResFrame, "lowres", qos.LINK)
         self.pub_stats = self.create_publisher(LinkStats, "link_stats", qos.STATS)
         self.create_subscription(Image, "camera/image_raw", self._on_image, qos.SENSOR)
         self.create_subscription(Image, "labels", self._on_labels, qos.SENSOR)
         self.create_subscription(KeyframeRequest, "keyframe_request", self._on_request, qos.FEEDBACK)
+        self.create_subscription(LinkStats, "link_stats_rx", self._on_link_rx, qos.STATS)
+        self.create_subscription(DecoderStats, "diagnostics", self._on_diagnostics, qos.STATS)
         self._images: OrderedDict[int, Image] = OrderedDict()
         self._labels: OrderedDict[int, Image] = OrderedDict()
-        self.frame_index = 0
-        self.counts = {"frames": 0, "iframes": 0, "keyframes": 0, "keyframe_requests": 0, "bits": 0}
-        self.get_logger().info(f"semantic profile {self.profile}, xi {self.xi}, P {self.period}, Q {self.q}; "
-                               f"low-res {self.lowres_codec} 1/{self.lowres_scale} at {self.lowres_kbps} kbps; "
-                               f"target {self.target_kbps or 'off'}")
-
-    # -- parameters ----------------------------------------------------------------------------
-    def _check_scale(self, v):
-        in_range(1, 16)(v)
-        if self.low:
-            from semcomm_ros.codec.lowres import LowResEncoder
-
-            LowResEncoder(self.low.width, self.low.height, fps=max(1, round(self.fps)), scale=int(v),
-                          kbps=self.lowres_kbps, codec=self.lowres_codec)  # raises with the reason
-
-    def _make_controller(self):
-        self.controller = (RateController(self.target_kbps, self.xi, self.lowres_share,
-                                          xi_max=XI_MAX) if self.target_kbps > 0 else None)
-
-    def _on_params(self, params):
-        ok, reason = check_params(params, self._checks)
-        if not ok:
-            self.get_logger().warning(reason)
-            return set_result(False, reason)
-        for p in params:
-            v = p.value
-            if p.name == "xi":
-                self.xi = float(v)
-                self.sem.set_params(xi=self.xi)
-                if self.controller:
-                    self.controller.xi = self.xi
-            elif p.name == "iframe_period":
-                self.period = int(v)
-                self.sem.set_params(period=self.period)
-            elif p.name == "q_symbols":
-                self.q = int(v)
-                self.sem.set_params(q_symbols=self.q)
-            elif p.name == "lowres_kbps":
-                self.lowres_kbps = float(v)
-                if self.low is not None:
-                    self.low.set_kbps(self._lowres_codec_kbps(self.lowres_kbps))
-            elif p.name == "lowres_scale":
-                self.lowres_scale = int(v)
-                self.low = None  # re-opened at the next frame, which becomes a keyframe
-            elif p.name == "target_kbps":
-                self.target_kbps = float(v)
-                self._make_controller()
-            elif p.name == "lowres_share":
-                self.lowres_share = float(v)
-                self._make_controller()
-            elif p.name == "fps":
-                self.fps = float(v)
-                for w in (self.win_sem, self.win_low, self.ctl_sem, self.ctl_low):
-                    w.resize(fps=self.fps)
-            elif p.name == "window_s":
-                self.window_s = float(v)
-                self.win_sem.resize(window_s=self.window_s)
-                self.win_low.resize(window_s=self.window_s)
-        return set_result(True)
+        self._budget_was = self.sender.budget_kbps
+        c = self.sender.cfg
+        self.get_logger().info(f"semantic profile {c.profile}, xi {c.xi}, P {c.period}, Q {c.q_symbols}; "
+                               f"low-res {c.lowres_codec} 1/{c.lowres_scale} at {self.sender.lowres_target_kbps:.2f} "
+                               f"kbps; target {c.target_kbps or 'off'}")
 
     @staticmethod
-    def _lowres_codec_kbps(kbps: float) -> float:
-        # the low-res codec counts 1 kbit = 1024 bits, the link (and LinkStats) 1000 bits
-        return max(0.05, kbps * 1000.0 / 1024.0)
+    def _t() -> float:
+        return time.monotonic()
+
+    # -- parameters ----------------------------------------------------------------------------
+    def _on_params(self, params):
+        # ranges are in the descriptors (rclpy refuses out-of-range values before this runs);
+        # the sender refuses what a range cannot say, e.g. a scale that does not divide the frame
+        for p in params:
+            name = FIELD.get(p.name, p.name)
+            try:
+                self.sender.set(name, p.value)
+            except ValueError as exc:
+                reason = f"{p.name}={p.value!r} refused: {exc}"
+                self.get_logger().warning(reason)
+                return set_result(False, reason)
+        return set_result(True)
+
+    # -- feedback ------------------------------------------------------------------------------
+    def _on_request(self, msg: KeyframeRequest):
+        done = self.sender.request(self._t(), bool(msg.semantic), bool(msg.lowres))
+        self.get_logger().info(f"keyframe request (last good frame {msg.last_good_frame_index}, {msg.detail}): "
+                               f"{'refreshing ' + ' and '.join(done) if done else 'refreshed recently, ignored'}",
+                               throttle_duration_sec=WARN_EVERY_S)
+
+    def _on_link_rx(self, msg: LinkStats):
+        if msg.window_frames:
+            self.sender.on_delivered(self._t(), float(msg.total_kbps))
+
+    def _on_diagnostics(self, msg: DecoderStats):
+        self.sender.on_latency(self._t(), float(msg.latency_decode_ms) / 1000.0)
 
     # -- inputs --------------------------------------------------------------------------------
-    def _on_request(self, msg: KeyframeRequest):
-        self.counts["keyframe_requests"] += 1
-        if msg.semantic:
-            self.sem.force_iframe()
-        if msg.lowres and self.low is not None:
-            self.low.force_keyframe()
-        self.get_logger().info(f"keyframe request (last good frame {msg.last_good_frame_index}): {msg.detail}")
-
     def _on_image(self, msg):
         self._pair(stamp_to_ns(msg.header.stamp), msg, self._images, self._labels, image_first=True)
 
@@ -173,81 +144,62 @@ class EncoderNode(Node):
 
     # -- coding --------------------------------------------------------------------------------
     def _encode(self, stamp, img_msg, lab_msg):
-        from semcomm_ros.codec.lowres import LowResEncoder
-
         try:
-            rgb, labels = rgb_from_msg(img_msg), labels_from_msg(lab_msg)
+            sent = self.sender.encode(rgb_from_msg(img_msg), labels_from_msg(lab_msg), self._t())
         except ValueError as exc:
-            self.get_logger().warning(f"frame dropped: {exc}")
+            self.get_logger().warning(f"frame dropped: {exc}", throttle_duration_sec=WARN_EVERY_S)
             return
-        if rgb.shape[:2] != labels.shape:
-            self.get_logger().warning(f"frame dropped: image {rgb.shape[:2]} and labels {labels.shape} differ")
-            return
-        h, w = labels.shape
-        if self.low is None or (self.low.width, self.low.height) != (w, h):
-            try:
-                self.low = LowResEncoder(w, h, fps=max(1, round(self.fps)), scale=self.lowres_scale,
-                                         kbps=self._lowres_codec_kbps(self._lowres_target()),
-                                         codec=self.lowres_codec)
-            except ValueError as exc:
-                self.get_logger().error(f"low-res stream off for {w}x{h}: {exc}")
-                self.low = False
-        index = self.frame_index
-        self.frame_index += 1
-        packet = self.sem.encode(labels)
-        is_i = self.sem.last_frame_type == "I"
-        sp = SemanticPacket(payload=packet, frame_index=index, frame_type=FRAME_TYPE_I if is_i else FRAME_TYPE_P,
-                            width=w, height=h, xi=float(self.sem.xi), iframe_period=int(self.sem.period),
-                            q_symbols=int(self.sem.q_symbols), bitstream_version=SEMANTIC_VERSION, profile=self.profile,
-                            stamp_ns=stamp, frame_id=img_msg.header.frame_id)
-        self.pub_sem.publish(semantic_to_msg(sp))
-        low_bits = 0
-        if self.low:
-            lp_bytes = self.low.encode(rgb)
-            if lp_bytes:
-                from semcomm_ros.codec.lowres import parse_header
+        if self.sender.low_error:
+            self.get_logger().error(self.sender.low_error, once=True)
+        s, c = self.sender, self.sender.cfg
+        frame_id = img_msg.header.frame_id
+        self.pub_sem.publish(semantic_to_msg(SemanticPacket(
+            payload=sent.semantic, frame_index=sent.index, frame_type=FRAME_TYPE_I if sent.iframe else FRAME_TYPE_P,
+            width=sent.width, height=sent.height, xi=float(s.sem.xi), iframe_period=int(s.sem.period),
+            q_symbols=int(s.sem.q_symbols), bitstream_version=SEMANTIC_VERSION, profile=c.profile,
+            stamp_ns=stamp, frame_id=frame_id)))
+        if sent.lowres:
+            self.pub_low.publish(lowres_to_msg(LowResPacket(
+                payload=sent.lowres, frame_index=sent.index, codec=c.lowres_codec, width=sent.lowres_width,
+                height=sent.lowres_height, keyframe=sent.keyframe, stamp_ns=stamp, frame_id=frame_id)))
+        self._warn()
+        self._publish_stats(sent, stamp)
 
-                key = bool(parse_header(lp_bytes)["key"])
-                self.counts["keyframes"] += int(key)
-                self.pub_low.publish(lowres_to_msg(LowResPacket(
-                    payload=lp_bytes, frame_index=index, codec=self.lowres_codec, width=self.low.low_width,
-                    height=self.low.low_height, keyframe=key, stamp_ns=stamp,
-                    frame_id=img_msg.header.frame_id)))
-                low_bits = 8 * len(lp_bytes)
-        sem_bits = 8 * len(packet)
-        for win, bits in ((self.win_sem, sem_bits), (self.ctl_sem, sem_bits),
-                          (self.win_low, low_bits), (self.ctl_low, low_bits)):
-            win.add(bits)
-        self.counts["frames"] += 1
-        self.counts["iframes"] += int(is_i)
-        self.counts["bits"] += sem_bits + low_bits
-        if self.controller is not None:
-            d = self.controller.update(self.ctl_sem.kbps, self.ctl_low.kbps)
-            self.xi = d.xi
-            self.sem.set_params(xi=min(d.xi, XI_MAX))
-            if self.low:
-                self.low.set_kbps(self._lowres_codec_kbps(d.lowres_kbps))
-        self._publish_stats(index, stamp, sem_bits, low_bits)
+    def _warn(self):
+        s = self.sender
+        why = s.pinned()
+        if why:
+            self.get_logger().warning(why, throttle_duration_sec=WARN_EVERY_S)
+        budget = s.budget_kbps
+        if s.congestion and s.congestion.congested and budget < 0.95 * self._budget_was:
+            self.get_logger().warning(
+                f"link congested (receiver latency {s.congestion.queue_s:.2f} s above its floor, delivered "
+                f"{s.congestion.delivered_kbps or float('nan'):.2f} kbps): budget {budget:.2f} of "
+                f"{s.cfg.target_kbps:.2f} kbps", throttle_duration_sec=WARN_EVERY_S)
+        self._budget_was = budget
 
-    def _lowres_target(self) -> float:
-        return self.controller.lowres_kbps if self.controller is not None else self.lowres_kbps
+    def _publish_stats(self, sent, stamp):
+        s = self.sender
+        m = LinkStats()
+        m.header.stamp = stamp_from_ns(stamp)
+        m.frame_index = sent.index
+        m.semantic_bits, m.lowres_bits = 8 * len(sent.semantic), 8 * len(sent.lowres)
+        m.total_bits = m.semantic_bits + m.lowres_bits
+        m.semantic_kbps, m.lowres_kbps = s.win_sem.kbps, s.win_low.kbps
+        m.total_kbps = m.semantic_kbps + m.lowres_kbps
+        m.window_s, m.window_frames = float(s.cfg.window_s), s.win_sem.frames
+        # the budget in force: the target, or less while the link is congested
+        m.target_kbps = float(s.budget_kbps if s.controller else 0.0)
+        m.xi = float(s.sem.xi)
+        m.lowres_target_kbps = float(s.lowres_target_kbps)
+        m.frames, m.iframes, m.keyframes = (s.counts[k] for k in ("frames", "iframes", "keyframes"))
+        m.keyframe_requests = s.counts["keyframe_requests"]
+        m.dropped = 0
+        m.bits = s.counts["bits"]
+        self.pub_stats.publish(m)
 
-    def _publish_stats(self, index, stamp, sem_bits, low_bits):
-        s = LinkStats()
-        s.header.stamp = stamp_from_ns(stamp)
-        s.frame_index = index
-        s.semantic_bits, s.lowres_bits, s.total_bits = sem_bits, low_bits, sem_bits + low_bits
-        s.semantic_kbps, s.lowres_kbps = self.win_sem.kbps, self.win_low.kbps
-        s.total_kbps = s.semantic_kbps + s.lowres_kbps
-        s.window_s, s.window_frames = float(self.window_s), self.win_sem.frames
-        s.target_kbps = float(self.target_kbps)
-        s.xi = float(self.sem.xi)
-        s.lowres_target_kbps = float(self._lowres_target())
-        s.frames, s.iframes, s.keyframes = (self.counts[k] for k in ("frames", "iframes", "keyframes"))
-        s.keyframe_requests = self.counts["keyframe_requests"]
-        s.dropped = 0
-        s.bits = self.counts["bits"]
-        self.pub_stats.publish(s)
+    def close(self):
+        self.sender.close()
 
 
 def main(args=None) -> int:

@@ -6,12 +6,21 @@ together: the low-res stream gets a fixed share of the budget (its own bit bucke
 semantic stream gets what the low-res stream leaves, and xi (contour simplification tolerance,
 the paper's rate knob) moves multiplicatively with the ratio of measured to allowed semantic
 rate. When xi is pinned at its maximum and the semantic stream still overspends, the low-res
-share shrinks (down to its floor); when xi is at its minimum with bits to spare, it grows back.
-Rates are in kbit/s, 1 kbit = 1000 bits.
+share shrinks (down to its floor); when bits are left over it grows back to its base share (not
+beyond: the low-res stream answers a new rate over its 10 s window, and a share chasing the
+semantic stream's slack overshoots the budget).
+``RateController.pinned`` says when a target cannot be met and what is pinned.
+
+``CongestionControl`` lowers the budget below the target when the link cannot carry it, from the
+receiver's feedback: a standing queue on the link shows as latency (capture -> decoded) above the
+lowest latency seen recently; the budget then drops to a little under the delivered rate, and
+climbs back to the target once the queue is gone. Random loss does not raise latency, so it does
+not lower the budget. Rates are in kbit/s, 1 kbit = 1000 bits.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -81,6 +90,16 @@ class RateController:
     def lowres_kbps(self) -> float:
         return max(self.lowres_min_kbps, self.target_kbps * self.lowres_share)
 
+    def pinned(self, semantic_kbps: float, lowres_kbps: float) -> str | None:
+        """Why the measured rate stays above the target, or None while the target can be met."""
+        total = semantic_kbps + lowres_kbps
+        if (self.target_kbps <= 0 or total <= 1.05 * self.target_kbps or self.xi < self.xi_max
+                or self.lowres_kbps > max(self.lowres_min_kbps, 0.05 * self.target_kbps) * 1.001):
+            return None
+        return (f"target {self.target_kbps:.2f} kbps cannot be met: sending {total:.2f} kbps with xi pinned at "
+                f"its maximum {self.xi_max:g} px and the low-res stream at its floor "
+                f"{self.lowres_kbps:.2f} kbps")
+
     def update(self, semantic_kbps: float, lowres_kbps: float) -> RateDecision:
         if self.target_kbps <= 0:
             return RateDecision(self.xi, self.lowres_kbps)
@@ -94,3 +113,65 @@ class RateController:
         elif ratio < 0.9 and self.lowres_share < self.base_share:
             self.lowres_share = min(self.base_share, self.lowres_share * 1.05)
         return RateDecision(self.xi, self.lowres_kbps)
+
+
+class CongestionControl:
+    """The budget the link can carry: ``budget(t)`` <= ``target_kbps``, from receiver feedback.
+
+    ``on_latency(t, latency_s)`` takes each decoded frame's capture -> decoded latency;
+    ``on_delivered(t, kbps)`` the rate the receiver got (optional; without it a congested budget
+    falls by ``backoff`` alone). Queueing delay = the lowest latency of the last ``level_s``
+    (reordered and burst-delayed frames do not count) minus the lowest of the last ``floor_s``
+    (the path's own delay, clock offsets included). Above ``high_s`` the budget falls to
+    ``backoff`` x the delivered rate, at most once per ``hold_s`` so that the last cut can act;
+    below ``low_s``, or without feedback for ``stale_s``, it climbs back to the target in
+    ``recover_s``.
+    """
+
+    def __init__(self, target_kbps: float, high_s: float = 0.4, low_s: float = 0.15, level_s: float = 1.0,
+                 floor_s: float = 60.0, hold_s: float = 2.5, backoff: float = 0.85, recover_s: float = 30.0,
+                 stale_s: float = 5.0, min_share: float = 0.2):
+        self.target_kbps = float(target_kbps)
+        self.high_s, self.low_s, self.level_s, self.floor_s = high_s, low_s, level_s, floor_s
+        self.hold_s, self.backoff, self.recover_s, self.stale_s = hold_s, backoff, recover_s, stale_s
+        self.min_share = min_share
+        self.cap = self.target_kbps
+        self.delivered_kbps: float | None = None
+        self.queue_s = 0.0
+        self._samples: deque[tuple[float, float]] = deque()  # (t, latency)
+        self._last_cut = -math.inf
+        self._last_feedback = -math.inf
+        self._t = None
+
+    def set_target(self, target_kbps: float) -> None:
+        self.target_kbps = float(target_kbps)
+        self.cap = min(self.cap, self.target_kbps) if self.congested else self.target_kbps
+
+    @property
+    def congested(self) -> bool:
+        return self.cap < self.target_kbps
+
+    def on_delivered(self, t: float, kbps: float) -> None:
+        self.delivered_kbps = float(kbps)
+
+    def on_latency(self, t: float, latency_s: float) -> None:
+        if not math.isfinite(latency_s):
+            return
+        self._last_feedback = t
+        self._samples.append((t, float(latency_s)))
+        while self._samples and self._samples[0][0] < t - self.floor_s:
+            self._samples.popleft()
+        floor = min(v for _, v in self._samples)
+        level = min(v for u, v in self._samples if u >= t - self.level_s)
+        self.queue_s = level - floor
+        if self.queue_s > self.high_s and t - self._last_cut >= self.hold_s:
+            base = self.cap if self.delivered_kbps is None else min(self.cap, self.delivered_kbps)
+            self.cap = max(self.min_share * self.target_kbps, self.backoff * base)
+            self._last_cut = t
+
+    def budget(self, t: float) -> float:
+        dt = 0.0 if self._t is None else max(0.0, t - self._t)
+        self._t = t
+        if self.congested and (self.queue_s < self.low_s or t - self._last_feedback > self.stale_s):
+            self.cap = min(self.target_kbps, self.cap + self.target_kbps * dt / self.recover_s)
+        return self.cap

@@ -1,0 +1,247 @@
+"""The robot side of the link without ROS: both encoders held to one budget.
+
+``Sender.encode(rgb, labels, t)`` codes one camera frame into a semantic packet (paper IV-A) and,
+unless the low-res rate control skips it, a low-res packet (V-C). With ``target_kbps`` > 0 a
+:class:`~semcomm_ros.ros.rate_control.RateController` moves xi and the low-res rate so that both
+streams together hold the target, and a :class:`~semcomm_ros.ros.rate_control.CongestionControl`
+lowers that target while the receiver's feedback (``on_latency``, ``on_delivered``) shows a
+queue on the link. Keyframe requests from the receiver (``request``) are honoured at most once
+per ``min_refresh_s`` per stream: at 10 % loss a request arrives every few frames, and every
+forced I-frame or keyframe is paid for from the same budget. The encoder node wraps this class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from semcomm_ros.codec.packet import MAX_Q, PROFILES
+from semcomm_ros.ros.rate_control import CongestionControl, RateController, SlidingWindow
+
+XI_MAX = 63.75
+LOWRES_CODECS = ("vp9", "av1", "hevc")
+
+
+@dataclass
+class SenderConfig:
+    """Every robot-side default, and its range (the encoder node declares these)."""
+
+    profile: str = "tracked"  # semantic codec profile: "tracked" (ours), "paper" (the exact scheme)
+    xi: float | None = None  # None: the profile's (tracked 4 px, paper 6 px)
+    period: int | None = None  # I-frame period P; None: the profile's (tracked 32, paper 4)
+    q_symbols: int = 256
+    lowres_kbps: float = 1.0  # low-res rate while the rate controller is off
+    lowres_scale: int = 4  # 1/4 of the camera's size (paper V-C)
+    lowres_codec: str = "vp9"
+    target_kbps: float = 2.0  # both streams together; 0 = rate controller off
+    lowres_share: float = 0.4
+    fps: float = 10.0
+    window_s: float = 5.0  # link_stats' sliding window
+    min_refresh_s: float = 1.0
+
+    RANGES = {"xi": (0.0, XI_MAX), "period": (1, 255), "q_symbols": (2, MAX_Q), "lowres_kbps": (0.05, 1000.0),
+              "lowres_scale": (1, 16), "target_kbps": (0.0, 10000.0), "lowres_share": (0.05, 0.95),
+              "fps": (0.1, 120.0), "window_s": (0.5, 600.0), "min_refresh_s": (0.0, 60.0)}
+
+    def __post_init__(self):
+        from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
+
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        if self.lowres_codec not in LOWRES_CODECS:
+            raise ValueError(f"lowres_codec must be one of {LOWRES_CODECS}, got {self.lowres_codec!r}")
+        if self.xi is None:
+            self.xi = float(PROFILE_DEFAULTS[self.profile]["xi"])
+        if self.period is None:
+            self.period = int(PROFILE_DEFAULTS[self.profile]["period"])
+        for name, (lo, hi) in self.RANGES.items():
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must be within [{lo}, {hi}], got {getattr(self, name)}")
+
+
+@dataclass
+class Sent:
+    index: int
+    semantic: bytes
+    iframe: bool
+    lowres: bytes  # b"" when the low-res rate control skipped this frame
+    keyframe: bool
+    width: int
+    height: int
+    lowres_width: int
+    lowres_height: int
+
+
+def codec_kbps(kbps: float) -> float:
+    # the low-res codec counts 1 kbit = 1024 bits, the link (and LinkStats) 1000 bits
+    return max(0.05, kbps * 1000.0 / 1024.0)
+
+
+class Sender:
+    def __init__(self, cfg: SenderConfig | None = None):
+        from semcomm_ros.codec import SemanticEncoder
+
+        self.cfg = cfg or SenderConfig()
+        c = self.cfg
+        self.sem = SemanticEncoder(xi=c.xi, period=c.period, q_symbols=c.q_symbols, profile=c.profile)
+        self.low = None  # opened on the first frame (needs its size); False: off for this size
+        self.low_error = ""
+        self.controller: RateController | None = None
+        self.congestion: CongestionControl | None = None
+        self._make_controller()
+        self.win_sem = SlidingWindow(c.window_s, c.fps)
+        self.win_low = SlidingWindow(c.window_s, c.fps)
+        self.ctl_sem = SlidingWindow(self._ctl_window(), c.fps)
+        self.ctl_low = SlidingWindow(self._ctl_window(), c.fps)
+        self.frame_index = 0
+        self.counts = {"frames": 0, "iframes": 0, "keyframes": 0, "keyframe_requests": 0, "refreshes": 0, "bits": 0}
+        self._last_refresh = {"semantic": -1e9, "lowres": -1e9}
+        self._t = 0.0
+
+    def _ctl_window(self) -> float:
+        # the controller looks at two I-frame periods, at least 2 s, so the I/P pattern does not
+        # make it oscillate
+        return max(2.0, 2 * self.cfg.period / self.cfg.fps)
+
+    def _make_controller(self) -> None:
+        c = self.cfg
+        if c.target_kbps > 0:
+            self.controller = RateController(c.target_kbps, c.xi, c.lowres_share, xi_max=XI_MAX)
+            if self.congestion is None:
+                self.congestion = CongestionControl(c.target_kbps)
+            else:
+                self.congestion.set_target(c.target_kbps)
+        else:
+            self.controller = self.congestion = None
+
+    # -- parameters ----------------------------------------------------------------------------
+    def set(self, name: str, value) -> None:
+        """Change one parameter between frames; raises ValueError with the reason."""
+        c = self.cfg
+        if name not in SenderConfig.RANGES:
+            raise ValueError(f"{name} cannot change while running")
+        lo, hi = SenderConfig.RANGES[name]
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} must be within [{lo}, {hi}], got {value}")
+        if name == "lowres_scale" and self.low:
+            from semcomm_ros.codec import LowResEncoder
+
+            LowResEncoder(self.low.width, self.low.height, fps=max(1, round(c.fps)), scale=int(value),
+                          kbps=c.lowres_kbps, codec=c.lowres_codec).close()  # raises with the reason
+        setattr(c, name, type(getattr(c, name))(value))
+        if name in ("xi", "period", "q_symbols"):
+            self.sem.set_params(**{name: getattr(c, name)})
+            if name == "xi" and self.controller:
+                self.controller.xi = c.xi
+            if name == "period":
+                for w in (self.ctl_sem, self.ctl_low):
+                    w.resize(window_s=self._ctl_window())
+        elif name == "lowres_kbps" and self.low and not self.controller:
+            self.low.set_kbps(codec_kbps(c.lowres_kbps))
+        elif name == "lowres_scale":
+            self._close_low()  # re-opened at the next frame, which becomes a keyframe
+        elif name in ("target_kbps", "lowres_share"):
+            self._make_controller()
+            if self.low:
+                self.low.set_kbps(codec_kbps(self.lowres_target_kbps))
+        elif name == "fps":
+            for w in (self.win_sem, self.win_low, self.ctl_sem, self.ctl_low):
+                w.resize(fps=c.fps)
+            for w in (self.ctl_sem, self.ctl_low):
+                w.resize(window_s=self._ctl_window())
+        elif name == "window_s":
+            self.win_sem.resize(window_s=c.window_s)
+            self.win_low.resize(window_s=c.window_s)
+
+    # -- feedback ------------------------------------------------------------------------------
+    def request(self, t: float, semantic: bool, lowres: bool) -> list[str]:
+        """A keyframe request from the receiver; returns the streams refreshed now."""
+        self.counts["keyframe_requests"] += 1
+        done = []
+        for stream, wanted in (("semantic", semantic), ("lowres", lowres)):
+            if not wanted or t - self._last_refresh[stream] < self.cfg.min_refresh_s:
+                continue
+            if stream == "semantic":
+                self.sem.force_iframe()
+            elif self.low:
+                self.low.force_keyframe()
+            else:
+                continue
+            self._last_refresh[stream] = t
+            done.append(stream)
+        self.counts["refreshes"] += len(done)
+        return done
+
+    def on_latency(self, t: float, latency_s: float) -> None:
+        if self.congestion:
+            self.congestion.on_latency(t, latency_s)
+
+    def on_delivered(self, t: float, kbps: float) -> None:
+        if self.congestion:
+            self.congestion.on_delivered(t, kbps)
+
+    # -- coding --------------------------------------------------------------------------------
+    @property
+    def lowres_target_kbps(self) -> float:
+        return self.controller.lowres_kbps if self.controller is not None else self.cfg.lowres_kbps
+
+    @property
+    def budget_kbps(self) -> float:
+        return self.controller.target_kbps if self.controller is not None else 0.0
+
+    def pinned(self) -> str | None:
+        """Why the target cannot be met now (xi and the low-res stream at their limits), or None."""
+        return self.controller.pinned(self.ctl_sem.kbps, self.ctl_low.kbps) if self.controller else None
+
+    def _close_low(self) -> None:
+        if self.low:
+            self.low.close()
+        self.low = None
+
+    def encode(self, rgb: np.ndarray, labels: np.ndarray, t: float | None = None) -> Sent:
+        """One frame; ``t`` (seconds, any origin) times the keyframe-request and congestion logic
+        (default: frame index / fps)."""
+        from semcomm_ros.codec import LowResEncoder
+        from semcomm_ros.codec.lowres import parse_header
+
+        c = self.cfg
+        if rgb.shape[:2] != labels.shape:
+            raise ValueError(f"image {rgb.shape[:2]} and labels {labels.shape} differ in size")
+        t = self.frame_index / c.fps if t is None else t
+        self._t = t
+        h, w = labels.shape
+        if self.low is None or (self.low is not False and (self.low.width, self.low.height) != (w, h)):
+            self._close_low()
+            try:
+                self.low = LowResEncoder(w, h, fps=max(1, round(c.fps)), scale=c.lowres_scale,
+                                         kbps=codec_kbps(self.lowres_target_kbps), codec=c.lowres_codec)
+            except ValueError as exc:
+                self.low, self.low_error = False, f"low-res stream off for {w}x{h}: {exc}"
+        index = self.frame_index
+        self.frame_index += 1
+        sem = self.sem.encode(labels)
+        iframe = self.sem.last_frame_type == "I"
+        low, key = b"", False
+        if self.low:
+            low = self.low.encode(rgb)
+            key = bool(low) and bool(parse_header(low)["key"])
+        sem_bits, low_bits = 8 * len(sem), 8 * len(low)
+        for win, bits in ((self.win_sem, sem_bits), (self.ctl_sem, sem_bits),
+                          (self.win_low, low_bits), (self.ctl_low, low_bits)):
+            win.add(bits)
+        self.counts["frames"] += 1
+        self.counts["iframes"] += int(iframe)
+        self.counts["keyframes"] += int(key)
+        self.counts["bits"] += sem_bits + low_bits
+        if self.controller is not None:
+            self.controller.target_kbps = self.congestion.budget(t)
+            d = self.controller.update(self.ctl_sem.kbps, self.ctl_low.kbps)
+            self.sem.set_params(xi=min(d.xi, XI_MAX))
+            if self.low:
+                self.low.set_kbps(codec_kbps(d.lowres_kbps))
+        lw, lh = (self.low.low_width, self.low.low_height) if self.low else (0, 0)
+        return Sent(index, sem, iframe, low, key, w, h, lw, lh)
+
+    def close(self) -> None:
+        self._close_low()
