@@ -9,6 +9,7 @@ import pytest
 from semcomm_ros.eval.metrics import (
     bits,
     bpp,
+    class_iou,
     dists,
     flicker,
     kbps,
@@ -105,6 +106,17 @@ def test_miou_hand_computed():
     pred2[0, 0] = 2
     assert miou(pred2, gt, num_classes=5) == pytest.approx((3 / 4 + 1 + 0) / 3)
     assert miou(np.zeros((2, 2), int), np.ones((2, 2), int)) == 0.0
+
+
+def test_class_iou_per_class_and_its_mean_is_miou():
+    gt = np.array([[0, 0, 1, 1],
+                   [0, 0, 1, 1]], np.uint8)
+    pred = np.array([[0, 0, 0, 1],
+                     [0, 2, 1, 1]], np.uint8)
+    # class 0: inter 3, union 5; class 1: inter 3, union 4; class 2: only predicted; 3..: in neither
+    ious = class_iou(pred, gt, num_classes=8)
+    assert ious == {0: pytest.approx(3 / 5), 1: pytest.approx(3 / 4), 2: 0.0}
+    assert miou(pred, gt) == np.mean(list(ious.values()))
 
 
 def test_miou_pools_frames_and_ignores_index():

@@ -7,7 +7,8 @@ import pytest
 
 from semcomm_ros.scenes import CLASS_NAMES, tabletop_clip
 from semcomm_ros.segmentation import DEFAULT_WEIGHTS, ClassMap, load_config, load_segmenter, merge_masks
-from semcomm_ros.bench.seg import heldout_frames, miou
+from semcomm_ros.bench.seg import heldout_frames
+from semcomm_ros.eval.metrics import miou
 
 CONFIG = load_config()
 MODEL_CLASSES = list(CONFIG["backends"]["ultralytics"]["class_map"])

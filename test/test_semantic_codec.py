@@ -6,8 +6,9 @@ import pytest
 
 from semcomm_ros.codec import BitstreamError, SemanticDecoder, SemanticEncoder
 from semcomm_ros.codec.fuzz import run_fuzz, targets
-from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, bpp, frame_bits, kbps, parse_header
+from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, frame_bits, parse_header
 from semcomm_ros.codec.semantic import PROFILES
+from semcomm_ros.eval.metrics import bpp, kbps
 
 PROFILES_ = list(PROFILES)
 
@@ -200,7 +201,7 @@ def test_accounting():
     assert bpp(1.0, 512, 512, 10) == pytest.approx(1024 / (512 * 512 * 10))
     assert bpp(7.0, 256, 512, 10) == pytest.approx(0.0054, abs=1e-4)
     with pytest.raises(ValueError):
-        kbps(10, 0)
+        kbps(10, 0, fps=10)
 
 
 def test_header_parsing():

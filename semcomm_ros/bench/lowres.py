@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from semcomm_ros.codec.lowres import LowResDecoder, LowResEncoder, upsample
+from semcomm_ros.eval import metrics
 from semcomm_ros.eval.metrics import ms_ssim, psnr, window_kbps
 
 
@@ -75,7 +76,7 @@ def run_stream(clip, kbps: float, codec: str, scale: int, fps: int, keyframe_int
     enc.close()
     types = "".join(enc.frame_types)
     return {
-        "bits": enc.bits, "kbps": sum(enc.bits) * fps / len(clip) / 1024.0,
+        "bits": enc.bits, "kbps": metrics.kbps(sum(enc.bits), len(clip), fps),
         "windows": window_kbps(enc.bits, fps, 10.0).tolist(),
         "psnr": ps, "ms_ssim": ms,
         "enc_ms": 1000 * t_enc / len(clip), "dec_ms": 1000 * t_dec / len(clip),

@@ -18,19 +18,8 @@ import time
 
 import numpy as np
 
+from semcomm_ros.eval.metrics import class_iou, miou
 from semcomm_ros.segmentation.train import HELDOUT_SEED0, generated_frames
-
-
-def miou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean IoU over the classes present in either map."""
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    classes = np.union1d(np.unique(pred), np.unique(gt))
-    ious = []
-    for c in classes:
-        a, b = pred == c, gt == c
-        ious.append((a & b).sum() / max(1, (a | b).sum()))
-    return float(np.mean(ious))
 
 
 def heldout_frames(n: int, size: int = 512):
@@ -85,9 +74,8 @@ def run(args: argparse.Namespace) -> int:
             if size is None:
                 times.append(dt)
                 cpu_times.append(dc)
-                for c in np.union1d(np.unique(pred), np.unique(lab)):
-                    a, b = pred == c, lab == c
-                    per_class.setdefault(int(c), []).append((a & b).sum() / max(1, (a | b).sum()))
+                for c, iou in class_iou(pred, lab).items():
+                    per_class.setdefault(c, []).append(iou)
             scores[name].append(miou(pred, lab))
     ms = 1000 * np.asarray(times)
     figures = {

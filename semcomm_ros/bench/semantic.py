@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semcomm_ros.eval.metrics import bpp, kbps, miou
+
 XI_FULL = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 XI_QUICK = (4.0, 6.0, 12.0, 24.0)
 FPS = 10.0
@@ -57,15 +59,6 @@ def configs(xis) -> list[Config]:
 SLACKS = (0.06, 0.1, 0.2, 0.26, 0.32)
 
 
-def frame_miou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean IoU over the classes present in either map (one frame)."""
-    conf = np.bincount(gt.ravel().astype(np.int64) * 256 + pred.ravel(), minlength=65536).reshape(256, 256)
-    inter = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - inter
-    present = union > 0
-    return float(np.mean(inter[present] / union[present]))
-
-
 def _clip(seed: int, frames: int, size: int) -> list[np.ndarray]:
     from semcomm_ros.scenes import tabletop_clip
 
@@ -86,7 +79,7 @@ def _code_clip(job) -> dict:
         kw = {} if cfg.slack is None else {"keep_slack": cfg.slack, "update_slack": cfg.slack}
         enc = SemanticEncoder(xi=cfg.xi, period=cfg.period, q_symbols=cfg.q, profile=cfg.profile, **kw)
         dec = SemanticDecoder()
-        bits, payload, miou, i_payload, n_p = 0, 0, 0.0, 0, 0
+        bits, payload, miou_sum, i_payload, n_p = 0, 0, 0.0, 0, 0
         bound = _BoundStats() if cfg == PAPER_POINT else None
         for labels in clip:
             before = bound.before(enc) if bound else None
@@ -101,8 +94,8 @@ def _code_clip(job) -> dict:
                 n_p += 1
             if bound:
                 bound.after(enc, labels, before, hdr.is_iframe)
-            miou += frame_miou(dec.decode(pkt), labels)
-        out[cfg] = (bits, miou, len(clip), enc.stats["I"], enc.stats["forced_I"], payload, i_payload, n_p)
+            miou_sum += miou(dec.decode(pkt), labels)
+        out[cfg] = (bits, miou_sum, len(clip), enc.stats["I"], enc.stats["forced_I"], payload, i_payload, n_p)
         if bound:
             out["bound"] = bound
     return out
@@ -290,11 +283,11 @@ def run(args) -> int:
     results = {}
     for cfg in cfgs:
         bits, msum, n, n_i, forced, payload, i_payload, n_p = acc[cfg]
-        kbps = bits / n * FPS / 1024.0
+        rate = kbps(bits, n, FPS)
         results[cfg] = {
-            "kbps": kbps,
-            "payload_kbps": payload / n * FPS / 1024.0,
-            "bpp": kbps * 1024.0 / (args.size * args.size * FPS),
+            "kbps": rate,
+            "payload_kbps": kbps(payload, n, FPS),
+            "bpp": bpp(rate, args.size, args.size, FPS),
             "bits_per_frame": bits / n,
             "miou": msum / n,
             "iframes": n_i,

@@ -16,6 +16,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from semcomm_ros.eval import metrics
+
 BASELINES = {
     # name: (encoder, decoder, quality range (finest, coarsest), options for a quality value)
     "hevc": ("libx265", "hevc", (0, 51),
@@ -91,7 +93,7 @@ def encode_baseline(frames: list[np.ndarray], codec: str, kbps: float, fps: int 
     def rate(q: int) -> float:
         bits, out = _code(frames, codec, q, fps)
         results[q] = (bits, out)
-        tried[q] = bits * fps / len(frames) / 1024.0
+        tried[q] = metrics.kbps(bits, len(frames), fps)
         return tried[q]
 
     if rate(coarsest) > kbps:

@@ -237,21 +237,9 @@ def payload_of(packet: bytes, header: FrameHeader) -> bytes:
     return bytes(packet[header.header_bytes :])
 
 
-# --- accounting (paper Sec. V-B: kbps = bits/s / 1024, bpp = kbps * 1024 / (H * W * fps)) ---------
+# --- accounting (rates from bits: semcomm_ros.eval.metrics.kbps / bpp) ---------------------------
 
 
 def frame_bits(packet: bytes) -> int:
     """Exact cost of one frame on the link: every byte of the packet, header and checksum included."""
     return 8 * len(packet)
-
-
-def kbps(total_bits: float, frames: int, fps: float = 10.0) -> float:
-    """Average rate of ``frames`` frames carrying ``total_bits`` at ``fps``, in kbit/s (1 kbit = 1024 bit)."""
-    if frames <= 0:
-        raise ValueError("frames must be > 0")
-    return total_bits / frames * fps / 1024.0
-
-
-def bpp(rate_kbps: float, height: int, width: int, fps: float = 10.0) -> float:
-    """Bits per pixel as the paper computes it: kbps * 1024 / (H * W * fps)."""
-    return rate_kbps * 1024.0 / (height * width * fps)

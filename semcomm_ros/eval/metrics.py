@@ -2,7 +2,9 @@
 
 - ``psnr``, ``ms_ssim``: frame-level fidelity (uint8 RGB, data range 255).
 - ``miou`` / ``segmentation_miou``: semantic fidelity, the mIoU between the segmentation of the
-  synthesized frames and the ground truth (labels, or the same segmenter on the real frames).
+  synthesized frames and the ground truth (labels, or the same segmenter on the real frames);
+  ``class_iou`` the IoU of each class. The codec and segmentation benchmarks score one frame at
+  a time with ``miou`` and average over frames.
 - ``flicker``: a warping-free temporal-consistency measure,
   mean |(s_k - s_{k-1}) - (g_k - g_{k-1})| over frames k >= 1 and all pixels, in 0..255 units.
 - ``bits``, ``kbps``, ``bpp``: rate. 1 kbps = 1024 bit/s as in the paper
@@ -157,6 +159,15 @@ def miou_from_confusion(conf: np.ndarray) -> float:
     if not present.any():
         raise ValueError("no labelled pixels")
     return float(np.mean(inter[present] / union[present]))
+
+
+def class_iou(pred_labels, gt_labels, num_classes: int | None = None,
+              ignore_index: int | None = None) -> dict[int, float]:
+    """IoU of every class present in prediction or ground truth (pixels of all frames pooled)."""
+    conf = confusion(pred_labels, gt_labels, num_classes, ignore_index)
+    inter = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - inter
+    return {int(c): float(inter[c] / union[c]) for c in np.flatnonzero(union > 0)}
 
 
 def miou(pred_labels, gt_labels, num_classes: int | None = None,

@@ -10,7 +10,7 @@ pose). How each codes its frames, the bitstream and the figures: docs/semantic_c
 - ``encoder`` / ``decoder``: ``SemanticEncoder`` / ``SemanticDecoder``
 """
 
-from semcomm_ros.codec.packet import PROFILES, FrameHeader, FrameLostError, bpp, frame_bits, kbps, parse_header
+from semcomm_ros.codec.packet import PROFILES, FrameHeader, FrameLostError, frame_bits, parse_header
 from semcomm_ros.codec.semantic.decoder import SemanticDecoder
 from semcomm_ros.codec.semantic.encoder import SemanticEncoder
 from semcomm_ros.codec.semantic.profiles import PROFILE_DEFAULTS
@@ -22,8 +22,6 @@ __all__ = [
     "FrameLostError",
     "parse_header",
     "frame_bits",
-    "kbps",
-    "bpp",
     "PROFILES",
     "PROFILE_DEFAULTS",
 ]
