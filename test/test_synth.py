@@ -156,7 +156,7 @@ def test_save_and_load_reproduce_outputs_bit_exactly(tmp_path):
     a = torch.stack([synth(labels[k], low[k], output="float") for k in range(3)])
     path = synth.save_pretrained(tmp_path / "model")
     for part in ("synthesizer.json", "unet", "vae", "scheduler", "controlnet", "restoration_adapter.safetensors",
-                 "temporal_adapter"):
+                 "temporal_adapter", "refiner"):
         assert (path / part).exists(), part
     loaded = CausalSynthesizer.from_pretrained(path)
     assert loaded.config == synth.config
@@ -339,3 +339,26 @@ def test_shared_noise_reuses_the_first_frames_draws():
     assert (stream - clip).abs().max().item() < 1e-4
     with pytest.raises(ValueError, match="noise"):
         SynthConfig(noise="fresh")
+
+
+def test_semantic_refiner_acts_and_lambda_rho_zero_is_the_plain_decoder():
+    from semcomm_ros.synth.refiner import SemanticRefiner
+
+    synth = CausalSynthesizer.tiny(RES, seed=7, window=2)
+    labels, low = _inputs(frames=2, seed=3)
+    refined = synth.generate_clip(labels, low, output="float")
+    synth.config.lambda_rho = 0.0
+    plain = synth.generate_clip(labels, low, output="float")
+    latents = synth.generate_clip(labels, low, output="latent")
+    with torch.inference_mode():
+        decoded = synth.model.decode_latents(latents).float()
+    assert torch.equal(plain, decoded)
+    assert (refined - plain).abs().mean() > 1e-3  # rho changes the frame...
+    # ... and a fresh rho (zero last convolution) leaves it exactly as the VAE decoded it
+    fresh = SemanticRefiner(num_classes=8, channels=(8, 8, 8))
+    cond = synth.model.labels_to_condition(torch.as_tensor(labels)).float()
+    deg = torch.zeros(2, 3, RES // 4, RES // 4)
+    with torch.inference_mode():
+        assert torch.equal(fresh(decoded, cond, deg), decoded)
+    with pytest.raises(ValueError, match="classes"):
+        fresh(decoded, cond[:, :5], deg)

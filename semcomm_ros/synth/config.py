@@ -35,6 +35,7 @@ def default_parts() -> dict[str, str | None]:
         "controlnet": "controlnet",
         "restoration_adapter": "restoration_adapter.safetensors",
         "temporal_adapter": "temporal_adapter",
+        "refiner": None,  # the Semantic Refiner rho (ours, refiner.py); None -> the VAE decoder's output as is
         "null_embedding": None,  # None -> zeros of shape [1, null_tokens, cross_attention_dim]
     }
 
@@ -59,6 +60,8 @@ class SynthConfig:
     lambda_c: float = 0.4
     lambda_r: float = 0.8
     lambda_t: float = 1.0
+    #: weight of the Semantic Refiner's residual (ours, refiner.py): 0 = the VAE decoder's output as is
+    lambda_rho: float = 1.0
     #: temporal window W (frames, the current one included) and denoising steps T
     window: int = 3
     num_steps: int = 4
@@ -100,7 +103,7 @@ class SynthConfig:
              f"lowres_factor {self.lowres_factor} must divide {self.height}x{self.width}")
         need(1 <= self.num_classes <= 65536, f"num_classes must be in 1..65536, got {self.num_classes}")
         need(self.label_encoding == "one_hot", f"label_encoding must be 'one_hot', got {self.label_encoding!r}")
-        for name in ("lambda_c", "lambda_r", "lambda_t"):
+        for name in ("lambda_c", "lambda_r", "lambda_t", "lambda_rho"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and v >= 0, f"{name} must be a number >= 0, got {v!r}")
         need(self.window >= 1, f"window W must be >= 1, got {self.window}")

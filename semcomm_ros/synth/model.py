@@ -32,9 +32,10 @@ class SynthModel(nn.Module):
 
     def __init__(self, config: SynthConfig, unet, vae, scheduler=None, controlnet=None,
                  restoration: RestorationAdapter | None = None, temporal: TemporalAdapter | None = None,
-                 null_embedding: torch.Tensor | None = None):
+                 null_embedding: torch.Tensor | None = None, refiner=None):
         super().__init__()
         self.config = config
+        self.refiner = refiner
         self.unet = unet
         self.vae = vae
         self.controlnet = controlnet
@@ -56,6 +57,9 @@ class SynthModel(nn.Module):
             self._hooks += self._skip_degraded_tail()
         bb.freeze(unet)
         bb.freeze(vae)
+        if refiner is not None and refiner.config.num_classes != config.num_classes:
+            raise ValueError(f"the Semantic Refiner takes {refiner.config.num_classes} classes, the config "
+                             f"{config.num_classes}")
         self._timesteps: dict[int, list[int]] = {}
 
     def _skip_degraded_tail(self) -> list:
@@ -180,6 +184,11 @@ class SynthModel(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
+        from .refiner import SemanticRefiner
+
+        model.refiner = SemanticRefiner(num_classes=num_classes, channels=(8, 8, 8))
+        model.refiner.out.reset_parameters()  # zero-initialised, rho would be a no-op
+        model.config = model.config.replace(parts={**model.config.parts, "refiner": "refiner"})
         return model
 
     # -- the scheduler -----------------------------------------------------------------------------
@@ -248,6 +257,29 @@ class SynthModel(nn.Module):
         lead = latents.shape[:-3]
         x = bb.decode_latents(self.vae, latents.reshape(-1, *latents.shape[-3:]))
         return x.reshape(*lead, *x.shape[1:])
+
+    def render(self, latents: torch.Tensor, condition: torch.Tensor | None = None,
+               degraded: torch.Tensor | None = None, lambda_rho: float | None = None) -> torch.Tensor:
+        """x_0 -> the output frames [..., 3, H, W] in [-1, 1]: D(x_0), refined by rho when the model has one.
+
+        condition: one-hot label maps [..., K, H, W]; degraded: the degraded frames [..., 3, h, w] in
+        [-1, 1] (zeros where none was received). Without both, or with lambda_rho 0, D(x_0) as is.
+        """
+        images = self.decode_latents(latents)
+        weight = float(self.config.lambda_rho if lambda_rho is None else lambda_rho)
+        if self.refiner is None or condition is None or weight == 0:
+            return images
+        lead = images.shape[:-3]
+        flat = images.reshape(-1, *images.shape[-3:])
+        cond = condition.reshape(-1, *condition.shape[-3:])
+        if degraded is None:
+            h, w = self.config.lowres_size
+            deg = flat.new_zeros(flat.shape[0], 3, h, w)
+        else:
+            deg = degraded.reshape(-1, *degraded.shape[-3:])
+        refined = self.refiner(flat.clamp(-1, 1), cond, deg)
+        out = flat + weight * (refined - flat)
+        return out.reshape(*lead, *out.shape[1:])
 
     def labels_to_condition(self, labels) -> torch.Tensor:
         """Label maps [..., H, W] (ids < num_classes) -> one-hot ControlNet condition [..., K, H, W]."""
@@ -432,6 +464,9 @@ class SynthModel(nn.Module):
         for stage, key in (("psi", "controlnet"), ("omega", "restoration_adapter"), ("phi", "temporal_adapter")):
             if self.stage_module_or_none(stage) is not None:
                 self.save_module(stage, path / parts[key])
+        if self.refiner is not None:
+            parts["refiner"] = parts["refiner"] or "refiner"
+            self.refiner.save_pretrained(path / parts["refiner"], safe_serialization=True)
         if bool(self.null_embedding.abs().sum() > 0):
             parts["null_embedding"] = parts["null_embedding"] or "null_embedding.safetensors"
             save_file({"null_embedding": self.null_embedding.detach().float().cpu().contiguous()},
@@ -477,6 +512,11 @@ class SynthModel(nn.Module):
             from diffusers import MotionAdapter
             temporal = TemporalAdapter(MotionAdapter.from_pretrained(
                 bb._require_dir(path / parts["temporal_adapter"], "temporal_adapter"), local_files_only=True))
+        refiner = None
+        if parts.get("refiner"):
+            from .refiner import SemanticRefiner
+            refiner = SemanticRefiner.from_pretrained(bb._require_dir(path / parts["refiner"], "refiner"),
+                                                      local_files_only=True)
         null = None
         if parts.get("null_embedding"):
             from safetensors.torch import load_file
@@ -485,7 +525,7 @@ class SynthModel(nn.Module):
                 raise FileNotFoundError(f"missing null embedding file {file}")
             null = load_file(str(file))["null_embedding"]
         model = cls(config, unet, vae, scheduler=scheduler, controlnet=controlnet, restoration=restoration,
-                    temporal=temporal, null_embedding=null)
+                    temporal=temporal, null_embedding=null, refiner=refiner)
         # safetensors hands out tensors at arbitrary offsets of the mapped file; BLAS kernels round
         # differently on unaligned memory, so fresh (aligned) copies make loading bit-exact.
         with torch.no_grad():

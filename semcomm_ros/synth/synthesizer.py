@@ -48,7 +48,7 @@ class CausalSynthesizer:
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         # convolutions run faster channels-last on CPU (oneDNN) and on GPU (cuDNN): ~7 % of a
         # frame on 2 CPU cores for the UNet and ControlNet, more for the VAE at full resolution
-        for part in (self.model.vae, self.model.unet, self.model.controlnet):
+        for part in (self.model.vae, self.model.unet, self.model.controlnet, self.model.refiner):
             if part is not None:
                 part.to(memory_format=torch.channels_last)
         self.config = model.config
@@ -98,8 +98,9 @@ class CausalSynthesizer:
         draws = [torch.randn(shape, generator=gen) for _ in range(c.num_steps + 1)]
         return torch.cat(draws).to(self.device, self.dtype)
 
-    def _lowres_latents(self, lowres) -> torch.Tensor:
-        """Degraded frames [F, h, w, 3] uint8 -> x~ = E(upsampled frame) [F, C, H/8, W/8].
+    def _lowres_latents(self, lowres) -> tuple[torch.Tensor, torch.Tensor]:
+        """Degraded frames [F, h, w, 3] uint8 -> (x~ = E(upsampled frame) [F, C, H/8, W/8], the
+        degraded frames as [F, 3, h, w] in [-1, 1] for the Semantic Refiner).
 
         The low-res frame (1/lowres_factor of the output size) is upsampled bilinearly to the
         output size before the VAE encoder, because the backbone's features only exist at the
@@ -115,16 +116,17 @@ class CausalSynthesizer:
         if lowres.dtype != np.uint8:
             raise ValueError(f"degraded frame must be uint8, got {lowres.dtype}")
         x = torch.from_numpy(np.ascontiguousarray(lowres)).to(self.device).permute(0, 3, 1, 2)
-        x = x.to(torch.float32) / 127.5 - 1
-        x = F.interpolate(x, size=self.output_size, mode="bilinear", align_corners=False)
-        return self.model.encode_images(x.to(self.dtype))
+        small = x.to(torch.float32) / 127.5 - 1
+        x = F.interpolate(small, size=self.output_size, mode="bilinear", align_corners=False)
+        return self.model.encode_images(x.to(self.dtype)), small.to(self.dtype)
 
-    def _condition(self, labels) -> tuple[torch.Tensor | None, bool]:
-        """One-hot label maps -> the ControlNet's conditioning embedding, once per frame."""
+    def _condition(self, labels) -> tuple[torch.Tensor | None, bool, torch.Tensor]:
+        """One-hot label maps -> (the ControlNet's conditioning embedding, embedded?, the one-hot maps
+        the Semantic Refiner reads), once per frame."""
         cond = self.model.labels_to_condition(labels)
         if self.model.controlnet is None or self.config.lambda_c == 0:
-            return cond, False
-        return condition_embedding(self.model.controlnet, cond), True
+            return cond, False, cond
+        return condition_embedding(self.model.controlnet, cond), True, cond
 
     def _check_labels_shape(self, labels, frames: int | None):
         arr = labels if isinstance(labels, (np.ndarray, torch.Tensor)) else np.asarray(labels)
@@ -151,8 +153,8 @@ class CausalSynthesizer:
             self._stream_seed = int(seed)
         if cfg.noise == "shared":
             seed = self._stream_seed
-        cond, embedded = self._condition(labels[None])
-        deg0 = self._lowres_latents(np.asarray(lowres)[None]) if lowres is not None else None
+        cond, embedded, onehot = self._condition(labels[None])
+        deg0, small = self._lowres_latents(np.asarray(lowres)[None]) if lowres is not None else (None, None)
         noise = self.frame_noise(seed)
         t_steps = model.timesteps()
         steps = len(t_steps)
@@ -173,14 +175,14 @@ class CausalSynthesizer:
             x = model.lcm_step(s, t_steps, x, eps, noise[s + 1:s + 2] if s + 1 < steps else None)
         self.frame_index += 1
         self._last_latent = x
-        return self._output(x, output)[0]
+        return self._output(x, output, onehot, small)[0]
 
     __call__ = step
 
-    def _output(self, latents: torch.Tensor, output: str):
+    def _output(self, latents: torch.Tensor, output: str, onehot=None, degraded=None):
         if output == "latent":
             return latents
-        images = self.model.decode_latents(latents)
+        images = self.model.render(latents, onehot, degraded)
         if output == "float":
             return images.float()
         if output == "uint8":
@@ -211,8 +213,8 @@ class CausalSynthesizer:
         if lowres_seq is not None and len(lowres_seq) != frames:
             raise ValueError(f"{len(lowres_seq)} degraded frames for {frames} label maps")
         mode = model._temporal_mode(temporal)
-        cond, embedded = self._condition(labels_seq)
-        deg0 = self._lowres_latents(lowres_seq) if lowres_seq is not None else None
+        cond, embedded, onehot = self._condition(labels_seq)
+        deg0, small = self._lowres_latents(lowres_seq) if lowres_seq is not None else (None, None)
         noise = torch.stack([self.frame_noise(s) for s in seeds])  # [F, T+1, C, h, w]
         t_steps = model.timesteps()
         steps = len(t_steps)
@@ -231,4 +233,4 @@ class CausalSynthesizer:
                                                          window=cfg.window)
             eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run, embedded)
             x = model.lcm_step(s, t_steps, x, eps, noise[:, s + 1] if s + 1 < steps else None)
-        return self._output(x, output)
+        return self._output(x, output, onehot, small)
