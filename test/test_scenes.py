@@ -102,11 +102,28 @@ def test_table_styles_and_errors():
 
 
 def test_cli_writes_png(tmp_path):
-    from semcomm_ros.scenes import cli
+    from semcomm_ros import cli
 
     out = tmp_path / "s.png"
-    assert cli.main(["--seed", "1", "--frames", "4", "--width", "64", "--height", "64", "--every", "2", "--out", str(out)]) == 0
+    assert cli.main(["scenes", "--seed", "1", "--frames", "4", "--width", "64", "--height", "64", "--every", "2", "--out", str(out)]) == 0
     import cv2
 
     img = cv2.imread(str(out))
     assert img.shape == (128, 128, 3)
+
+
+def test_seed_splits_are_disjoint_and_hold_their_users():
+    from semcomm_ros.demo import EVAL_SEED0
+    from semcomm_ros.scenes import splits
+    from semcomm_ros.training.config import PRESETS
+
+    ranges = sorted(splits.SPLITS.values(), key=lambda r: r.start)
+    assert all(a.stop <= b.start for a, b in zip(ranges, ranges[1:])), ranges
+    assert splits.split_of(EVAL_SEED0) == "demo" and splits.split_of(splits.TABLE_SEED0) == "table"
+    assert {splits.split_of(s) for s in splits.TUNING_SEEDS} == {"demo"}
+    assert splits.split_of(splits.SEG_HELDOUT_SEED0) == "seg_heldout" and splits.split_of(7) is None
+    # every preset's training clips stay inside the synthesizer's split
+    for name, preset in PRESETS.items():
+        data = preset().data
+        assert splits.split_of(data.first_seed) == splits.split_of(data.first_seed + data.clips - 1) \
+            == "synth_train", name

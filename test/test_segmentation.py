@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from semcomm_ros.scenes import CLASS_NAMES, tabletop_clip
-from semcomm_ros.segmentation import DEFAULT_WEIGHTS, ClassMap, load_config, load_segmenter, merge_masks
 from semcomm_ros.bench.seg import heldout_frames
 from semcomm_ros.eval.metrics import miou
+from semcomm_ros.scenes import CLASS_NAMES, tabletop_clip
+from semcomm_ros.segmentation import DEFAULT_WEIGHTS, ClassMap, load_config, load_segmenter, merge_masks
 
 CONFIG = load_config()
 MODEL_CLASSES = list(CONFIG["backends"]["ultralytics"]["class_map"])
@@ -140,11 +140,11 @@ def test_shipped_model_rejects_bad_images(shipped):
 
 def test_tiny_training_run_stays_offline(tmp_path, no_network):
     """Data preparation + ultralytics training from the model YAML, with all sockets refused."""
-    from semcomm_ros.segmentation import train
+    from semcomm_ros import cli
 
     out = tmp_path / "seg"
-    rc = train.main(["--out", str(out), "--train-images", "4", "--val-images", "2", "--epochs", "1",
-                     "--imgsz", "64", "--batch", "2", "--workers", "0", "--install", str(out / "tiny.pt")])
+    rc = cli.main(["seg-train", "--out", str(out), "--train-images", "4", "--val-images", "2", "--epochs", "1",
+                   "--imgsz", "64", "--batch", "2", "--workers", "0", "--install", str(out / "tiny.pt")])
     assert rc == 0
     assert (out / "tiny.pt").is_file()
     labels = sorted((out / "labels" / "train").glob("*.txt"))

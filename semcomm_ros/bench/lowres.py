@@ -19,6 +19,7 @@ import numpy as np
 from semcomm_ros.codec.lowres import LowResDecoder, LowResEncoder, upsample
 from semcomm_ros.eval import metrics
 from semcomm_ros.eval.metrics import ms_ssim, psnr, window_kbps
+from semcomm_ros.scenes.splits import CODEC_BENCH
 
 
 def add_arguments(parser) -> None:
@@ -41,7 +42,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compare-rate", type=float, default=1.0)
     parser.add_argument("--baselines", default="hevc,av1,vp9", help="full-res baselines ('' skips)")
     parser.add_argument("--baseline-rate", type=float, default=2.0, help="their target kbps")
-    parser.add_argument("--seed", type=int, default=1000, help="first clip seed (held-out range)")
+    parser.add_argument("--seed", type=int, default=CODEC_BENCH.start, help="first clip seed (held-out range)")
     parser.add_argument("--json", help="also write all figures to this JSON file")
 
 

@@ -1,6 +1,6 @@
 """``semcomm bench seg``: segmenter mIoU and CPU latency on held-out generated frames.
 
-Held-out frames come from scene seeds the training never saw (``train.HELDOUT_SEED0`` onwards),
+Held-out frames come from scene seeds the training never saw (``splits.SEG_HELDOUT_SEED0`` onwards),
 at 512x512. mIoU is per frame the mean IoU over the classes present in the ground truth or the
 prediction (table included), then averaged over frames; it is also given on frames degraded like
 synthesized ones (downscale 4x and 8x with area filtering, bicubic upscale back to 512x512).
@@ -19,12 +19,13 @@ import time
 import numpy as np
 
 from semcomm_ros.eval.metrics import class_iou, miou
-from semcomm_ros.segmentation.train import HELDOUT_SEED0, generated_frames
+from semcomm_ros.scenes.splits import SEG_HELDOUT_SEED0
+from semcomm_ros.segmentation.train import generated_frames
 
 
 def heldout_frames(n: int, size: int = 512):
     """``(rgb, labels)`` of ``n`` held-out generated frames (5 per clip)."""
-    return [(rgb, lab) for _, _, rgb, lab, _ in generated_frames(HELDOUT_SEED0, n, size=size)]
+    return [(rgb, lab) for _, _, rgb, lab, _ in generated_frames(SEG_HELDOUT_SEED0, n, size=size)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     }
     print(f"segmenter: {seg.backend}" + (f" ({getattr(seg, 'weights', '')}, imgsz {seg.imgsz}, conf {seg.conf})"
                                         if seg.backend == "ultralytics" else ""))
-    print(f"held-out generated frames: {len(frames)} at 512x512 (seeds from {HELDOUT_SEED0})")
+    print(f"held-out generated frames: {len(frames)} at 512x512 (seeds from {SEG_HELDOUT_SEED0})")
     print(f"{'input':<28}{'mIoU':>8}")
     print(f"{'clean':<28}{figures['miou_clean']:>8.4f}")
     print(f"{'down 4x (128) + bicubic up':<28}{figures['miou_down4x_up']:>8.4f}")

@@ -4,6 +4,7 @@
 ``tabletop_clip(seed, frames, width=512, height=512)`` yields ``(rgb, labels)`` per frame
 (uint8 HxWx3, uint8 HxW, 0 = table); ``tabletop_clip(..., instances=True)`` yields
 ``(rgb, labels, instance_ids)``. ``CLASS_NAMES`` is the one class list (index 0 = "table").
+Which seeds are for training, tuning and evaluation: ``semcomm_ros.scenes.splits``.
 """
 
 from .classes import CLASS_IDS, CLASS_NAMES, NUM_CLASSES, PALETTE, colorize

@@ -84,12 +84,3 @@ def run(args: argparse.Namespace) -> int:
           f"({1000 * gen_s / len(frames):.1f} ms/frame)")
     return 0
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="semcomm scenes", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -25,12 +25,8 @@ import cv2
 import numpy as np
 
 from ..scenes import CLASS_NAMES, TabletopScene
+from ..scenes.splits import SEG_TRAIN_SEED0, SEG_VAL_SEED0
 from .degrade import random_degrade
-
-# Generated-scene seeds: training and validation here; the benchmark and tests use HELDOUT_SEEDS.
-TRAIN_SEED0 = 1_000_000
-VAL_SEED0 = 2_000_000
-HELDOUT_SEED0 = 9_000_000
 
 MODEL_CLASSES: tuple[str, ...] = CLASS_NAMES[1:]  # YOLO class k = codec class k + 1; the table is background
 
@@ -100,7 +96,7 @@ def prepare(out: Path, n_train: int, n_val: int, imgsz: int, log=print) -> Path:
     import yaml
 
     out.mkdir(parents=True, exist_ok=True)
-    for split, seed0, n in (("train", TRAIN_SEED0, n_train), ("val", VAL_SEED0, n_val)):
+    for split, seed0, n in (("train", SEG_TRAIN_SEED0, n_train), ("val", SEG_VAL_SEED0, n_val)):
         idir, ldir = out / "images" / split, out / "labels" / split
         if idir.exists() and len(list(idir.glob("*.jpg"))) == n and len(list(ldir.glob("*.txt"))) == n:
             log(f"{split}: {n} images already prepared")
@@ -235,12 +231,3 @@ def run(args: argparse.Namespace) -> int:
         _install(last, args.install)
     return 0
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="semcomm seg-train", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semcomm_ros.scenes.splits import SYNTH_TRAIN_SEED0
+
 STAGES: tuple[str, ...] = ("vae", "backbone", "control", "restoration", "teacher", "lcm", "dmd")
 
 
@@ -74,7 +76,7 @@ class DataConfig:
     resolution: int = 128
     clips: int = 48
     frames_per_clip: int = 16
-    first_seed: int = 100_000  # held-out evaluation clips use small seeds; training uses these
+    first_seed: int = SYNTH_TRAIN_SEED0  # scenes.splits: no evaluation or tuning clip comes from here
     lowres_factor: int = 4  # paper V-C: degraded frames at 4x lower spatial resolution
     lowres_kbps: float = 1.0  # paper V-C: 1 kbps for YCB-Sim
     fps: float = 10.0  # paper V-A: 10 frames per second
