@@ -16,6 +16,7 @@ import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
+from semcomm_ros.codec.packet import parse_header
 
 # encoding -> (channels, numpy dtype); the ones the nodes produce or accept
 IMAGE_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
@@ -171,23 +172,6 @@ class SemanticPacket:
         return 8 * len(self.payload)
 
 
-def _semantic_parse_header():
-    try:
-        from semcomm_ros.codec import semantic
-    except ModuleNotFoundError:  # pragma: no cover - codec layer not installed yet
-        return None
-    return getattr(semantic, "parse_header", None)
-
-
-def _header_value(hdr, *names):
-    for n in names:
-        if isinstance(hdr, dict) and n in hdr:
-            return hdr[n]
-        if not isinstance(hdr, dict) and hasattr(hdr, n):
-            return getattr(hdr, n)
-    return None
-
-
 def check_semantic(p: SemanticPacket, against_payload: bool = True) -> SemanticPacket:
     """Raise ``BitstreamError`` naming the first field that is out of range or contradicts the
     payload's own header."""
@@ -206,35 +190,21 @@ def check_semantic(p: SemanticPacket, against_payload: bool = True) -> SemanticP
         raise BitstreamError("SemanticFrame.payload is empty")
     if len(p.payload) > MAX_PAYLOAD_BYTES:
         raise BitstreamError(f"SemanticFrame.payload of {len(p.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    parse = _semantic_parse_header() if against_payload else None
-    if parse is not None:
-        hdr = parse(p.payload)  # raises BitstreamError on a corrupt packet
-        for field, names, value in (
-            ("width", ("width",), p.width),
-            ("height", ("height",), p.height),
-            ("bitstream_version", ("version", "bitstream_version"), p.bitstream_version),
-        ):
-            got = _header_value(hdr, *names)
-            if got is not None and int(got) != int(value):
+    if against_payload:
+        hdr = parse_header(p.payload)  # raises BitstreamError on a corrupt packet
+        for field, got, value in (("width", hdr.width, p.width), ("height", hdr.height, p.height),
+                                  ("bitstream_version", hdr.version, p.bitstream_version)):
+            if got is not None and got != value:  # P-frames carry no size
                 raise BitstreamError(f"SemanticFrame.{field} = {value} contradicts the payload "
                                      f"header ({got})")
-        got = _header_value(hdr, "frame_index", "index")
-        if got is not None:
-            # the packet carries the index modulo 256 (I-frames) or 16 (P-frames)
-            modulo = 256 if p.is_iframe else 16
-            if int(got) != p.frame_index % modulo:
-                raise BitstreamError(f"SemanticFrame.frame_index = {p.frame_index} contradicts the "
-                                     f"payload header ({got} = index mod {modulo})")
-        ftype = _header_value(hdr, "frame_type", "type", "kind")
-        iframe = _header_value(hdr, "iframe", "is_iframe", "key")
-        if ftype is not None:
-            ftype_s = str(ftype).upper()[:1] if isinstance(ftype, str) else _FRAME_TYPES.get(int(ftype))
-            if ftype_s != _FRAME_TYPES[p.frame_type]:
-                raise BitstreamError(f"SemanticFrame.frame_type {_FRAME_TYPES[p.frame_type]} "
-                                     f"contradicts the payload header ({ftype})")
-        elif iframe is not None and bool(iframe) != p.is_iframe:
+        # the packet carries the index modulo 256 (I-frames) or 16 (P-frames)
+        modulo = 256 if p.is_iframe else 16
+        if hdr.frame_index != p.frame_index % modulo:
+            raise BitstreamError(f"SemanticFrame.frame_index = {p.frame_index} contradicts the "
+                                 f"payload header ({hdr.frame_index} = index mod {modulo})")
+        if hdr.frame_type != p.frame_type:
             raise BitstreamError(f"SemanticFrame.frame_type {_FRAME_TYPES[p.frame_type]} "
-                                 f"contradicts the payload header (I-frame: {bool(iframe)})")
+                                 f"contradicts the payload header ({hdr.frame_type})")
     return p
 
 
