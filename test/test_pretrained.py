@@ -143,7 +143,7 @@ def test_pretrained_backbone_is_frozen_sd_with_its_empty_prompt(weights, tmp_pat
     assert not any(p.requires_grad for p in [*model.unet.parameters(), *model.vae.parameters()])
 
 
-def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path):
+def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path, capsys):
     """control, restoration, teacher (AnimateDiff), lcm, dmd: one step each through the command line,
     then the exported model streams in CausalSynthesizer."""
     from semcomm_ros.synth import CausalSynthesizer
@@ -172,6 +172,15 @@ def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path):
     low = np.full((RES // 4, RES // 4, 3), 120, np.uint8)
     out = [np.asarray(synth(labels, low, seed=k)) for k in range(3)]
     assert out[0].shape == (RES, RES, 3) and out[0].dtype == np.uint8
+    # the GPU check's command, as a CPU dry run on these tiny weights
+    from semcomm_ros.cli import main
+
+    assert main(["bench", "synth", "--model", str(dest), "--device", "cpu", "--gpu-frames", "2",
+                 "--json", str(tmp_path / "bench.json")]) == 0
+    text = capsys.readouterr().out
+    assert "T=4, W=3, float32, 2 frames:" in text and "(paper: 5.1 FPS, 6.2 GB on an RTX 4090)" in text
+    figures = json.loads((tmp_path / "bench.json").read_text())["paper_point"]
+    assert figures["fps"] > 0 and figures["resolution"] == f"{RES}x{RES}"
 
 
 def test_motion_adapter_file_loads_as_the_folder(weights):

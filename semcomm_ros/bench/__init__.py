@@ -19,7 +19,7 @@ from pathlib import Path
 _DIR = Path(__file__).resolve().parent
 # Benchmarks whose files still live in their layer: the engineer who moves one here deletes its
 # entry (and this table with the last one).
-_NOT_MOVED_YET = {"synth": "semcomm_ros.synth.bench", "ros": "semcomm_ros.nodes.bench"}
+_NOT_MOVED_YET = {"ros": "semcomm_ros.nodes.bench"}
 
 
 def _help(path: Path) -> str:
