@@ -188,3 +188,29 @@ def test_link_message_refusals():
     bad.payload = key[:-1] + bytes([key[-1] ^ 0xFF])
     with pytest.raises(BitstreamError, match=r"checksum"):
         lowres_from_msg(bad)
+
+
+def test_semantic_message_checked_against_its_payload():
+    from semcomm_ros.codec import BitstreamError, SemanticEncoder
+    from semcomm_ros.ros.convert import SemanticPacket, check_semantic
+
+    labels = np.zeros((48, 64), np.uint8)
+    labels[10:30, 20:40] = 3
+    enc = SemanticEncoder(profile="paper", period=4)
+    iframe, pframe = enc.encode(labels), enc.encode(labels)
+
+    def packet(payload, **kw):
+        fields = dict(frame_index=0, frame_type=0, width=64, height=48, xi=6.0, iframe_period=4,
+                      q_symbols=256)
+        return SemanticPacket(payload=payload, **{**fields, **kw})
+
+    check_semantic(packet(iframe))
+    check_semantic(packet(pframe, frame_index=17, frame_type=1))  # index 17 = 1 mod 16
+    for payload, kw, what in ((iframe, dict(width=32), r"width = 32 contradicts the payload header \(64\)"),
+                              (iframe, dict(frame_index=5), r"frame_index = 5 contradicts"),
+                              (pframe, dict(frame_index=1, frame_type=0), r"frame_type I contradicts the payload header \(1\)"),
+                              (pframe, dict(frame_index=1, frame_type=1, bitstream_version=1),
+                               r"bitstream_version = 1 contradicts"),
+                              (iframe[:-1] + bytes([iframe[-1] ^ 1]), {}, r"checksum")):
+        with pytest.raises(BitstreamError, match=what):
+            check_semantic(packet(payload, **kw))
