@@ -1,7 +1,8 @@
 """semcomm_ros: ultra-low-bitrate generative semantic video communication for ROS 2.
 
-Layers (see docs/ and ../shared/DESIGN.md): ``codec`` (label map and low-res frames to bytes),
-``synth`` (causal video diffusion), ``scenes``/``segmentation``/``eval`` and the thin ROS ``nodes``.
+Layers (README.md and docs/): ``codec`` (label map and low-res frames to bytes), ``synth``
+(causal video diffusion), ``training``, ``scenes`` / ``segmentation`` / ``eval``, ``system`` (the
+chain without ROS), the thin ROS ``nodes`` and ``ros``, and ``bench`` (the figures the docs quote).
 """
 
 __version__ = "0.1.0"

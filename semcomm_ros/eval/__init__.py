@@ -1,4 +1,5 @@
-"""Evaluation: the paper's metrics (V-E) and, later, the Table II evaluation."""
+"""Evaluation: the paper's metrics (V-E, ``metrics``: the one place every metric is computed) and
+the Table II evaluation (``table``, ``report``)."""
 
 from semcomm_ros.eval.metrics import (
     bits,
