@@ -22,7 +22,7 @@ CONFIGS = ["robot.yaml", "operator.yaml", "link.yaml", "replay.yaml"]
 def declared_params(executable: str) -> set[str]:
     """Names passed to ``declare(self, "name", ...)`` in the node's module."""
     tree = ast.parse((NODES_DIR / f"{executable}.py").read_text())
-    names = set()
+    names = {"use_sim_time"}  # every rclpy node declares it
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "declare" and len(node.args) >= 2:
             arg = node.args[1]

@@ -296,3 +296,83 @@ def test_bag_replay_gives_identical_label_maps(tmp_path):
     replayed_maps = [replayed[k] for k in sorted(replayed)]
     if len(replayed_maps) == len(offline_maps):  # nothing lost on loopback: same maps, same order
         assert all(np.array_equal(a, b) for a, b in zip(offline_maps, replayed_maps))
+
+
+# Prints one JSON line per synthesized frame (stamp, size, digest of the pixels) and per decoder
+# report (frame index, latencies): what two replays are compared on.
+_DIGESTS = """
+import hashlib, json, sys, rclpy
+from sensor_msgs.msg import Image
+from semcomm_ros.msg import DecoderStats
+rclpy.init()
+node = rclpy.create_node("digests")
+ns = sys.argv[1]
+def on_image(m):
+    print(json.dumps(dict(topic="synthesized", stamp=[m.header.stamp.sec, m.header.stamp.nanosec],
+                          size=[m.width, m.height], sha=hashlib.sha1(bytes(m.data)).hexdigest())), flush=True)
+def on_diag(m):
+    print(json.dumps(dict(topic="diagnostics", index=m.frame_index, decode_ms=m.latency_decode_ms,
+                          total_ms=m.latency_total_ms, skipped=m.skipped)), flush=True)
+node.create_subscription(Image, ns + "/synthesized", on_image, 100)
+node.create_subscription(DecoderStats, ns + "/diagnostics", on_diag, 100)
+rclpy.spin(node)
+"""
+
+
+def test_lockstep_replays_synthesize_identical_frames(tmp_path):
+    """Record the link topics of the chain to a bag, then replay it twice in lockstep into a fresh
+    decoder (tiny model, CPU, every_frame, on the replay's /clock): every frame of the bag is
+    synthesized, none skipped, the two replays' synthesized frames are bit-identical, and latency
+    is measured from the replay clock (tens of ms), not from the recording (seconds ago)."""
+    import json
+    import subprocess
+    import threading
+
+    from semcomm_ros.ros import bag
+
+    ns = unique_ns()
+    recorded = tmp_path / "bag"
+    with processes(tmp_path / "record", ros_env()) as P:
+        robot(P, ns, lowres_kbps=4.0, iframe_period=8)
+        for name, line in (("scene_source", "publishing"), ("segmentation", "segmenter:"),
+                           ("encoder", "semantic profile")):
+            wait_for(lambda name=name, line=line: line in P.log(name), 90, f"the {name} node", P)
+        rec = P.start("record", ["-m", "semcomm_ros", "bag", "record", str(recorded), "--namespace", ns,
+                                 "--topics", "semantic", "lowres", "--duration", "4"], stdout=subprocess.PIPE)
+        rec.wait(60)
+        assert rec.returncode == 0, P.logs()
+    recorded_at = time.monotonic()
+    decodable = bag.decode_labels(recorded)  # frames from the bag's first I-frame on
+    assert len(decodable) >= 10, bag.info(recorded)
+
+    def replay(run: str) -> tuple[list[dict], float]:
+        ns2 = unique_ns()
+        got: list[dict] = []
+        with processes(tmp_path / run, ros_env()) as P:
+            P.node("decoder", "decoder_node", ns2, {"model": "tiny", "resolution": 64, "every_frame": True,
+                                                     "use_sim_time": True})
+            probe = P.start("digests", ["-c", _DIGESTS, ns2], stdout=subprocess.PIPE)
+            threading.Thread(target=lambda: [got.append(json.loads(x)) for x in probe.stdout], daemon=True).start()
+            wait_for(lambda: "decoder ready" in P.log("decoder"), 90, "the decoder", P)
+            started = time.monotonic()
+            r = P.node("replay", "bag_replay", ns2, {"bag": str(recorded), "lockstep": True,
+                                                     "exit_when_done": True, "start_delay_s": 2.0})
+            r.wait(240)
+            assert r.returncode == 0, P.logs()
+            n = len([m for m in got if m["topic"] == "diagnostics"])
+            wait_for(lambda: len([m for m in got if m["topic"] == "diagnostics"]) == n and time.sleep(1) is None
+                     and len([m for m in got if m["topic"] == "diagnostics"]) == n, 30, "the last reports")
+        return got, started - recorded_at
+
+    first, age1 = replay("replay1")
+    second, _ = replay("replay2")
+    synth = [{tuple(m["stamp"]): m for m in run if m["topic"] == "synthesized"} for run in (first, second)]
+    assert len(synth[0]) >= len(decodable), (len(synth[0]), len(decodable))  # every frame synthesized
+    assert synth[0].keys() == synth[1].keys()
+    for stamp, m in synth[0].items():
+        assert m["size"] == [128, 128]
+        assert m["sha"] == synth[1][stamp]["sha"], f"frame stamped {stamp} differs between the replays"
+    diags = [m for m in first if m["topic"] == "diagnostics"]
+    assert diags[-1]["skipped"] == 0
+    latency = [m["total_ms"] for m in diags]
+    assert 0 <= min(latency) and max(latency) < min(2000.0, 500.0 * age1), (latency, age1)

@@ -6,6 +6,7 @@
     semcomm bag info out_bag
     semcomm bag decode out_bag labels.npz                    # the semantic stream's label maps, offline
     semcomm bag replay out_bag --rate 1.0                    # = ros2 run semcomm_ros bag_replay --ros-args -p bag:=out_bag
+    semcomm bag replay out_bag --lockstep --start-delay 2    # frame by frame into a decoder with every_frame:=true
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def add_arguments(parser) -> None:
     p.add_argument("--loop", action="store_true")
     p.add_argument("--namespace", default="/semcomm")
     p.add_argument("--topics", nargs="+", default=["semantic", "lowres"])
+    p.add_argument("--start-delay", type=float, default=1.0,
+                   help="seconds after the subscribers matched, before the first message (default: %(default)s)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="frame by frame, each once the decoder reported the previous one on diagnostics "
+                        "(a decoder with every_frame:=true then synthesizes every frame, reproducibly)")
 
 
 def run(args) -> int:
@@ -64,5 +70,7 @@ def run(args) -> int:
 
     ros_args = ["semcomm-bag-replay", "--ros-args", "-r", f"__ns:={args.namespace}", "-p", f"bag:={args.bag}",
                 "-p", f"rate:={args.rate}", "-p", f"loop:={'true' if args.loop else 'false'}",
-                "-p", f"topics:={json.dumps(args.topics)}", "-p", "exit_when_done:=true"]
+                "-p", f"topics:={json.dumps(args.topics)}", "-p", "exit_when_done:=true",
+                "-p", f"start_delay_s:={float(args.start_delay)}",
+                "-p", f"lockstep:={'true' if args.lockstep else 'false'}"]
     return replay_main(ros_args)

@@ -27,6 +27,7 @@ import time
 from collections import deque
 
 import numpy as np
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -115,7 +116,8 @@ class DecoderNode(Node):
         self.create_subscription(LowResFrame, "lowres", self._on_lowres, qos.LINK)
         # best effort + volatile matches a camera_info publisher of any reliability
         self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info, qos.SENSOR)
-        self.create_timer(POLL_S, self._poll)
+        # a steady clock: with use_sim_time (bag replay) a ROS-time timer would wait for /clock
+        self.create_timer(POLL_S, self._poll, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         self.skipped = 0
         self._times: deque[float] = deque(maxlen=20)
