@@ -18,8 +18,10 @@ LINK_TOPICS = {
 }
 OPERATOR_TOPICS = {
     "decoded_labels": "sensor_msgs/msg/Image",
+    "decoded_labels_color": "sensor_msgs/msg/Image",
     "decoded_lowres": "sensor_msgs/msg/Image",
     "synthesized": "sensor_msgs/msg/Image",
+    "camera_info": "sensor_msgs/msg/CameraInfo",
     "diagnostics": "semcomm_ros/msg/DecoderStats",
 }
 
