@@ -19,7 +19,7 @@ def test_codec_degradation_is_the_real_lowres_stream():
     # the robot codes camera frames (here 256x256); the synthesizer (64x64) gets them area-averaged
     # to 16x16, as system.synthesize hands them over
     cfg = replace(get_preset("tabletop").data, resolution=64, camera_resolution=256)
-    cam, _ = render_clip(100_000, 6, 256)
+    cam, _ = render_clip(cfg.first_seed, 6, 256)  # the first training clip
     low = codec_degrade(cam, cfg)
     assert low.shape == (6, 16, 16, 3) and low.dtype == np.uint8
     enc, dec = LowResEncoder(256, 256, fps=10, scale=4, kbps=1.0), LowResDecoder()
