@@ -128,3 +128,26 @@ def test_training_stage_on_the_bag(camera_bag, tmp_path):
     assert cli.run(_parser().parse_args(args)) == 0
     saved = json.loads((run / "preset.json").read_text())
     assert saved["data"]["source"] == str(camera_bag) and saved["pretrained"]["backbone"] == str(sd)
+
+
+def test_seg_train_prepares_the_bag_as_a_yolo_data_set(camera_bag, tmp_path):
+    """`semcomm seg-train --data BAG`: labelled camera frames -> YOLO polygons, one per class region."""
+    import argparse
+
+    import yaml
+
+    from semcomm_ros.scenes import CLASS_NAMES
+    from semcomm_ros.segmentation import train
+
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "ds"), "--data", str(camera_bag), "--image-topic",
+                              "camera/image_raw", "--label-topic", "camera/labels_gt", "--train-images", "3",
+                              "--val-images", "1", "--imgsz", str(CAM), "--prepare-only"])
+    assert train.run(args) == 0
+    ds = tmp_path / "ds"
+    assert len(list((ds / "images" / "train").glob("*.jpg"))) == 3
+    assert len(list((ds / "images" / "val").glob("*.jpg"))) == 1
+    assert yaml.safe_load((ds / "data.yaml").read_text())["names"] == dict(enumerate(CLASS_NAMES[1:]))
+    lines = [ln.split() for f in (ds / "labels" / "train").glob("*.txt") for ln in f.read_text().splitlines()]
+    assert lines and all(0 <= int(ln[0]) < len(CLASS_NAMES) - 1 and len(ln) >= 7 for ln in lines)

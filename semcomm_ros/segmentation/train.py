@@ -130,6 +130,43 @@ def prepare(out: Path, n_train: int, n_val: int, imgsz: int, log=print) -> Path:
     return out / "data.yaml"
 
 
+def prepare_recorded(out: Path, source: Path, n_train: int, n_val: int, imgsz: int, image_topic: str = "",
+                     label_topic: str = "", classes: str = "", fps: float = 2.0) -> Path:
+    """The YOLO data set from labelled recordings (training.recorded): every ``val_every``-th frame to val;
+    instances are the connected regions of each class."""
+    import yaml
+
+    from semcomm_ros.training.config import DataConfig
+    from semcomm_ros.training.recorded import build_recorded_clipset
+    from semcomm_ros.training.sources import class_names
+
+    cfg = DataConfig(resolution=imgsz, camera_resolution=imgsz, clips=n_train + n_val, frames_per_clip=1, fps=fps,
+                     source=str(source), image_topic=image_topic, label_topic=label_topic, classes=classes)
+    names = class_names(cfg)
+    cs = build_recorded_clipset(cfg, degradation="realesrgan", pseudo_labels=False)
+    val_every = max(2, round((n_train + n_val) / max(1, n_val)))
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            shutil.rmtree(out / sub / split, ignore_errors=True)
+            (out / sub / split).mkdir(parents=True)
+    for i, (rgb, lab) in enumerate(zip(cs.frames[:, 0], cs.labels[:, 0])):
+        split = "val" if n_val and i % val_every == val_every - 1 else "train"
+        inst = np.zeros(lab.shape, np.int32)
+        for c in np.unique(lab[lab > 0]):
+            _, comp = cv2.connectedComponents((lab == c).astype(np.uint8))
+            inst[comp > 0] = comp[comp > 0] + inst.max()
+        name = f"{source.name}_{i:06d}"
+        cv2.imwrite(str(out / "images" / split / f"{name}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        lines = [f"{cls} " + " ".join(f"{v:.5f}" for v in (poly / np.array([imgsz, imgsz])).clip(0, 1).reshape(-1))
+                 for cls, poly in instance_polygons(lab, inst)]
+        (out / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    data = {"path": str(out.resolve()), "train": "images/train", "val": "images/val",
+            "names": {i: n for i, n in enumerate(names[1:])}}
+    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return out / "data.yaml"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path(".cache/seg-train"), help="dataset and run directory")
     parser.add_argument("--train-images", type=int, default=1000)
@@ -148,6 +185,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/runs/<name>/weights/last.pt")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--install", type=Path, default=None, help="copy the final weights here (stripped)")
+    g = parser.add_argument_group("own recordings instead of generated scenes (docs/own_robot.md)")
+    g.add_argument("--data", type=Path, default=None,
+                   help="rosbag2 folder, or folder of MP4 files / image sequences, with label maps (label topic "
+                        "or NAME_labels/ PNGs); --train-images/--val-images frames are taken 0.5 s apart")
+    g.add_argument("--image-topic", default="", help="rosbag2: camera topic")
+    g.add_argument("--label-topic", default="", help="rosbag2: mono8 label topic")
+    g.add_argument("--classes", default="", help="class list YAML (`classes: [background, ...]`); default tabletop")
 
 
 def _install(src: Path, dst: Path, log=print) -> None:
@@ -171,7 +215,11 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     t0 = time.perf_counter()
-    data = prepare(args.out, args.train_images, args.val_images, args.imgsz)
+    if args.data is not None:
+        data = prepare_recorded(args.out, args.data, args.train_images, args.val_images, args.imgsz,
+                                image_topic=args.image_topic, label_topic=args.label_topic, classes=args.classes)
+    else:
+        data = prepare(args.out, args.train_images, args.val_images, args.imgsz)
     print(f"data ready in {time.perf_counter() - t0:.0f} s: {data}", flush=True)
     if args.prepare_only:
         return 0

@@ -202,8 +202,9 @@ def _fingerprint(path: Path) -> str:
 
 
 def build_recorded_clipset(cfg: DataConfig, degradation: str = "codec", cache: bool = True,
-                           progress: bool = True) -> ClipSet:
-    """Up to ``cfg.clips`` clips of ``cfg.frames_per_clip`` frames from ``cfg.source``, cached."""
+                           progress: bool = True, pseudo_labels: bool = True) -> ClipSet:
+    """Up to ``cfg.clips`` clips of ``cfg.frames_per_clip`` frames from ``cfg.source``, cached.
+    ``pseudo_labels=False``: frames without a label map are an error instead of segmented."""
     from tqdm.auto import tqdm
 
     from .sources import class_names
@@ -214,7 +215,7 @@ def build_recorded_clipset(cfg: DataConfig, degradation: str = "codec", cache: b
     if not src.exists():
         raise FileNotFoundError(f"--data {src} does not exist")
     names = class_names(cfg)
-    key = hashlib.sha1(json.dumps([_key(cfg, degradation), _fingerprint(src)]).encode()).hexdigest()[:12]
+    key = hashlib.sha1(json.dumps([_key(cfg, degradation), _fingerprint(src), pseudo_labels]).encode()).hexdigest()[:12]
     path = CACHE_DIR / f"recorded_{key}.npz"
     if cache and path.is_file():
         with np.load(path) as z:
@@ -226,7 +227,7 @@ def build_recorded_clipset(cfg: DataConfig, degradation: str = "codec", cache: b
     n, k = cfg.clips, cfg.frames_per_clip
     frames, labels, lowres = [], [], []
     bar = tqdm(total=n * k, desc=f"cache clips from {src.name}", unit="frame", disable=not progress)
-    labeller = _Labeller(cfg, names)
+    labeller = _Labeller(cfg, names, pseudo_labels)
     for name, clip in _clips(sources, cfg.fps, k, n):
         cam = np.stack([_square(f.rgb, cfg.camera_resolution, False) for f in clip])
         rgb = np.stack([_square(f.rgb, cfg.resolution, False) for f in clip])
@@ -273,10 +274,12 @@ def _clips(sources, fps: float, k: int, n: int):
 class _Labeller:
     """The robot's segmenter, loaded on first use: its codec ids are the tabletop classes."""
 
-    def __init__(self, cfg: DataConfig, names: tuple[str, ...]):
-        self.cfg, self.names, self.seg = cfg, names, None
+    def __init__(self, cfg: DataConfig, names: tuple[str, ...], allowed: bool = True):
+        self.cfg, self.names, self.seg, self.allowed = cfg, names, None, allowed
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if not self.allowed:
+            raise ValueError(f"{self.cfg.source}: frames without label maps; give a --label-topic or NAME_labels/ PNGs")
         if self.seg is None:
             from semcomm_ros.scenes import CLASS_NAMES
             from semcomm_ros.segmentation import load_segmenter
