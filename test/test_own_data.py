@@ -151,3 +151,27 @@ def test_seg_train_prepares_the_bag_as_a_yolo_data_set(camera_bag, tmp_path):
     assert yaml.safe_load((ds / "data.yaml").read_text())["names"] == dict(enumerate(CLASS_NAMES[1:]))
     lines = [ln.split() for f in (ds / "labels" / "train").glob("*.txt") for ln in f.read_text().splitlines()]
     assert lines and all(0 <= int(ln[0]) < len(CLASS_NAMES) - 1 and len(ln) >= 7 for ln in lines)
+
+
+def test_one_class_list_for_the_segmenter_and_training(tmp_path):
+    """A robot's own classes: the segmentation YAML's `classes:` is what --classes reads, and the
+    segmenter it configures pseudo-labels the recordings in those ids."""
+    from semcomm_ros.segmentation import load_segmenter
+    from semcomm_ros.training.sources import class_names
+
+    rgb, lab = render_clip(7, 4, CAM)
+    own = np.minimum(lab, 2)  # floor 0, box 1, cup 2
+    (tmp_path / "rec" / "seq").mkdir(parents=True)
+    (tmp_path / "gt").mkdir()
+    for i, (f, l) in enumerate(zip(rgb, own)):
+        cv2.imwrite(str(tmp_path / "rec" / "seq" / f"{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(tmp_path / "gt" / f"{i:03d}.png"), l)
+    seg_yaml = tmp_path / "segmentation.yaml"
+    seg_yaml.write_text(f"classes: [floor, box, cup]\ndefault_backend: labels\nbackends:\n  labels:\n"
+                        f"    source: {tmp_path / 'gt'}\n")
+    assert load_segmenter(config=seg_yaml).class_names == ("floor", "box", "cup")
+    cfg = DataConfig(resolution=CAM, clips=1, frames_per_clip=4, camera_resolution=CAM,
+                     source=str(tmp_path / "rec"), classes=str(seg_yaml), segmenter=str(seg_yaml))
+    assert class_names(cfg) == ("floor", "box", "cup")
+    cs = build_recorded_clipset(cfg, degradation="realesrgan", cache=False, progress=False)
+    np.testing.assert_array_equal(cs.labels[0], own)

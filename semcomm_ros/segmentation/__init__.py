@@ -3,8 +3,9 @@
 ``load_segmenter()`` returns the shipped default (the tabletop YOLO11n-seg model, ``ultralytics``
 backend); ``load_segmenter(backend="labels", source=...)`` or ``load_segmenter(backend=..., **options)``
 another. Every segmenter is called as ``seg(rgb) -> labels`` (uint8 HxWx3 RGB -> uint8 HxW, values
-index ``seg.class_names`` = ``semcomm_ros.scenes.CLASS_NAMES``). Backend settings and the
-model-class -> codec-class map live in ``config/segmentation.yaml``.
+index ``seg.class_names``: the config's top-level ``classes:`` list when it has one -- a robot's own
+class list, the same file ``semcomm train --classes`` reads -- else ``semcomm_ros.scenes.CLASS_NAMES``).
+Backend settings and the model-class -> codec-class map live in ``config/segmentation.yaml``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def load_segmenter(backend: str | None = None, *, config: str | Path | dict | No
         raise ValueError(f"unknown segmentation backend {backend!r}; known: {list(BACKENDS)}")
     settings = dict((cfg.get("backends") or {}).get(backend) or {})
     settings.update(options)
+    names = cfg.get("classes")
+    if names is not None:  # the robot's own classes (id = index, 0 = background)
+        if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) and n for n in names):
+            raise ValueError("segmentation config: `classes` must list at least 2 class names (id 0 = background)")
+        if backend == "ultralytics" and "class_map" in settings and not isinstance(settings["class_map"], ClassMap):
+            settings["class_map"] = ClassMap(settings["class_map"], settings.pop("ignore", ()), class_names=names)
+        elif backend == "labels":
+            settings.setdefault("class_names", tuple(names))
     if backend == "ultralytics":
         from .ultralytics_backend import UltralyticsSegmenter
 

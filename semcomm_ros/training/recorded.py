@@ -272,7 +272,7 @@ def _clips(sources, fps: float, k: int, n: int):
 
 
 class _Labeller:
-    """The robot's segmenter, loaded on first use: its codec ids are the tabletop classes."""
+    """The robot's segmenter (``--segmenter``, default the shipped config), loaded on first use."""
 
     def __init__(self, cfg: DataConfig, names: tuple[str, ...], allowed: bool = True):
         self.cfg, self.names, self.seg, self.allowed = cfg, names, None, allowed
@@ -281,12 +281,12 @@ class _Labeller:
         if not self.allowed:
             raise ValueError(f"{self.cfg.source}: frames without label maps; give a --label-topic or NAME_labels/ PNGs")
         if self.seg is None:
-            from semcomm_ros.scenes import CLASS_NAMES
             from semcomm_ros.segmentation import load_segmenter
 
-            if tuple(self.names) != tuple(CLASS_NAMES):
-                raise ValueError("frames without labels are labelled by the segmenter, whose class ids are the "
-                                 "tabletop classes; with another --classes list give label maps (--label-topic or "
-                                 "NAME_labels/ PNGs)")
             self.seg = load_segmenter(config=self.cfg.segmenter or None)
+            if tuple(self.seg.class_names) != tuple(self.names):
+                raise ValueError(f"frames without labels are labelled by the segmenter, whose classes "
+                                 f"{list(self.seg.class_names)} are not the training classes {list(self.names)}: give "
+                                 "the same class list to both (the segmentation YAML's `classes:` and --classes), "
+                                 "or label maps (--label-topic or NAME_labels/ PNGs)")
         return np.asarray(self.seg(rgb), np.uint8)
