@@ -17,9 +17,6 @@ import pkgutil
 from pathlib import Path
 
 _DIR = Path(__file__).resolve().parent
-# Benchmarks whose files still live in their layer: the engineer who moves one here deletes its
-# entry (and this table with the last one).
-_NOT_MOVED_YET = {"ros": "semcomm_ros.nodes.bench"}
 
 
 def _help(path: Path) -> str:
@@ -34,8 +31,4 @@ def benches() -> dict[str, tuple[str, str]]:
     """name -> (module, one-line help) of every benchmark, by name."""
     found = {info.name: (f"{__name__}.{info.name}", _help(_DIR / f"{info.name}.py"))
              for info in pkgutil.iter_modules([str(_DIR)]) if not info.name.startswith("_")}
-    root = _DIR.parent.parent
-    for name, module in _NOT_MOVED_YET.items():
-        if name not in found:
-            found[name] = (module, _help(root / (module.replace(".", "/") + ".py")))
     return dict(sorted(found.items()))

@@ -3,7 +3,9 @@ installable from PyPI): messages as JSON lines, ``uint8[]`` fields as ``{"__byte
 
     python -m semcomm_ros.ros.topic echo /semcomm/link_stats semcomm_ros/msg/LinkStats --count 3
     python -m semcomm_ros.ros.topic pub spec.json --rate 10 --duration 5
-    python -m semcomm_ros.ros.topic param /semcomm/encoder_node xi:=8.0 target_kbps:=2.0
+    python -m semcomm_ros.ros.topic param /semcomm/encoder_node xi:=8 target_kbps:=2.0
+    python -m semcomm_ros.ros.topic param /semcomm/encoder_node --get xi target_kbps
+    python -m semcomm_ros.ros.topic param /semcomm/encoder_node --list
 
 ``pub`` reads a JSON list of ``{"topic", "type", "fields"}`` and publishes each entry at ``--rate``
 until ``--duration`` ends; ``echo`` takes ``TOPIC TYPE`` pairs and exits 0 once ``--count``
@@ -106,59 +108,170 @@ def cmd_pub(args) -> int:
         spec = json.load(f)
     rclpy.init()
     node = rclpy.create_node(f"semcomm_pub_{int(time.time() * 1000) % 100000}")
-    pubs = []
-    for entry in spec:
-        cls = msg_class(entry["type"])
-        msg = fill(cls(), entry.get("fields", {}))
-        pubs.append((node.create_publisher(cls, entry["topic"], _qos(args.qos)), msg))
-    end = time.monotonic() + args.duration
     try:
-        while time.monotonic() < end:
-            for pub, msg in pubs:
-                pub.publish(msg)
-            rclpy.spin_once(node, timeout_sec=1.0 / args.rate)
+        publish_spec(node, spec, args.rate, args.duration, args.qos)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
 
 
-def cmd_param(args) -> int:
-    """Set parameters of a running node through its ``set_parameters`` service; prints each
-    result (successful, reason) as JSON and exits 1 if any was refused."""
+TYPE_NAMES = {1: "bool", 2: "integer", 3: "double", 4: "string", 5: "byte array", 6: "bool array",
+              7: "integer array", 8: "double array", 9: "string array"}
+
+
+def _call(node, srv_type, target: str, service: str, request, timeout: float):
     import rclpy
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+
+    cli = node.create_client(srv_type, f"{target}/{service}")
+    try:
+        if not cli.wait_for_service(timeout_sec=timeout):
+            raise LookupError(f"no node {target} answering")
+        future = cli.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+        if not future.done():
+            raise TimeoutError(f"{target}/{service}: no answer within {timeout} s")
+        return future.result()
+    finally:
+        node.destroy_client(cli)
+
+
+def describe_parameters(node, target: str, names: list[str] | None = None, timeout: float = 20.0) -> dict:
+    """name -> ParameterDescriptor of ``target``'s parameters (all of them when ``names`` is None)."""
+    from rcl_interfaces.srv import DescribeParameters, ListParameters
+
+    if names is None:
+        names = list(_call(node, ListParameters, target, "list_parameters", ListParameters.Request(),
+                           timeout).result.names)
+    res = _call(node, DescribeParameters, target, "describe_parameters", DescribeParameters.Request(names=names),
+                timeout)
+    return {d.name: d for d in res.descriptors}
+
+
+def get_parameters(node, target: str, names: list[str], timeout: float = 20.0) -> dict:
+    """name -> Python value (None for a parameter the node does not have)."""
+    from rcl_interfaces.srv import GetParameters
+
+    res = _call(node, GetParameters, target, "get_parameters", GetParameters.Request(names=names), timeout)
+    return {n: _from_value(v) for n, v in zip(names, res.values)}
+
+
+def _from_value(v):
+    field = {1: "bool_value", 2: "integer_value", 3: "double_value", 4: "string_value", 5: "byte_array_value",
+             6: "bool_array_value", 7: "integer_array_value", 8: "double_array_value", 9: "string_array_value"}
+    return None if v.type not in field else (lambda x: list(x) if not isinstance(x, (bool, int, float, str)) else x)(
+        getattr(v, field[v.type]))
+
+
+def _to_value(name: str, value, declared: int | None):
+    """A ParameterValue of the declared type: an integer is taken for a double; anything else of
+    the wrong type is refused naming both types."""
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    T = ParameterType
+    if isinstance(value, bool):
+        given = T.PARAMETER_BOOL
+    elif isinstance(value, int):
+        given = T.PARAMETER_INTEGER
+    elif isinstance(value, float):
+        given = T.PARAMETER_DOUBLE
+    elif isinstance(value, str):
+        given = T.PARAMETER_STRING
+    else:
+        raise ValueError(f"{name}: only bool, integer, double or string values, got {value!r}")
+    if declared == T.PARAMETER_DOUBLE and given == T.PARAMETER_INTEGER:
+        value, given = float(value), T.PARAMETER_DOUBLE
+    if declared not in (None, T.PARAMETER_NOT_SET) and declared != given:
+        raise ValueError(f"{name} has type {TYPE_NAMES.get(declared, declared)}; got "
+                         f"{TYPE_NAMES[given]} {value!r}")
+    pv = ParameterValue(type=given)
+    setattr(pv, {T.PARAMETER_BOOL: "bool_value", T.PARAMETER_INTEGER: "integer_value",
+                 T.PARAMETER_DOUBLE: "double_value", T.PARAMETER_STRING: "string_value"}[given], value)
+    return pv
+
+
+def set_parameters(node, target: str, values: dict, timeout: float = 20.0) -> list[dict]:
+    """Set parameters of a running node; one ``{name, successful, reason}`` per value. A value of
+    the wrong type is refused here, naming the parameter's type (an integer for a double is fine)."""
+    from rcl_interfaces.msg import Parameter
     from rcl_interfaces.srv import SetParameters
+
+    declared = describe_parameters(node, target, list(values), timeout)
+    req, results = SetParameters.Request(), {}
+    for name, value in values.items():
+        d = declared.get(name)
+        if d is None or d.type == 0:
+            results[name] = {"name": name, "successful": False, "reason": f"{target} has no parameter {name!r}"}
+            continue
+        try:
+            req.parameters.append(Parameter(name=name, value=_to_value(name, value, d.type)))
+        except ValueError as exc:
+            results[name] = {"name": name, "successful": False, "reason": str(exc)}
+    if req.parameters:
+        res = _call(node, SetParameters, target, "set_parameters", req, timeout)
+        for p, r in zip(req.parameters, res.results):
+            results[p.name] = {"name": p.name, "successful": r.successful, "reason": r.reason}
+    return [results[n] for n in values]
+
+
+def publish_spec(node, spec: list[dict], rate: float, duration: float, qos_name: str = "stats") -> int:
+    """Publish each entry of ``spec`` (``{"topic", "type", "fields"}``) at ``rate`` Hz for
+    ``duration`` s from ``node``; returns the rounds published."""
+    import rclpy
+
+    pubs = []
+    for entry in spec:
+        cls = msg_class(entry["type"])
+        pubs.append((node.create_publisher(cls, entry["topic"], _qos(qos_name)), fill(cls(), entry.get("fields", {}))))
+    end, rounds = time.monotonic() + duration, 0
+    try:
+        while time.monotonic() < end:
+            for pub, msg in pubs:
+                pub.publish(msg)
+            rounds += 1
+            rclpy.spin_once(node, timeout_sec=1.0 / rate)
+    finally:
+        for pub, _ in pubs:
+            node.destroy_publisher(pub)
+    return rounds
+
+
+def cmd_param(args) -> int:
+    """``param NODE name:=value ...`` sets (prints each result as JSON; exit 1 if any was refused),
+    ``param NODE --get name ...`` prints values, ``param NODE --list`` names, types, ranges."""
+    import rclpy
 
     rclpy.init()
     node = rclpy.create_node(f"semcomm_param_{int(time.time() * 1000) % 100000}")
     try:
-        cli = node.create_client(SetParameters, f"{args.node}/set_parameters")
-        if not cli.wait_for_service(timeout_sec=args.timeout):
-            print(f"param: no node {args.node} answering", file=sys.stderr)
+        if args.list:
+            for name, d in sorted(describe_parameters(node, args.node, None, args.timeout).items()):
+                rng = [f"[{r.from_value}, {r.to_value}]" for r in (*d.floating_point_range, *d.integer_range)]
+                print(json.dumps({"name": name, "type": TYPE_NAMES.get(d.type, d.type), "read_only": d.read_only,
+                                  "range": rng[0] if rng else None, "description": d.description}))
+            return 0
+        if args.get:
+            print(json.dumps(get_parameters(node, args.node, args.get, args.timeout)), flush=True)
+            return 0
+        if not args.assignments:
+            print("param: give name:=value assignments, --get NAME ... or --list", file=sys.stderr)
             return 2
-        req = SetParameters.Request()
+        values = {}
         for assignment in args.assignments:
-            name, _, text = assignment.partition(":=")
-            value = json.loads(text)
-            pv = ParameterValue()
-            if isinstance(value, bool):
-                pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
-            elif isinstance(value, int):
-                pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, value
-            elif isinstance(value, float):
-                pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
-            else:
-                pv.type, pv.string_value = ParameterType.PARAMETER_STRING, str(value)
-            req.parameters.append(Parameter(name=name, value=pv))
-        future = cli.call_async(req)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
-        if not future.done():
-            print("param: no answer", file=sys.stderr)
-            return 2
-        results = [{"successful": r.successful, "reason": r.reason} for r in future.result().results]
+            name, sep, text = assignment.partition(":=")
+            if not sep:
+                print(f"param: expected NAME:=VALUE, got {assignment!r}", file=sys.stderr)
+                return 2
+            try:
+                values[name] = json.loads(text)
+            except ValueError:
+                values[name] = text  # a bare word is a string
+        results = set_parameters(node, args.node, values, args.timeout)
         print(json.dumps(results), flush=True)
         return 0 if all(r["successful"] for r in results) else 1
+    except (LookupError, TimeoutError) as exc:
+        print(f"param: {exc}", file=sys.stderr)
+        return 2
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
@@ -178,9 +291,11 @@ def main(argv=None) -> int:
     q.add_argument("--rate", type=float, default=10.0, help="Hz")
     q.add_argument("--duration", type=float, default=10.0, help="seconds")
     q.add_argument("--qos", choices=["link", "feedback", "stats", "sensor"], default="stats")
-    r = sub.add_parser("param", help="set parameters of a running node: NODE name:=json_value ...")
+    r = sub.add_parser("param", help="parameters of a running node: NODE name:=value ... | --get NAME ... | --list")
     r.add_argument("node", help="full node name, e.g. /semcomm/encoder_node")
-    r.add_argument("assignments", nargs="+", metavar="NAME:=VALUE")
+    r.add_argument("assignments", nargs="*", metavar="NAME:=VALUE")
+    r.add_argument("--get", nargs="+", metavar="NAME", help="print these parameters' values as JSON")
+    r.add_argument("--list", action="store_true", help="every parameter: type, read-only, range, description")
     r.add_argument("--timeout", type=float, default=20.0)
     args = p.parse_args(argv)
     return {"echo": cmd_echo, "pub": cmd_pub, "param": cmd_param}[args.cmd](args)

@@ -1,0 +1,51 @@
+"""One-minute version of ``semcomm bench ros --soak`` (the ten-minute figures are in docs/ros.md):
+the five nodes as processes, 2 kbps with 10 % loss, 5 % reordering, 200 ms; garbage on the
+decoder's inputs, kill -9 of decoder and encoder, a target change and the link at half rate for a
+while. Small frames and the tiny synthesizer; the assertions are on what the benchmark measured."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from rosutil import have_interfaces, ros_env
+
+pytestmark = pytest.mark.skipif(not have_interfaces(),
+                                reason="msg/ interfaces not built: run scripts/build_interfaces.sh")
+
+
+def test_one_minute_soak(tmp_path, monkeypatch, capsys):
+    from semcomm_ros.bench import ros
+
+    for k, v in ros_env().items():
+        if k.startswith("ROS_") or k == "RMW_IMPLEMENTATION":
+            monkeypatch.setenv(k, v)
+    p = argparse.ArgumentParser()
+    ros.add_arguments(p)
+    out = tmp_path / "soak.json"
+    args = p.parse_args(["--soak", "--minutes", "1", "--window-s", "10", "--model", "tiny", "--size", "128",
+                         "--json", str(out)])
+    assert ros.run(args) == 0
+    fig = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert "achieved kbps per window" in printed and "RSS MB end" in printed
+    ev = fig["events"]
+    assert ev["garbage"]["decoder_alive"] and ev["garbage"]["refused_as_bad"] >= 20
+    assert ev["decoder_restart_s"] is not None and ev["encoder_restart_s"] is not None
+    assert all(r["successful"] for r in ev["target_change"]["results"]), ev["target_change"]
+    assert not fig["dead_before_stop"] and not fig["shutdown_problems"], fig["shutdown_problems"]
+    # every node measured at start and end; no node but the decoder (the synthesizer) imports torch
+    for when in ("rss_start_mb", "rss_end_mb"):
+        assert set(fig[when]) == set(ros.NODES)
+        assert all(fig[when][n] < 400 for n in ros.NODES if n != "decoder"), fig[when]
+    assert fig["output"]["frames"] >= 20 and fig["decoder"]["lost"] > 0
+    assert fig["encoder"]["keyframe_requests_received"] > 0
+    # the budget in force holds in every window (after the first, which holds the start-up keyframes)
+    for w in fig["windows"][1:]:
+        assert w["kbps"] <= 1.1 * w["budget_kbps"], fig["windows"]
+    assert [w["budget_kbps"] for w in fig["windows"]][-1] == pytest.approx(1.2)
+    # the link back at full rate: latency under 1 s within 10 s
+    rec = fig["congestion"]["latency_under_1s_after_recovery_s"]
+    assert rec is not None and rec <= 10.0, fig["congestion"]
