@@ -376,8 +376,13 @@ def model_inputs(labels: np.ndarray, lowres: np.ndarray | None, size: tuple[int,
 
 
 def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None = None) -> np.ndarray:
-    """A synthesized frame at the camera's size, which is the decoded label map's."""
+    """A synthesized frame at the camera's size, which is the decoded label map's: label-guided
+    upsampling (``synth.upsample.to_camera``: edges from the full-resolution label map)."""
+    from semcomm_ros.synth.upsample import to_camera as upsample
+
     H, W = labels.shape
     if frame.shape[:2] == (H, W):
         return frame
-    return cv2.resize(frame, (W, H), interpolation=cv2.INTER_CUBIC)
+    if H < frame.shape[0] or W < frame.shape[1]:  # a camera smaller than the model: nothing to guide
+        return cv2.resize(frame, (W, H), interpolation=cv2.INTER_AREA)
+    return upsample(frame, labels, lowres)
