@@ -1,5 +1,5 @@
-"""What every node shares: parameter declaration with descriptors and ranges, run-time parameter
-callbacks that refuse bad values with a reason, and a ``main`` that spins until Ctrl-C."""
+"""What every node shares: parameter declaration with descriptors and ranges (rclpy enforces the
+ranges, so callbacks check only what a range cannot say), and a ``main`` that spins until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -61,33 +61,6 @@ def declare(node, name: str, default, description: str, lo=None, hi=None, step=N
         desc.additional_constraints = (desc.additional_constraints + "; " if desc.additional_constraints
                                        else "") + f"range [{lo}, {hi}]"
     return node.declare_parameter(name, default, desc).value
-
-
-def check_params(params, checks: dict[str, Callable]) -> tuple[bool, str]:
-    """Run ``checks[name](value)`` (which raise ValueError) for each changed parameter."""
-    for p in params:
-        fn = checks.get(p.name)
-        if fn is None:
-            continue
-        try:
-            fn(p.value)
-        except (ValueError, TypeError) as exc:
-            return False, f"{p.name}={p.value!r} refused: {exc}"
-    return True, ""
-
-
-def in_range(lo, hi):
-    def check(v):
-        if not (lo <= v <= hi):
-            raise ValueError(f"must be within [{lo}, {hi}]")
-    return check
-
-
-def one_of(*choices):
-    def check(v):
-        if v not in choices:
-            raise ValueError(f"must be one of {list(choices)}")
-    return check
 
 
 def set_result(ok: bool, reason: str = ""):
