@@ -117,4 +117,5 @@ def _evaluate(args) -> dict:
         link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile, xi=args.xi,
         period=args.period, q_symbols=args.q_symbols, model=args.model, segmenter=args.segmenter,
         device=args.device, baselines=_baseline_list(args), keep_frames=True, strength=args.strength, noise=args.noise,
+        references=("lowres-only", "vae-ceiling"), downscaled=("vp9",),
     )

@@ -35,8 +35,14 @@ def test_demo_writes_strip_video_and_metrics(tiny_model, tmp_path, capsys):
     assert metrics["link"]["semantic_kbps"] > 0 and metrics["link"]["lowres_kbps"] > 0
     assert (out / "strip.png").stat().st_size > 10_000
     assert (out / "side_by_side.mp4").stat().st_size > 1_000
+    # the honest rows, on the same transmission
+    low, ceiling, vp9 = (metrics["methods"][k] for k in ("lowres-only", "vae-ceiling", "vp9-2kbps"))
+    assert abs(low["kbps"] - metrics["link"]["lowres_kbps"]) < 1e-9  # it uses the low-res stream only
+    assert ceiling["kbps"] is None and isinstance(ceiling["miou"], float)  # clean frames: nothing sent
+    assert vp9["reached_target"] and vp9["kbps"] <= 2.0 and vp9["coded_size"] < 256
     printed = capsys.readouterr().out
     assert "ours" in printed and "hevc" in printed and "psnr" in printed
+    assert "lowres-only" in printed and "vae-ceiling" in printed and "vp9-2kbps" in printed
     assert "ours at 64x64, T=4, W=3, strength 0.5, noise shared" in printed
 
 

@@ -24,8 +24,19 @@ ABLATIONS = {
     "lambda_R=0": {"lambda_r": 0.0},
     "lambda_C=0": {"lambda_c": 0.0},
     "lambda_T=0": {"lambda_t": 0.0},
+    "lambda_rho=0": {"lambda_rho": 0.0},
 }
 COLUMNS = ("kbps", "bpp", "psnr", "ms_ssim", "miou", "flicker", "lpips", "dists", "fps")
+#: Rows computed on the same transmission as ours, for honesty (issue 14):
+#: lowres-only  the received low-res frame upsampled: what the operator sees without the synthesizer;
+#: vae-ceiling  the clean camera frames through the backbone's VAE (and rho) at the model's size, then
+#:              the same output stage as ours: the best any denoiser on this backbone can draw;
+#: rho-only     the Semantic Refiner on the VAE's reconstruction of the received low-res frame, no
+#:              denoising: what the diffusion adds is ours minus this row;
+#: <codec>-<rate>kbps  a classical codec given the whole link rate at the camera size / 2^k that
+#:              reaches it best (the robot downscales, the operator upsamples).
+REFERENCES = ("lowres-only", "vae-ceiling", "rho-only")
+DOWNSCALED = ("vp9", "av1")
 
 
 def _upsample(frames, size: int) -> list[np.ndarray]:
@@ -53,11 +64,49 @@ def score(frames, rgb, gt_labels, seg, total_bits: int, fps: float, size: int, s
     return row
 
 
+def downscaled_baseline(rgb, codec: str, kbps: float, fps: float, size: int):
+    """``codec`` at the whole ``kbps`` on frames downscaled by 2, 4, 8 or 16: the size whose coded
+    and upsampled video has the best PSNR among those that reach the rate (generous to the codec:
+    chosen on the clip itself). Returns (frames at ``size``, bits, coded size, reached)."""
+    from semcomm_ros.codec.baselines import encode_baseline
+
+    best = None
+    for coded in (size // 2, size // 4, size // 8, size // 16):
+        if coded < 16 or coded % 2:
+            continue
+        small = [cv2.resize(f, (coded, coded), interpolation=cv2.INTER_AREA) for f in rgb]
+        res = encode_baseline(small, codec=codec, kbps=kbps, fps=int(round(fps)))
+        up = _upsample(res.frames, size)
+        quality = M.psnr(np.stack(up), np.stack(rgb))
+        key = (res.reached, quality if res.reached else -coded)
+        if best is None or key > best[0]:
+            best = (key, up, res.bits, coded, res.reached)
+    _, up, bits, coded, reached = best
+    return up, bits, coded, reached
+
+
+def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
+    from semcomm_ros.receiver import model_inputs, to_camera
+
+    out = []
+    for k, frame in enumerate(rgb):
+        labels, low = model_inputs(rx.labels[k], rx.lowres[k], synth.output_size, synth.lowres_size)
+        if name == "lowres-only":
+            out.append(_upsample([rx.lowres[k]], size)[0])
+            continue
+        h, w = synth.output_size
+        src = frame if name == "vae-ceiling" else rx.lowres[k]
+        image = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA if src.shape[0] > h else cv2.INTER_LINEAR)
+        out.append(to_camera(synth.reconstruct(image, labels, low), rx.labels[k], rx.lowres[k]))
+    return out
+
+
 def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: float, lowres_kbps: float,
                   profile: str = "tracked", xi: float | None = None, period: int | None = None, q_symbols: int = 256,
                   model=None, segmenter: str = "ultralytics", device=None, baselines=("hevc",),
                   variants: dict | None = None, keep_frames: bool = False, synth=None, seg=None,
-                  strength: float | None = None, noise: str | None = None) -> dict:
+                  strength: float | None = None, noise: str | None = None, references=(),
+                  downscaled=()) -> dict:
     """Run one held-out clip through ours (each variant of ``variants``) and ``baselines``."""
     from semcomm_ros.codec.baselines import encode_baseline
     from semcomm_ros.scenes import tabletop_clip
@@ -92,11 +141,24 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
         for key, value in overrides.items():
             setattr(synth.config, key, value)
         with tqdm(total=frames, desc=f"synth {name:<6}", leave=False) as bar:
-            frames_out, speed = synthesize(rx, synth, seed=seed, progress=bar.update)
+            frames_out, speed = synthesize(rx, synth, seed=seed, progress=bar.update, camera_size=True)
         for key in overrides:
             setattr(synth.config, key, getattr(base_config, key))
         outputs[name] = _upsample(frames_out, size)
         methods[name] = score(outputs[name], rgb, gt, seg, rx.total_bits, fps, size, speed)
+    for name in references:
+        outputs[name] = _reference_frames(name, rgb, rx, synth, size)
+        bits = sum(rx.lowres_bits) if name in ("lowres-only", "rho-only") else 0
+        methods[name] = score(outputs[name], rgb, gt, seg, bits, fps, size, None)
+        if name == "vae-ceiling":
+            methods[name]["kbps"] = methods[name]["bpp"] = None  # clean frames: nothing was sent
+    for codec in downscaled:
+        name = f"{codec}-{link_kbps:g}kbps"
+        up, bits, coded, reached = downscaled_baseline(rgb, codec, link_kbps, fps, size)
+        outputs[name] = up
+        methods[name] = score(up, rgb, gt, seg, bits, fps, size, None)
+        methods[name]["coded_size"] = coded
+        methods[name]["reached_target"] = reached
     for codec in baselines:
         t0 = time.perf_counter()
         base = encode_baseline(rgb, codec=codec, kbps=link_kbps, fps=int(round(fps)))
@@ -136,9 +198,9 @@ def print_table(methods: dict, title: str = "") -> None:
     if title:
         print(title)
     cols = [c for c in COLUMNS if any(c in row for row in methods.values())]
-    print(f"{'method':<12}" + "".join(f"{c:>10}" for c in cols))
+    print(f"{'method':<14}" + "".join(f"{c:>10}" for c in cols))
     for name, row in methods.items():
-        print(f"{name:<12}" + "".join(f"{_fmt(row.get(c)):>10}" for c in cols))
+        print(f"{name:<14}" + "".join(f"{_fmt(row.get(c)):>10}" for c in cols))
     missing = [n for n in ("lpips", "dists") if all(r.get(n) is None for r in methods.values())]
     if missing:
         status = M.perceptual_status()
@@ -152,7 +214,8 @@ def write_media(result: dict, out: Path, video: bool = True) -> dict[str, Path]:
 
     fr = result["frames"]
     size = result["clip"]["size"]
-    methods = [m for m in result["methods"] if m in fr]
+    # the strip shows ours against what the operator would see otherwise, not every ablation
+    methods = [m for m in result["methods"] if m in fr and (m == "ours" or m not in (*ABLATIONS, "lowres-only"))]
     columns = [("original", fr["original"]),
                ("low-res received", _upsample(fr["lowres"], size)),
                ("decoded semantics", [colorize(lab) for lab in fr["labels"]])]

@@ -19,7 +19,7 @@ import numpy as np
 from semcomm_ros.synth.config import NOISE_MODES
 
 from semcomm_ros.demo import EVAL_SEED0
-from semcomm_ros.eval.report import ABLATIONS, COLUMNS, evaluate_clip, print_table
+from semcomm_ros.eval.report import ABLATIONS, COLUMNS, DOWNSCALED, REFERENCES, evaluate_clip, print_table
 
 BASELINES = ("hevc", "av1", "vp9")
 
@@ -67,9 +67,10 @@ def run(args) -> int:
         res = evaluate_clip(seed=seed, frames=args.frames, size=args.size, fps=args.fps,
                             link_kbps=args.link_kbps, lowres_kbps=args.lowres_kbps, profile=args.profile,
                             segmenter=args.segmenter, baselines=BASELINES, variants=ABLATIONS, synth=synth, seg=seg,
-                            strength=args.strength, noise=args.noise)
+                            strength=args.strength, noise=args.noise, references=REFERENCES,
+                            downscaled=DOWNSCALED)
         per_clip.append(res)
-    order = [*BASELINES, *ABLATIONS]
+    order = list(per_clip[0]["methods"])
     table = {}
     for name in order:
         rows = [r["methods"][name] for r in per_clip]

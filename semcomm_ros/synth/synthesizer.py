@@ -179,6 +179,24 @@ class CausalSynthesizer:
 
     __call__ = step
 
+    @torch.inference_mode()
+    def reconstruct(self, image, labels, lowres=None) -> np.ndarray:
+        """An image at the model's size through E and the model's decoder (with rho), no denoising.
+
+        The clean frame gives the backbone's reconstruction ceiling: the best any denoiser on this
+        backbone can draw. The degraded frame upsampled gives what rho makes without the diffusion.
+        Returns HxWx3 uint8.
+        """
+        image = np.asarray(image)
+        if image.shape != (*self.output_size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"image must be {self.output_size[0]}x{self.output_size[1]}x3 uint8, got "
+                             f"{image.shape} {image.dtype}")
+        labels = self._check_labels_shape(labels, None)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
+        latents = self.model.encode_images((x.to(torch.float32) / 127.5 - 1).to(self.dtype))
+        small = self._lowres_latents(np.asarray(lowres)[None])[1] if lowres is not None else None
+        return self._output(latents, "uint8", self.model.labels_to_condition(labels[None]), small)[0]
+
     def _output(self, latents: torch.Tensor, output: str, onehot=None, degraded=None):
         if output == "latent":
             return latents
