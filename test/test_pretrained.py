@@ -82,6 +82,69 @@ def write_motion_adapter(root: Path):
     return ma
 
 
+def ldm_checkpoint(unet, vae, text_encoder) -> dict:
+    """The original (LDM) single-file layout of an SD pipeline's weights: the inverse of diffusers'
+    convert_ldm_unet/vae/clip_checkpoint key mappings, for a test checkpoint."""
+    out = {}
+    L = unet.config.layers_per_block
+    ups = [bool(getattr(b, "attentions", None)) for b in unet.up_blocks]
+    top = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+           "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    res = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
+           ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+    for k, v in unet.state_dict().items():
+        head, _, leaf = k.rpartition(".")
+        if head in top:
+            key = f"{top[head]}.{leaf}"
+        elif m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", k):
+            b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            key = f"input_blocks.{1 + b * (L + 1) + j}.{0 if kind == 'resnets' else 1}.{rest}"
+            if kind == "resnets":
+                for a, c in res:
+                    key = key.replace(f".{a}.", f".{c}.")
+        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", k):
+            key = f"input_blocks.{(int(m[1]) + 1) * (L + 1)}.0.op.{m[2]}"
+        elif m := re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.*)", k):
+            idx = 2 * int(m[2]) if m[1] == "resnets" else 1
+            key = f"middle_block.{idx}.{m[3]}"
+            if m[1] == "resnets":
+                for a, c in res:
+                    key = key.replace(f".{a}.", f".{c}.")
+        elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", k):
+            b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            key = f"output_blocks.{b * (L + 1) + j}.{0 if kind == 'resnets' else 1}.{rest}"
+            if kind == "resnets":
+                for a, c in res:
+                    key = key.replace(f".{a}.", f".{c}.")
+        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", k):
+            b = int(m[1])
+            key = f"output_blocks.{b * (L + 1) + L}.{2 if ups[b] else 1}.conv.{m[2]}"
+        else:
+            raise KeyError(k)
+        out["model.diffusion_model." + key] = v
+    n_up = len(vae.decoder.up_blocks)
+    attn = [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")]
+    for k, v in vae.state_dict().items():
+        key = k.replace("conv_norm_out", "norm_out")
+        key = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", key)
+        key = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", key)
+        key = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{n_up - 1 - int(m[1])}.block.", key)
+        key = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{n_up - 1 - int(m[1])}.upsample.", key)
+        key = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", key)
+        key = key.replace("conv_shortcut", "nin_shortcut")
+        if "mid_block.attentions.0." in key:
+            key = key.replace("mid_block.attentions.0.", "mid.attn_1.")
+            for a, c in attn:
+                key = key.replace(f".{a}.", f".{c}.")
+            if v.ndim == 2:
+                v = v[:, :, None, None]
+        out["first_stage_model." + key] = v
+    for k, v in text_encoder.state_dict().items():
+        # SD 1.x files hold CLIPTextModel's keys under text_model. (transformers >= 5.6 flattened the module)
+        out["cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = v
+    return {k: v.contiguous() for k, v in out.items()}
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     from diffusers import ControlNetModel, UNet2DConditionModel
@@ -95,7 +158,12 @@ def weights(tmp_path_factory):
         for m in [cn.controlnet_mid_block, *cn.controlnet_down_blocks, cn.controlnet_cond_embedding.conv_out]:
             m.weight.normal_(0, 0.05)
     cn.save_pretrained(root / "controlnet_rgb")
-    return {"root": root, "sd": sd, "motion_adapter": root / "motion_adapter", "mm_file": root / "mm_tiny.safetensors",
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    pipe = StableDiffusionPipeline.from_pretrained(sd, local_files_only=True, safety_checker=None)
+    save_file(ldm_checkpoint(pipe.unet, pipe.vae, pipe.text_encoder), str(root / "sd_tiny.safetensors"))
+    return {"single_file": root / "sd_tiny.safetensors","root": root, "sd": sd, "motion_adapter": root / "motion_adapter", "mm_file": root / "mm_tiny.safetensors",
             "motion": ma, "controlnet": root / "controlnet_rgb"}
 
 
@@ -181,6 +249,23 @@ def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path, capsys
     assert "T=4, W=3, float32, 2 frames:" in text and "(paper: 5.1 FPS, 6.2 GB on an RTX 4090)" in text
     figures = json.loads((tmp_path / "bench.json").read_text())["paper_point"]
     assert figures["fps"] > 0 and figures["resolution"] == f"{RES}x{RES}"
+
+
+def test_single_file_checkpoint_loads_as_the_folder(weights):
+    """One original-layout .safetensors (model.diffusion_model.*, first_stage_model.*,
+    cond_stage_model.*) through diffusers' single-file loading = the folder's backbone."""
+    from semcomm_ros.training.pretrained import load_backbone
+
+    unet, vae, sched, null = load_backbone(weights["single_file"], weights["sd"])
+    ref = load_backbone(weights["sd"])
+    for a, b in ((unet, ref[0]), (vae, ref[1])):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    torch.testing.assert_close(null, ref[3])
+    assert sched.config.beta_schedule == "scaled_linear" and sched.config.prediction_type == "epsilon"
+    # without a config folder diffusers would look its configs up on the hub: offline, a clear error
+    with pytest.raises(FileNotFoundError, match="pass --pretrained-config DIR"):
+        load_backbone(weights["single_file"])
 
 
 def test_motion_adapter_file_loads_as_the_folder(weights):
