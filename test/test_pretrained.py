@@ -249,6 +249,14 @@ def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path, capsys
     assert "T=4, W=3, float32, 2 frames:" in text and "(paper: 5.1 FPS, 6.2 GB on an RTX 4090)" in text
     figures = json.loads((tmp_path / "bench.json").read_text())["paper_point"]
     assert figures["fps"] > 0 and figures["resolution"] == f"{RES}x{RES}"
+    # the operator's decoder node takes it as its `model` parameter
+    from rosutil import have_interfaces, processes, ros_env, unique_ns, wait_for
+
+    if have_interfaces():
+        with processes(tmp_path, ros_env()) as P:
+            P.node("decoder", "decoder_node", unique_ns(), {"model": str(dest), "device": "cpu"})
+            wait_for(lambda: f"decoder ready; synthesizer: {dest} on cpu" in P.log("decoder"), 90,
+                     "the decoder node on the exported model", P)
 
 
 def test_single_file_checkpoint_loads_as_the_folder(weights):
