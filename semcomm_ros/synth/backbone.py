@@ -226,6 +226,67 @@ def empty_prompt_embedding(path: str | Path) -> torch.Tensor:
     return encode_empty_prompt(tok, enc)
 
 
+SD_FOLDER_PARTS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def load_sd_backbone(path: str | Path, null_embedding: torch.Tensor | None = None, config_dir: str | Path | None = None):
+    """(unet, AutoencoderKL, DDPM training scheduler, null embedding) of a LOCAL Stable Diffusion checkpoint.
+
+    ``path``: a diffusers folder (``unet/``, ``vae/``, ``scheduler/``, and ``text_encoder/`` +
+    ``tokenizer/`` unless ``null_embedding`` is given; a missing part is named) or one
+    ``.safetensors`` / ``.ckpt`` file through diffusers' single-file loading, whose configs come from
+    ``config_dir`` (a diffusers SD folder; its weights are not read). Never a hub.
+    """
+    import json
+
+    from diffusers import DDPMScheduler
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pretrained backbone {path} does not exist")
+    if path.is_file():
+        if path.suffix not in SINGLE_FILE_SUFFIXES:
+            raise ValueError(f"pretrained backbone {path} must be a diffusers Stable Diffusion folder or a single "
+                             f"{' / '.join(SINGLE_FILE_SUFFIXES)} checkpoint")
+        unet, vae, scheduler, null = _load_sd_single_file(path, config_dir)
+    else:
+        for part in SD_FOLDER_PARTS[:3] + (() if null_embedding is not None else SD_FOLDER_PARTS[3:]):
+            if not (path / part).is_dir():
+                raise FileNotFoundError(
+                    f"{path} is not a complete diffusers Stable Diffusion folder: missing {path / part} (expected "
+                    f"{', '.join(p + '/' for p in SD_FOLDER_PARTS)} and model_index.json, as in stable-diffusion-v1-5)")
+        unet = load_unet(path / "unet")
+        vae = load_vae(path / "vae")
+        sched_file = path / "scheduler" / "scheduler_config.json"
+        if not sched_file.is_file():
+            raise FileNotFoundError(f"missing scheduler config {sched_file}")
+        scheduler = DDPMScheduler.from_config(json.loads(sched_file.read_text()))
+        null = empty_prompt_embedding(path) if null_embedding is None else None
+    if type(vae).__name__ != "AutoencoderKL":
+        raise ValueError(f"{path}: the backbone VAE must be an AutoencoderKL, got {type(vae).__name__}")
+    return unet, vae, scheduler, null_embedding if null_embedding is not None else null
+
+
+def _load_sd_single_file(path: Path, config_dir):
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    kwargs = {"local_files_only": True, "safety_checker": None, "requires_safety_checker": False}
+    if config_dir is not None:
+        if not Path(config_dir).is_dir():
+            raise FileNotFoundError(f"single-file config folder {config_dir} does not exist")
+        kwargs["config"] = str(config_dir)
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+    except Exception as exc:  # diffusers raises several types for a config it cannot find offline
+        raise FileNotFoundError(
+            f"could not load the single-file checkpoint {path} offline ({type(exc).__name__}: {exc}); pass "
+            "--pretrained-config DIR, a diffusers Stable Diffusion folder whose model_index.json, */config.json "
+            "and tokenizer/ describe it (the weights there are not read)") from exc
+    null = encode_empty_prompt(pipe.tokenizer, pipe.text_encoder)
+    return pipe.unet, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config), null
+
+
 def encode_empty_prompt(tokenizer, text_encoder) -> torch.Tensor:
     """[1, tokens, dim]: the text encoder's last hidden state for "" padded to the tokenizer's length."""
     ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids

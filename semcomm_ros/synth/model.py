@@ -147,17 +147,8 @@ class SynthModel(nn.Module):
         the ``transformers`` package is installed, else it must be passed as ``null_embedding``.
         Further keyword arguments go to ``from_components``.
         """
-        import diffusers
-
-        path = Path(path)
-        unet = bb.load_unet(path / "unet")
-        vae = bb.load_vae(path / "vae", "AutoencoderKL")
-        sched_dir = path / "scheduler"
-        if not (sched_dir / "scheduler_config.json").is_file():
-            raise FileNotFoundError(f"missing scheduler config {sched_dir / 'scheduler_config.json'}")
-        scheduler = bb.lcm_scheduler(diffusers.DDPMScheduler.load_config(sched_dir, local_files_only=True))
-        if null_embedding is None:
-            null_embedding = bb.empty_prompt_embedding(path)
+        unet, vae, scheduler, null_embedding = bb.load_sd_backbone(path, null_embedding)
+        scheduler = bb.lcm_scheduler(scheduler)
         config = (config or SynthConfig()).replace(vae_class="AutoencoderKL", null_tokens=int(null_embedding.shape[1]))
         return cls.from_components(unet, vae, config, scheduler=scheduler, null_embedding=null_embedding, **kwargs)
 

@@ -15,14 +15,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-SD_FOLDER_PARTS = ("model_index.json", "unet", "vae", "scheduler", "text_encoder", "tokenizer")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+from semcomm_ros.synth.backbone import SINGLE_FILE_SUFFIXES
 
 
 def _exists(path: Path, what: str) -> Path:
@@ -31,60 +29,12 @@ def _exists(path: Path, what: str) -> Path:
     return path
 
 
-def check_sd_folder(path: Path) -> None:
-    """A diffusers Stable Diffusion folder: every part the paper's backbone needs, named when missing."""
-    for part in SD_FOLDER_PARTS:
-        p = path / part
-        if not (p.is_file() if part.endswith(".json") else p.is_dir()):
-            raise FileNotFoundError(
-                f"{path} is not a complete diffusers Stable Diffusion folder: missing {p} (expected "
-                f"{', '.join(SD_FOLDER_PARTS)}; e.g. a local copy of stable-diffusion-v1-5)")
-
-
 def load_backbone(source: str | Path, config_dir: str | Path = ""):
-    """(unet, vae, training scheduler, null embedding [1, 77, dim]) from a local SD folder or file."""
-    from diffusers import DDPMScheduler
+    """(unet, vae, training scheduler, null embedding) from a local SD folder or single file
+    (``synth.backbone.load_sd_backbone``, which ``SynthModel.from_sd_checkpoint`` uses too)."""
+    from semcomm_ros.synth.backbone import load_sd_backbone
 
-    from semcomm_ros.synth import backbone as sbb
-
-    path = _exists(Path(source), "pretrained backbone")
-    if path.is_dir():
-        check_sd_folder(path)
-        unet = sbb.load_unet(path / "unet")
-        vae = sbb.load_vae(path / "vae")
-        sched_file = path / "scheduler" / "scheduler_config.json"
-        if not sched_file.is_file():
-            raise FileNotFoundError(f"missing scheduler config {sched_file}")
-        scheduler = DDPMScheduler.from_config(json.loads(sched_file.read_text()))
-        null = sbb.empty_prompt_embedding(path)
-    elif path.suffix in SINGLE_FILE_SUFFIXES:
-        unet, vae, scheduler, null = _load_single_file(path, Path(config_dir) if config_dir else None)
-    else:
-        raise ValueError(f"pretrained backbone {path} must be a diffusers Stable Diffusion folder or a single "
-                         f"{' / '.join(SINGLE_FILE_SUFFIXES)} checkpoint")
-    if type(vae).__name__ != "AutoencoderKL":
-        raise ValueError(f"{path}: the backbone VAE must be an AutoencoderKL, got {type(vae).__name__}")
-    return unet, vae, scheduler, null
-
-
-def _load_single_file(path: Path, config_dir: Path | None):
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
-
-    from semcomm_ros.synth import backbone as sbb
-
-    kwargs = {"local_files_only": True, "safety_checker": None, "requires_safety_checker": False}
-    if config_dir is not None:
-        _exists(config_dir, "single-file config folder")
-        kwargs["config"] = str(config_dir)
-    try:
-        pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
-    except Exception as exc:  # diffusers raises several types for a config it cannot find offline
-        raise FileNotFoundError(
-            f"could not load the single-file checkpoint {path} offline ({type(exc).__name__}: {exc}); pass "
-            "--pretrained-config DIR, a diffusers Stable Diffusion folder whose model_index.json, */config.json "
-            "and tokenizer/ describe it (the weights there are not read)") from exc
-    null = sbb.encode_empty_prompt(pipe.tokenizer, pipe.text_encoder)
-    return pipe.unet, pipe.vae, DDPMScheduler.from_config(pipe.scheduler.config), null
+    return load_sd_backbone(source, config_dir=config_dir or None)
 
 
 # -- the teacher phi: AnimateDiff's MotionAdapter ------------------------------------------------
