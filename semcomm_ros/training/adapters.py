@@ -59,20 +59,25 @@ class EncodedClips:
         frames = clips.frames.reshape(n * f, *clips.frames.shape[2:])
         lows = clips.lowres.reshape(n * f, *clips.lowres.shape[2:])
         bar = tqdm(total=8 * n * f, desc="encode latents", disable=not progress)
+        dev, home = work_device(), model.vae.device
 
         def enc(arr, flip, up):
             out = []
             for i in range(0, len(arr), batch):
                 a = flip_array(arr[i:i + batch], flip, spatial_axes=(1, 2))
-                x = torch.from_numpy(a).float().div(127.5).sub(1).permute(0, 3, 1, 2)
+                x = torch.from_numpy(a).float().div(127.5).sub(1).permute(0, 3, 1, 2).to(dev)
                 if up:  # as CausalSynthesizer._lowres_latents: bilinear to the output size, then E
                     x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
-                out.append(model.encode_images(x))
+                out.append(model.encode_images(x).cpu())
                 bar.update(len(a))
             return torch.cat(out)
 
-        clean = torch.stack([enc(frames, fl, False) for fl in range(4)], 1)
-        deg = torch.stack([enc(lows, fl, True) for fl in range(4)], 1)
+        model.vae.to(dev)  # an SD VAE at 512x512 is far too slow for this on a CPU
+        try:
+            clean = torch.stack([enc(frames, fl, False) for fl in range(4)], 1)
+            deg = torch.stack([enc(lows, fl, True) for fl in range(4)], 1)
+        finally:
+            model.vae.to(home)
         bar.close()
         out = cls(clean.reshape(n, f, *clean.shape[1:]), deg.reshape(n, f, *deg.shape[1:]))
         if cache_file is not None:
@@ -87,6 +92,13 @@ class EncodedClips:
         ci = torch.as_tensor(np.asarray(batch["clip"]))[:, None]
         fl = torch.as_tensor(np.asarray(batch["flip"]))[:, None]
         return self.clean[ci, idx_f, fl], self.degraded[ci, idx_f, fl]
+
+
+def work_device() -> torch.device:
+    """Where the work before training (latent cache, teacher samples) runs: this process's GPU if any."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
@@ -438,6 +450,8 @@ def plan_lcm(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progres
     if resume and samples_file.is_file():
         samples = torch.load(samples_file)
     else:
+        model.to(work_device())
+        teacher.to(work_device())
         samples = sample_teacher(model, teacher, enc, clips, cfg, progress)
         samples_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(samples, samples_file)
