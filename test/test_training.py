@@ -295,3 +295,31 @@ def test_restoration_with_control_runs_psi(preset, clips, encoded):
                                                       object_weight=0.0))
         same = _loss(st, batch) == pytest.approx(_loss(st, other), rel=1e-6)
         assert same is (not flag)
+
+
+def test_refiner_stage_on_the_whole_chain_lowers_loss_trains_only_rho_and_saves_it(preset, tmp_path):
+    from semcomm_ros.synth import SynthModel
+    from semcomm_ros.training import refiner as rf
+    from semcomm_ros.training.assembly import MODEL
+
+    root = tmp_path / "run"
+    model = _model(preset)
+    model.save_pretrained(root / MODEL)
+    cfg = _cfg(preset, "refiner", lr=3e-3, batch_size=4)
+    plan = rf.plan_refiner(preset, cfg, root, resume=False, progress=False)
+    st = plan.module
+    n = plan.info["chain_samples"]
+    assert n == preset.data.clips * preset.data.frames_per_clip  # one sample a camera frame
+    frozen = {name: _snapshot(getattr(st.model, name)) for name in ("unet", "vae", "controlnet", "temporal")}
+    batch = plan.batch_fn(0)
+    before = _loss(st, batch)
+    trained = _snapshot(st.refiner)
+    _train_fixed(st, cfg, batch, tmp_path, 8, phases={"main": list(st.refiner.parameters())})
+    assert _loss(st, batch) < before
+    for name, snap in frozen.items():
+        assert _same(snap, getattr(st.model, name).state_dict()), f"{name} changed while training rho"
+    assert not _same(trained, st.refiner.state_dict())
+    plan.finish(st)
+    loaded = SynthModel.from_pretrained(root / MODEL)
+    assert loaded.config.parts["refiner"] == "refiner" and loaded.refiner is not None
+    assert _same(_snapshot(st.refiner), loaded.refiner.state_dict())

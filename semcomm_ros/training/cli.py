@@ -8,6 +8,7 @@ Stages, in order (``all`` runs them one after another for a preset, skipping fin
   teacher      bidirectional Temporal Adapter phi over K frames, Eq. 3
   lcm          causal student (window W) initialised from the teacher, Eq. 5 on teacher samples
   dmd          student by Eq. 6 (DMD) alternating with a bidirectional critic by Eq. 3
+  refiner      Semantic Refiner rho (ours) on the finished synthesizer's outputs through the whole chain
 
 Multi-GPU: ``accelerate launch -m semcomm_ros train <stage> ...``.
 """
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--degradation", choices=("codec", "realesrgan", "mixed"), default=None,
                        help="restoration: degraded frames from the real low-res codec (default), the "
                             "Real-ESRGAN-style pipeline, or both")
-        if name in ("vae", "backbone", "control", "restoration", "teacher"):
+        if name in ("vae", "backbone", "control", "restoration", "teacher", "refiner"):
             p.add_argument("--object-weight", type=float, default=None,
                            help="extra loss weight on object pixels, 0 = unweighted (tabletop preset: "
                                 "9 for vae, 4 for the diffusion stages)")

@@ -21,7 +21,7 @@ from typing import Any
 
 from semcomm_ros.scenes.splits import SYNTH_TRAIN_SEED0
 
-STAGES: tuple[str, ...] = ("vae", "backbone", "control", "restoration", "teacher", "lcm", "dmd")
+STAGES: tuple[str, ...] = ("vae", "backbone", "control", "restoration", "teacher", "lcm", "dmd", "refiner")
 
 
 @dataclass
@@ -201,6 +201,7 @@ def _paper() -> Preset:
             "teacher": StageConfig(steps=0, frames=16),  # AnimateDiff's pretrained motion module
             "lcm": StageConfig(steps=8_000, batch_size=6, frames=16, window=3, teacher_samples=1_000),
             "dmd": StageConfig(steps=50_000, batch_size=6, frames=16, window=3, lr=1e-5),
+            "refiner": StageConfig(steps=0),  # ours, not the paper's: `train refiner --steps N` adds it
         },
     )
 
@@ -225,6 +226,8 @@ def _tabletop() -> Preset:
             "lcm": StageConfig(steps=300, batch_size=2, frames=8, window=3, lr=3e-4, teacher_samples=24,
                                teacher_steps=10, checkpoint_every=100),
             "dmd": StageConfig(steps=0, batch_size=2, frames=8, window=3, lr=1e-4, checkpoint_every=10),
+            # the Semantic Refiner rho on the finished synthesizer's outputs (training/refiner.py)
+            "refiner": StageConfig(steps=3000, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=4.0),
         },
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from . import adapters
+from .refiner import plan_refiner
 from .config import STAGES, Preset, StageConfig
 from .trainer import Plan, Trainer, count_params
 
@@ -157,5 +158,5 @@ def _plan_backbone(preset: Preset, cfg: StageConfig, root: Path, resume: bool, p
 #: stage name -> plan(preset, cfg, root, resume, progress): every stage runs through run_stage
 STAGE_PLANS = {"vae": _plan_vae, "backbone": _plan_backbone, "control": adapters.plan_control,
                "restoration": adapters.plan_restoration, "teacher": adapters.plan_teacher,
-               "lcm": adapters.plan_lcm, "dmd": adapters.plan_dmd}
+               "lcm": adapters.plan_lcm, "dmd": adapters.plan_dmd, "refiner": plan_refiner}
 assert tuple(STAGE_PLANS) == STAGES
