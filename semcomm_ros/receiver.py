@@ -43,9 +43,13 @@ log = logging.getLogger(__name__)
 SEMANTIC, LOWRES = "semantic", "lowres"
 # KeyframeRequest.reason values (msg/KeyframeRequest.msg)
 REASON_LOSS, REASON_CORRUPT, REASON_STARTUP = 0, 1, 2
-#: Reordering on the link moves a frame back by a few positions; a frame this far behind the last
-#: one means the encoder restarted its count.
+#: Reordering on the link moves a frame by a few positions. A frame this far behind the last one
+#: means the encoder restarted its count; this far ahead, an outage. Either jump is followed only
+#: once a second packet confirms it (an index within JUMP_CONFIRM after it, within JUMP_MAX_AGE_S):
+#: one stray packet with an absurd index -- garbage whose header happens to agree -- changes nothing.
 RESTART_BACKJUMP = 50
+JUMP_CONFIRM = 4
+JUMP_MAX_AGE_S = 2.0
 #: Copies of one frame index kept while waiting for one that decodes (duplicates on the link).
 MAX_CANDIDATES = 3
 #: Decoded low-res frames kept for pairing by index (a few seconds at 10 fps).
@@ -130,12 +134,14 @@ class _Stream:
     last: int | None = None  # highest index claimed (decoded, waiting for a keyframe, or lost)
     start: int | None = None  # first index claimed since the stream (re)started
     buffer: dict[int, list[_Packet]] = field(default_factory=dict)
+    jumps: dict[int, _Packet] = field(default_factory=dict)  # packets far from ``last``, unconfirmed
     last_good: int | None = None
     last_request: float = -1e18
 
     def reset(self) -> None:
         self.last = self.start = self.last_good = None
         self.buffer.clear()
+        self.jumps.clear()
 
 
 class Receiver:
@@ -199,10 +205,9 @@ class Receiver:
 
     # -- streams -------------------------------------------------------------------------------
     def _push(self, s: _Stream, index: int, payload: bytes, now: float, stamp_ns, frame_id) -> None:
-        if s.last is not None and index <= s.last - RESTART_BACKJUMP:
-            self._warn(f"{s.name}-restart", f"{s.name} frame {index} after {s.last}: stream restarted", now)
-            self.counts["restarts"] += 1
-            self._restart_stream(s)
+        if s.last is not None and not -RESTART_BACKJUMP < index - s.last <= RESTART_BACKJUMP:
+            self._jump(s, index, _Packet(payload, now, stamp_ns, frame_id, 0), now)
+            return
         if s.last is not None and index <= s.last:
             self.counts["stale"] += 1
             self.logger.debug(f"stale {s.name} frame {index} (last {s.last}) dropped")
@@ -216,6 +221,32 @@ class Receiver:
         s.buffer[index] = copies
         self._seq += 1
         copies.append(_Packet(payload, now, stamp_ns, frame_id, self._seq))
+        self._drain(s, now)
+
+    def _jump(self, s: _Stream, index: int, packet: _Packet, now: float) -> None:
+        """A packet far from the stream's position: follow it once another one confirms it."""
+        s.jumps = {k: p for k, p in s.jumps.items() if now - p.t_arrival <= JUMP_MAX_AGE_S and k != index}
+        s.jumps[index] = packet
+        confirmed = sorted(k for k in s.jumps if abs(k - index) <= JUMP_CONFIRM)
+        if len(confirmed) < 2:
+            self.logger.debug(f"{s.name} frame {index} far from {s.last}: held until another confirms it")
+            return
+        jumps, last = dict(s.jumps), s.last
+        if index < last:
+            self._warn(f"{s.name}-restart", f"{s.name} frame {index} after {last}: stream restarted", now)
+            self.counts["restarts"] += 1
+            self._restart_stream(s)
+        else:
+            self._warn(f"{s.name}-jump", f"{s.name} stream jumped from frame {last} to {confirmed[0]}", now)
+            if s is self.sem:
+                self.counts["lost"] += confirmed[0] - last - 1
+                self.sem_dec.reset()
+            s.buffer.clear()
+            s.last = confirmed[0] - 1
+        s.jumps = {}
+        for k in confirmed:
+            p = jumps[k]
+            self._push(s, k, p.payload, p.t_arrival, p.stamp_ns, p.frame_id)
         self._drain(s, now)
 
     def _restart_stream(self, s: _Stream) -> None:

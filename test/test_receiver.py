@@ -141,6 +141,30 @@ def test_restarted_encoder_is_followed_with_a_new_stream(stream):
     assert all(f.labels_new and np.array_equal(f.labels, labels[f.index]) for f in second)
 
 
+def test_a_stray_packet_with_an_absurd_index_changes_nothing(stream):
+    """Garbage whose header agrees with an absurd frame index (far ahead, far behind) is held
+    until another packet confirms the jump, which never comes: the stream goes on undisturbed,
+    also across a stall longer than the jitter timeout."""
+    sem_p, low_p, labels, _ = stream
+    first = [(kind, k + 100, p) for kind, k, p in _in_order(sem_p, low_p)]
+    half = len(first) // 2
+    rx = Receiver()
+    frames = _run(rx, first[:half] + [("s", 2**32 - 1, sem_p[3]), ("s", 0, sem_p[0])], step=0.5)
+    frames += _run(rx, first[half:])
+    assert [f.index - 100 for f in frames] == list(range(N))
+    assert all(f.labels_new for f in frames)
+    assert rx.counts["restarts"] == rx.counts["lost"] == 0
+
+
+def test_a_jump_ahead_after_an_outage_is_followed(stream):
+    sem_p, low_p, labels, _ = stream
+    events = _in_order(sem_p[:8], low_p[:8]) + [(kind, k + 1000, p) for kind, k, p in _in_order(sem_p, low_p)[16:]]
+    rx = Receiver()
+    frames = _run(rx, events)
+    assert frames[-1].index > 1000 and frames[-1].labels_new  # resumed (at the next I-frame)
+    assert rx.counts["lost"] >= 1000 - 8 and rx.counts["restarts"] == 0
+
+
 def test_keyframe_requests_and_warnings_are_throttled(stream):
     rx = Receiver(ReceiverConfig(request_interval_s=0.5, warn_interval_s=2.0))
     for i in range(40):  # 4 s of garbage at 10 per second

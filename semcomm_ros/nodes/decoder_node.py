@@ -120,6 +120,7 @@ class DecoderNode(Node):
         self.create_timer(POLL_S, self._poll, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         self.skipped = 0
+        self._restart = False
         self._times: deque[float] = deque(maxlen=20)
         self._queue: deque = deque(maxlen=EVERY_FRAME_QUEUE if self.every_frame else 1)
         self._cv = threading.Condition()
@@ -245,13 +246,19 @@ class DecoderNode(Node):
             self.pub_color.publish(image_to_msg(colorize(f.labels), "rgb8", stamp, f.frame_id))
         if f.lowres_new:
             self.pub_lowres.publish(image_to_msg(f.lowres, "rgb8", stamp, f.frame_id))
-        item = dict(frame=f, stamp=stamp, t_decoded=t_decoded)
+        # a new stream starts the synthesizer afresh at its first frame synthesized, which may come
+        # after frames without a label map (before the first I-frame)
+        self._restart = self._restart or f.restart
+        item = dict(frame=f, stamp=stamp, t_decoded=t_decoded, restart=self._restart)
         if self.synth is None or f.labels is None:  # nothing to synthesize from yet
             self._publish_diag(item, None, 0.0)
             return
+        self._restart = False
         with self._cv:
             if len(self._queue) == self._queue.maxlen:
                 self.skipped += 1
+                if self._queue[0]["restart"]:  # the frame is dropped, not the reset it carries
+                    (self._queue[1] if len(self._queue) > 1 else item)["restart"] = True
                 if self.every_frame:
                     self.get_logger().warning("synthesizer queue full: oldest frame dropped")
             self._queue.append(item)
@@ -268,7 +275,7 @@ class DecoderNode(Node):
             f = item["frame"]
             try:
                 with self.lock:
-                    if f.restart:
+                    if item["restart"]:
                         self.synth.reset()
                     t0 = time.perf_counter()
                     rgb = self.synth.step(*self._model_inputs(f), seed=f.seed_index)
