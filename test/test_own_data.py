@@ -128,6 +128,22 @@ def test_training_stage_on_the_bag(camera_bag, tmp_path):
     assert cli.run(_parser().parse_args(args)) == 0
     saved = json.loads((run / "preset.json").read_text())
     assert saved["data"]["source"] == str(camera_bag) and saved["pretrained"]["backbone"] == str(sd)
+    # the latent cache is keyed by the recording's files: a re-recorded bag is not read from a stale cache
+    import os
+
+    from semcomm_ros.training.adapters import _cache_file
+    from semcomm_ros.training.config import Preset
+
+    cached = list((run / "cache").glob("latents_*.pt"))
+    p = Preset.load(run / "preset.json")
+    assert [_cache_file(run, p, "codec")] == cached
+    db = next(camera_bag.glob("*.db3"))
+    st = db.stat()
+    os.utime(db, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert _cache_file(run, p, "codec") != cached[0]
+    finally:
+        os.utime(db, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def test_seg_train_prepares_the_bag_as_a_yolo_data_set(camera_bag, tmp_path):

@@ -113,6 +113,10 @@ def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
         h.update(k.encode())
         h.update(v.float().numpy().tobytes())
     h.update(_key(preset.data, degradation).encode())
+    if preset.data.source:  # recordings: their files, not only their path
+        from .recorded import _fingerprint
+
+        h.update(_fingerprint(Path(preset.data.source)).encode())
     return root / "cache" / f"latents_{h.hexdigest()[:12]}.pt"
 
 

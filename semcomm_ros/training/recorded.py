@@ -193,6 +193,7 @@ def resample(frames: Iterator[Frame], fps: float) -> Iterator[list[Frame]]:
 
 
 def _fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of a recording's files: a changed recording is a new cache."""
     h = hashlib.sha1()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for p in files:
