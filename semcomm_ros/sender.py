@@ -12,6 +12,7 @@ forced I-frame or keyframe is paid for from the same budget. The encoder node wr
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,9 @@ class Sender:
         self.win_low = SlidingWindow(c.window_s, c.fps)
         self.ctl_sem = SlidingWindow(self._ctl_window(), c.fps)
         self.ctl_low = SlidingWindow(self._ctl_window(), c.fps)
+        # what was sent (t, bits) over the receiver's feedback window, in the receiver's time:
+        # a robot that falls behind its camera sends fewer frames a second than fps says
+        self._sent: deque[tuple[float, int]] = deque()
         self.frame_index = 0
         self.counts = {"frames": 0, "iframes": 0, "keyframes": 0, "keyframe_requests": 0, "refreshes": 0, "bits": 0}
         self._last_refresh = {"semantic": -1e9, "lowres": -1e9}
@@ -177,9 +181,11 @@ class Sender:
         if self.congestion:
             self.congestion.on_latency(t, latency_s)
 
-    def on_delivered(self, t: float, kbps: float) -> None:
+    def on_delivered(self, t: float, kbps: float, window_s: float = 10.0) -> None:
+        """The receiver got ``kbps`` over its last ``window_s``."""
         if self.congestion:
-            self.congestion.on_delivered(t, kbps)
+            sent = sum(b for u, b in self._sent if u > t - window_s)
+            self.congestion.on_delivered(t, kbps, sent / max(window_s, 1e-3) / 1000.0)
 
     # -- coding --------------------------------------------------------------------------------
     @property
@@ -227,6 +233,9 @@ class Sender:
             low = self.low.encode(rgb)
             key = bool(low) and bool(parse_header(low)["key"])
         sem_bits, low_bits = 8 * len(sem), 8 * len(low)
+        self._sent.append((t, sem_bits + low_bits))
+        while self._sent and self._sent[0][0] < t - 600.0:
+            self._sent.popleft()
         for win, bits in ((self.win_sem, sem_bits), (self.ctl_sem, sem_bits),
                           (self.win_low, low_bits), (self.ctl_low, low_bits)):
             win.add(bits)

@@ -41,29 +41,33 @@ def test_pinned_says_what_holds_the_rate_up():
     assert why and "xi pinned at its maximum 20" in why and "low-res stream at its floor" in why, why
 
 
-def _congested_run(schedule, target=1.8, loss=0.0, seconds=90.0, fps=10.0, nbytes_at=None):
+def _congested_run(schedule, target=1.8, loss=0.0, seconds=90.0, fps=10.0, busy=()):
     """A source that sends ``budget`` kbps (one packet a frame) through a SimulatedLink whose
     bandwidth follows ``schedule`` [(t, kbps)], with the receiver's latency and delivered rate fed
-    back to a CongestionControl. Returns [(t, budget, latency of what arrived at t)]."""
+    back to a CongestionControl; during the ``busy`` (from, to) spans the receiver's CPU adds a
+    second to every frame's latency. Returns [(t, budget, latency of what arrived at t)]."""
     from semcomm_ros.link import LinkParams, SimulatedLink
     from semcomm_ros.ros.rate_control import CongestionControl
 
     link = SimulatedLink(LinkParams(bandwidth_kbps=schedule[0][1], latency_ms=200.0, loss_rate=loss), seed=2)
     cc = CongestionControl(target)
-    delivered, out, sched = [], [], list(schedule[1:])
+    delivered, sent, out, sched = [], [], [], list(schedule[1:])
     for k in range(int(seconds * fps)):
         t = k / fps
         while sched and sched[0][0] <= t:
             link.set_params(t=t, bandwidth_kbps=sched.pop(0)[1])
         budget = cc.budget(t)
         link.send(t, t, int(budget * 1000 / fps / 8))
-        lat = [t - sent for sent in link.receive(t)]
+        sent = [(u, b) for u, b in sent if u > t - 10.0] + [(t, 8 * int(budget * 1000 / fps / 8))]
+        extra = 1.0 if any(a <= t < b for a, b in busy) else 0.0
+        lat = [t - s + extra for s in link.receive(t)]
         for v in lat:
             cc.on_latency(t, v)
             delivered.append((t, budget * 1000 / fps))
         delivered = [(u, b) for u, b in delivered if u > t - 10.0]
         if k % 10 == 0 and t >= 1.0:
-            cc.on_delivered(t, sum(b for _, b in delivered) / min(t, 10.0) / 1000.0)
+            cc.on_delivered(t, sum(b for _, b in delivered) / min(t, 10.0) / 1000.0,
+                            sum(b for _, b in sent) / min(t, 10.0) / 1000.0)
         out.append((t, budget, max(lat) if lat else None))
     return out
 
@@ -83,8 +87,11 @@ def test_congestion_lowers_the_budget_and_latency_recovers():
     assert [b for t, b, _ in run][-1] == 1.8
 
 
-def test_random_loss_is_not_congestion():
-    run = _congested_run([(0.0, 2.5)], target=1.8, loss=0.1, seconds=60.0)
+def test_random_loss_and_a_busy_receiver_are_not_congestion():
+    """10 % loss, and a receiver whose CPU adds a second of latency for 20 s: everything sent
+    still arrives (but the lost tenth), so the budget stays at the target."""
+    run = _congested_run([(0.0, 2.5)], target=1.8, loss=0.1, seconds=60.0, busy=[(20.0, 40.0)])
+    assert max(v for t, _, v in run if v is not None and 25.0 <= t < 40.0) > 1.0
     assert min(b for _, b, _ in run) == 1.8
 
 
@@ -101,7 +108,7 @@ def test_sender_holds_its_budget_under_loss():
 
     s = Sender(SenderConfig(target_kbps=1.8))
     rng, last, bits = random.Random(0), -1.0, []
-    for k, (rgb, labels) in enumerate(tabletop_clip(3, 400, width=512, height=512)):
+    for k, (rgb, labels) in enumerate(tabletop_clip(3, 300, width=512, height=512)):
         t = k / 10
         sent = s.encode(rgb, labels, t)
         bits.append(8 * (len(sent.semantic) + len(sent.lowres)))

@@ -42,9 +42,10 @@ def test_one_minute_soak(tmp_path, monkeypatch, capsys):
         assert all(fig[when][n] < 400 for n in ros.NODES if n != "decoder"), fig[when]
     assert fig["output"]["frames"] >= 20 and fig["decoder"]["lost"] > 0
     assert fig["encoder"]["keyframe_requests_received"] > 0
-    # the budget in force holds in every window (after the first, which holds the start-up keyframes)
+    # the budget in force holds in every window but those where an encoder started (its first
+    # I-frame and keyframe are sized for a 10 s window: the first window, and the restart's)
     for w in fig["windows"][1:]:
-        assert w["kbps"] <= 1.1 * w["budget_kbps"], fig["windows"]
+        assert w["encoder_start"] or w["kbps"] <= 1.1 * w["budget_kbps"], fig["windows"]
     assert [w["budget_kbps"] for w in fig["windows"]][-1] == pytest.approx(1.2)
     # the link back at full rate: latency under 1 s within 10 s
     rec = fig["congestion"]["latency_under_1s_after_recovery_s"]

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +107,11 @@ class Chain:
     """The five nodes as child processes in their own namespace and DDS domain."""
 
     def __init__(self, args, model: str, latency_ms: float, loss: float, reorder: float):
-        self.ns = f"/bench{random.randrange(1 << 30):x}"
-        self.env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(101, 232)),
+        # not the random module's state: a test that seeded it would give every run the same
+        # domain and namespace, and two runs at once would hear each other
+        rng = random.SystemRandom()
+        self.ns = f"/bench{uuid.uuid4().hex[:10]}"
+        self.env = dict(os.environ, ROS_DOMAIN_ID=str(rng.randint(101, 232)),
                         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
         os.environ.update({k: self.env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
         self.logdir = Path(tempfile.mkdtemp(prefix="semcomm-bench-ros-"))
@@ -165,7 +169,7 @@ class Chain:
         bad = {}
         for name in self.procs:
             text = (self.logdir / f"{name}.{self._last_log(name)}.log").read_text(errors="replace")
-            tail = text[text.rfind("\n", 0, max(0, len(text) - 4000)):]
+            tail = text[max(0, len(text) - 4000):]
             for marker in ("Traceback", "[ERROR]"):
                 if marker in tail:
                     bad[name] = tail[tail.index(marker):][:400]
@@ -247,8 +251,9 @@ def plain(args) -> int:
         ear.spin(args.warmup)
         t0 = time.monotonic()
         ear.spin(args.duration)
+        rss = chain.rss()
     finally:
-        chain.stop()
+        problems = chain.stop()
         ear.close()
     s = [m for t, m in ear.stats if t >= t0]
     d = [(t, m) for t, m in ear.diags if t >= t0]
@@ -258,7 +263,8 @@ def plain(args) -> int:
     frames = s[-1].frames - s[0].frames
     achieved = (s[-1].bits - s[0].bits) / (frames / args.fps) / 1000.0 if frames else float("nan")
     fig = {
-        "frames_encoded": frames, "target_kbps": args.target_kbps, "achieved_kbps": achieved,
+        "frames_encoded": frames, "encoder_hz": frames / args.duration, "target_kbps": args.target_kbps,
+        "achieved_kbps": achieved, "rss_mb": rss, "shutdown_problems": problems,
         "latency_decode_ms_p50_p95": [_pct([m.latency_decode_ms for _, m in d], q) for q in (50, 95)],
         "latency_total_ms_p50_p95": [_pct([m.latency_total_ms for _, m in d], q) for q in (50, 95)],
         "synth_ms_p50": _pct([m.synth_ms for _, m in d], 50),
@@ -270,14 +276,18 @@ def plain(args) -> int:
           f"{'/'.join(f'{v:.0f}' for v in fig['latency_decode_ms_p50_p95'])} ms, -> synthesized "
           f"{'/'.join(f'{v:.0f}' for v in fig['latency_total_ms_p50_p95'])} ms ({model}, {fig['decoder_device']}, "
           f"synthesizer {fig['synth_ms_p50']:.0f} ms/frame); decoder {fig['decoder_fps']:.2f} FPS")
+    print(f"  robot side: {fig['encoder_hz']:.2f} frames/s encoded of a {args.fps:g} Hz camera; RSS MB {json.dumps(rss)}; "
+          f"clean shutdown (SIGINT): {'yes' if not problems else problems}")
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1))
     return 0
 
 
-def _windows(stats, t0, t_end, window_s, fps):
+def _windows(stats, t0, t_end, window_s, fps, encoder_starts=()):
     """Achieved kbps per window from the encoder's cumulative bit counter (a restarted encoder
-    starts it again: only increases within one encoder's life count), with the budget in force."""
+    starts it again: only increases within one encoder's life count), with the budget in force;
+    ``encoder_start`` marks a window in which an encoder started (its first I-frame and keyframe
+    are sized for a whole window)."""
     out = []
     edges = np.arange(t0, t_end - 0.5 * window_s + 1e-9, window_s)
     for a in edges:
@@ -291,7 +301,8 @@ def _windows(stats, t0, t_end, window_s, fps):
             prev = m.bits
             targets.append(m.target_kbps)
         out.append({"from_s": round(a - t0, 1), "to_s": round(b - t0, 1), "kbps": round(bits / (b - a) / 1000.0, 3),
-                     "budget_kbps": round(float(np.median(targets)), 3) if targets else float("nan")})
+                     "budget_kbps": round(float(np.median(targets)), 3) if targets else float("nan"),
+                     "encoder_start": any(a <= u < b for u in encoder_starts)})
     return out
 
 
@@ -396,12 +407,13 @@ def soak(args) -> int:
                       for k in ("lost", "stale", "reordered", "bad_packets", "concealed", "keyframe_requests",
                                 "warnings", "warnings_suppressed")}
     enc = [m for _, m in s]
-    fig["encoder"] = {"frames_published": int(sum(max(a.frames - b.frames, 0) for a, b in zip(enc[1:], enc[:-1]))),
+    published = int(sum(max(a.frames - b.frames, 0) for a, b in zip(enc[1:], enc[:-1])))
+    fig["encoder"] = {"frames_published": published, "hz": round(published / (t_end - t0), 2),
                       "keyframe_requests_received": int(sum(max(a.keyframe_requests - b.keyframe_requests, 0)
                                                             for a, b in zip(enc[1:], enc[:-1])))}
     rx = [m for t, m in ear.rx if t0 <= t <= t_end]
     fig["link"] = {"dropped": int(rx[-1].dropped) if rx else None, "delivered": int(rx[-1].frames) if rx else None}
-    fig["windows"] = _windows(s, t0, t_end, args.window_s, args.fps)
+    fig["windows"] = _windows(s, t0, t_end, args.window_s, args.fps, [t0 + 0.6 * T])
     _print_soak(fig)
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1, default=float))
@@ -411,7 +423,8 @@ def soak(args) -> int:
 def _print_soak(fig) -> None:
     ev, o, lat = fig["events"], fig["output"], fig["latency_ms"]
     print(f"[bench ros soak] {fig['minutes']:g} min:")
-    print(f"  encoder: {fig['encoder']['frames_published']} frames published, "
+    print(f"  encoder: {fig['encoder']['frames_published']} frames published ({fig['encoder']['hz']} /s, "
+          f"restart included), "
           f"{fig['encoder']['keyframe_requests_received']} keyframe requests received; link dropped "
           f"{fig['link']['dropped']}, delivered {fig['link']['delivered']} packets")
     print(f"  decoder: {json.dumps(fig['decoder'])}")
@@ -433,7 +446,8 @@ def _print_soak(fig) -> None:
           f"the link recovered")
     print("  achieved kbps per window (budget in force; target change at 0.5 T):")
     for w in fig["windows"]:
-        print(f"    {w['from_s']:6.0f}-{w['to_s']:<6.0f} s  {w['kbps']:.3f} kbps  (budget {w['budget_kbps']:.2f})")
+        print(f"    {w['from_s']:6.0f}-{w['to_s']:<6.0f} s  {w['kbps']:.3f} kbps  (budget {w['budget_kbps']:.2f})"
+              + ("  encoder restarted in it" if w["encoder_start"] else ""))
     print(f"  RSS MB start: {json.dumps(fig['rss_start_mb'])}")
     print(f"  RSS MB end:   {json.dumps(fig['rss_end_mb'])}")
     print(f"  clean shutdown (SIGINT): {'yes' if not fig['shutdown_problems'] else fig['shutdown_problems']}")

@@ -4,6 +4,7 @@ ranges, so callbacks check only what a range cannot say), and a ``main`` that sp
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -69,22 +70,38 @@ def set_result(ok: bool, reason: str = ""):
     return SetParametersResult(successful=ok, reason=reason)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(node_factory: Callable, args=None, threads: int = 1) -> int:
-    """rclpy.init, build the node, spin until Ctrl-C / SIGTERM, clean shutdown."""
+    """rclpy.init, build the node, spin until Ctrl-C / SIGTERM, clean shutdown.
+
+    rclpy's own signal handler is off: it shuts the context down at once, while a callback or a
+    node's worker thread may still be publishing (an ERROR or a traceback on every Ctrl-C).
+    Here Ctrl-C and SIGTERM raise KeyboardInterrupt in the spinning thread instead, and the
+    context goes down only after the node's ``close()`` has stopped its own threads.
+    """
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     _limit_threads()
-    rclpy.init(args=sys.argv if args is None else args)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = node_factory()
         executor = MultiThreadedExecutor(threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():
+            # a bounded wait, so that a signal is seen even when no message comes
+            executor.spin_once(timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the clean-up
         if node is not None:
             close = getattr(node, "close", None)
             if close:

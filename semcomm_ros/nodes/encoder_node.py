@@ -116,7 +116,7 @@ class EncoderNode(Node):
 
     def _on_link_rx(self, msg: LinkStats):
         if msg.window_frames:
-            self.sender.on_delivered(self._t(), float(msg.total_kbps))
+            self.sender.on_delivered(self._t(), float(msg.total_kbps), float(msg.window_s))
 
     def _on_diagnostics(self, msg: DecoderStats):
         self.sender.on_latency(self._t(), float(msg.latency_decode_ms) / 1000.0)

@@ -13,9 +13,10 @@ semantic stream's slack overshoots the budget).
 
 ``CongestionControl`` lowers the budget below the target when the link cannot carry it, from the
 receiver's feedback: a standing queue on the link shows as latency (capture -> decoded) above the
-lowest latency seen recently; the budget then drops to a little under the delivered rate, and
-climbs back to the target once the queue is gone. Random loss does not raise latency, so it does
-not lower the budget. Rates are in kbit/s, 1 kbit = 1000 bits.
+lowest latency seen recently, with less delivered than sent; the budget then drops to a little
+under the delivered rate, and climbs back to the target once the queue is gone. Random loss does
+not raise latency, and a busy CPU raises latency without the delivered rate falling behind what
+was sent: neither lowers the budget. Rates are in kbit/s, 1 kbit = 1000 bits.
 """
 
 from __future__ import annotations
@@ -119,24 +120,26 @@ class CongestionControl:
     """The budget the link can carry: ``budget(t)`` <= ``target_kbps``, from receiver feedback.
 
     ``on_latency(t, latency_s)`` takes each decoded frame's capture -> decoded latency;
-    ``on_delivered(t, kbps)`` the rate the receiver got (optional; without it a congested budget
-    falls by ``backoff`` alone). Queueing delay = the lowest latency of the last ``level_s``
-    (reordered and burst-delayed frames do not count) minus the lowest of the last ``floor_s``
-    (the path's own delay, clock offsets included). Above ``high_s`` the budget falls to
-    ``backoff`` x the delivered rate, at most once per ``hold_s`` so that the last cut can act;
-    below ``low_s``, or without feedback for ``stale_s``, it climbs back to the target in
-    ``recover_s``.
+    ``on_delivered(t, kbps, sent_kbps)`` the rate the receiver got and what was sent over the
+    same window (optional; without it latency alone decides and a cut is by ``backoff`` alone).
+    Queueing delay = the lowest latency of the last ``level_s`` (reordered and burst-delayed
+    frames do not count) minus the lowest of the last ``floor_s`` (the path's own delay, clock
+    offsets included). Above ``high_s``, with less than ``delivered_share`` of what was sent
+    delivered (10 % random loss leaves 0.9), the budget falls to ``backoff`` x the delivered
+    rate, at most once per ``hold_s`` so that the last cut can act; below ``low_s``, or without
+    feedback for ``stale_s``, it climbs back to the target in ``recover_s``.
     """
 
-    def __init__(self, target_kbps: float, high_s: float = 0.4, low_s: float = 0.15, level_s: float = 1.0,
+    def __init__(self, target_kbps: float, high_s: float = 0.6, low_s: float = 0.15, level_s: float = 1.0,
                  floor_s: float = 60.0, hold_s: float = 2.5, backoff: float = 0.85, recover_s: float = 30.0,
-                 stale_s: float = 5.0, min_share: float = 0.2):
+                 stale_s: float = 5.0, min_share: float = 0.2, delivered_share: float = 0.85):
         self.target_kbps = float(target_kbps)
         self.high_s, self.low_s, self.level_s, self.floor_s = high_s, low_s, level_s, floor_s
         self.hold_s, self.backoff, self.recover_s, self.stale_s = hold_s, backoff, recover_s, stale_s
-        self.min_share = min_share
+        self.min_share, self.delivered_share = min_share, delivered_share
         self.cap = self.target_kbps
         self.delivered_kbps: float | None = None
+        self.sent_kbps: float | None = None
         self.queue_s = 0.0
         self._samples: deque[tuple[float, float]] = deque()  # (t, latency)
         self._last_cut = -math.inf
@@ -151,8 +154,16 @@ class CongestionControl:
     def congested(self) -> bool:
         return self.cap < self.target_kbps
 
-    def on_delivered(self, t: float, kbps: float) -> None:
+    def on_delivered(self, t: float, kbps: float, sent_kbps: float | None = None) -> None:
         self.delivered_kbps = float(kbps)
+        self.sent_kbps = None if sent_kbps is None else float(sent_kbps)
+
+    @property
+    def falling_behind(self) -> bool:
+        """The link delivers clearly less than is sent (unknown: assumed)."""
+        if self.delivered_kbps is None or not self.sent_kbps:
+            return True
+        return self.delivered_kbps < self.delivered_share * self.sent_kbps
 
     def on_latency(self, t: float, latency_s: float) -> None:
         if not math.isfinite(latency_s):
@@ -164,7 +175,8 @@ class CongestionControl:
         floor = min(v for _, v in self._samples)
         level = min(v for u, v in self._samples if u >= t - self.level_s)
         self.queue_s = level - floor
-        if self.queue_s > self.high_s and t - self._last_cut >= self.hold_s:
+        settled = t - self._samples[0][0] >= 3 * self.level_s  # a floor from one start-up frame is no floor
+        if settled and self.queue_s > self.high_s and self.falling_behind and t - self._last_cut >= self.hold_s:
             base = self.cap if self.delivered_kbps is None else min(self.cap, self.delivered_kbps)
             self.cap = max(self.min_share * self.target_kbps, self.backoff * base)
             self._last_cut = t
