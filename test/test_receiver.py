@@ -212,3 +212,15 @@ def test_bad_config_is_refused():
         ReceiverConfig(jitter_frames=-1)
     with pytest.raises(ValueError, match="lowres_wait_s"):
         ReceiverConfig(lowres_wait_s=-0.1)
+
+
+def test_bench_receiver_prints_its_figures(capsys):
+    import argparse
+
+    from semcomm_ros.bench import receiver as bench
+
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    assert bench.run(p.parse_args(["--frames", "60", "--jitter", "3"])) == 0
+    out = capsys.readouterr().out
+    assert "jitter_frames=3: 60/60 frames handed out" in out and "gaps over 1 s" in out and "label map held" in out
