@@ -233,6 +233,12 @@ def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path, capsys
     assert stages["lcm"]["trainable_params"] == sum(p.numel() for p in weights["motion"].parameters())
     dest = tmp_path / "exported"
     assert cli.run(_parser().parse_args(["export", "--out", str(run), "--to", str(dest)])) == 0
+    # the size limit is the shipped model's; an operator station's export elsewhere has none
+    from semcomm_ros.training.export import export_model
+
+    with pytest.raises(ValueError, match="MB allowed for shipped weights"):
+        export_model(run / "model", tmp_path / "small", max_mb=0.5)
+    assert not (tmp_path / "small").exists()
     synth = CausalSynthesizer.from_pretrained(dest, device="cpu")
     assert synth.config.vae_class == "AutoencoderKL" and synth.config.null_tokens == 77
     labels = np.zeros((RES, RES), np.uint8)

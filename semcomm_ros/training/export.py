@@ -17,11 +17,17 @@ from pathlib import Path
 MAX_SHIPPED_MB = 50.0
 
 
-def export_model(src: str | Path, dest: str | Path, stages_json: str | Path | None = None) -> Path:
+def export_model(src: str | Path, dest: str | Path, stages_json: str | Path | None = None,
+                 max_mb: float | None = None) -> Path:
+    """``max_mb``: size limit; default MAX_SHIPPED_MB for the repository's shipped-model path, none
+    elsewhere (an SD-1.5-sized model exported for an operator station is gigabytes)."""
     from semcomm_ros.synth import CausalSynthesizer
     from semcomm_ros.synth.config import SynthConfig
+    from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
 
     src, dest = Path(src), Path(dest)
+    if max_mb is None and dest.resolve() == DEFAULT_MODEL_DIR.resolve():
+        max_mb = MAX_SHIPPED_MB
     cfg = SynthConfig.load(src)
     names = [p for p in cfg.parts.values() if p] + ["synthesizer.json"]
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent if dest.parent.is_dir() else None))
@@ -40,8 +46,8 @@ def export_model(src: str | Path, dest: str | Path, stages_json: str | Path | No
         if stages.is_file():
             (tmp / "training.json").write_text(json.dumps(json.loads(stages.read_text()), indent=2) + "\n")
         size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2 ** 20
-        if size > MAX_SHIPPED_MB:
-            raise ValueError(f"model is {size:.1f} MB, more than the {MAX_SHIPPED_MB:.0f} MB allowed for shipped weights")
+        if max_mb is not None and size > max_mb:
+            raise ValueError(f"model is {size:.1f} MB, more than the {max_mb:g} MB allowed for shipped weights")
         CausalSynthesizer.from_pretrained(tmp)  # must load before it replaces anything
         keep = dest / "MODEL_CARD.md"
         card = keep.read_text() if keep.is_file() else None
