@@ -19,8 +19,8 @@ def stream():
     """Semantic packets (I-frame every 8) and low-res packets of one clip, plus what plain decoders
     make of them in order: the reference every receiver output is held against."""
     clip = list(tabletop_clip(77, N, 128, 128))
-    # 1 kbps: the low-res encoder skips frames (sends nothing), as it does on the real link
-    sem, low = SemanticEncoder(period=8), LowResEncoder(128, 128, kbps=1.0)
+    # 4 kbps at 128x128: the low-res encoder skips frames (sends nothing), as on the real link
+    sem, low = SemanticEncoder(period=8), LowResEncoder(128, 128, kbps=4.0)
     sem_p = [sem.encode(lab) for _, lab in clip]
     low_p = [low.encode(rgb) for rgb, _ in clip]
     sd, ld = SemanticDecoder(), LowResDecoder()
@@ -179,23 +179,28 @@ def test_keyframe_requests_and_warnings_are_throttled(stream):
 
 def test_lowres_is_paired_by_index_and_a_skipped_one_waits_at_most_lowres_wait(stream):
     sem_p, low_p, labels, lowres = stream
-    a = next(k for k in range(1, N - 3) if not low_p[k] and low_p[k - 1] and low_p[k + 1])
-    b = next(k for k in range(a + 2, N) if low_p[k])
+    a = next(k for k in range(1, N) if not low_p[k] and low_p[k - 1])  # skipped by the encoder
+    b = next(k for k in range(a + 1, N) if low_p[k])  # the next two it sent
+    c = next(k for k in range(b + 1, N) if low_p[k])
     cfg = ReceiverConfig(lowres_wait_s=0.3)
     rx = Receiver(cfg)
     frames = _run(rx, _in_order(sem_p[:a], low_p[:a]), step=0.0)
     assert frames[-1].index == a - 1 and frames[-1].lowres_new
-    # low-res frame a skipped by the encoder: frame a waits for it, then holds frame a-1's
+    # nothing comes for low-res frame a: frame a waits for it, then holds frame a-1's
     rx.push_semantic(a, sem_p[a], 1.0)
     assert rx.poll(1.0 + cfg.lowres_wait_s / 2) == []
     (fa,) = rx.poll(1.0 + cfg.lowres_wait_s)
     assert not fa.lowres_new and np.array_equal(fa.lowres, lowres[a - 1])
-    # the low-res stream runs ahead of the semantic one: frame a+1 gets low-res frame a+1, not b
-    rx.push_lowres(a + 1, low_p[a + 1], 2.0)
+    # the low-res stream runs ahead of the semantic one: frame b gets low-res frame b, not c
     rx.push_lowres(b, low_p[b], 2.0)
-    rx.push_semantic(a + 1, sem_p[a + 1], 2.1)
-    (f,) = rx.poll(2.1)
-    assert f.lowres_new and np.array_equal(f.lowres, lowres[a + 1]) and not np.array_equal(f.lowres, lowres[b])
+    rx.push_lowres(c, low_p[c], 2.0)
+    for k in range(a + 1, b + 1):
+        rx.push_semantic(k, sem_p[k], 2.1)
+    frames = rx.poll(2.1)
+    assert [f.index for f in frames] == list(range(a + 1, b + 1))
+    assert all(not f.lowres_new and np.array_equal(f.lowres, lowres[a - 1]) for f in frames[:-1])
+    fb = frames[-1]
+    assert fb.lowres_new and np.array_equal(fb.lowres, lowres[b]) and not np.array_equal(fb.lowres, lowres[c])
 
 
 def test_sizes_for_the_model_and_back_to_the_camera(stream):
