@@ -173,7 +173,8 @@ def tiny_paper_preset(**pretrained) -> "object":
     stage = dict(steps=1, batch_size=1, lr=1e-3, checkpoint_every=0, log_every=1, window=2, teacher_samples=1,
                  teacher_steps=2, student_steps=2, degradation="realesrgan")
     stages = {s: replace(c, **stage, frames=4 if s in ("teacher", "lcm", "dmd") else 1) for s, c in p.stages.items()}
-    stages["teacher"] = replace(stages["teacher"], steps=0)  # the paper: AnimateDiff is the teacher as it is
+    for s in ("vae", "backbone", "teacher"):  # the paper: SD's VAE and UNet, AnimateDiff's motion module as they are
+        stages[s] = replace(stages[s], steps=0)
     return replace(p, name="paper-tiny", data=DataConfig(resolution=RES, clips=2, frames_per_clip=4),
                    stages=stages, pretrained=PretrainedConfig(**{k: str(v) for k, v in pretrained.items()}))
 
@@ -338,6 +339,11 @@ def test_wrong_or_incomplete_folders_name_what_is_missing(weights, tmp_path, cap
     (tmp_path / "empty_ma").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_motion_adapter(tmp_path / "empty_ma", unet)
+    # the compact backbone's stages make no sense on a pretrained one
+    from semcomm_ros.training.pipeline import run_stage
+
+    with pytest.raises(ValueError, match="trains the compact backbone"):
+        run_stage("vae", tiny_paper_preset(backbone=weights["sd"]), tmp_path / "v", overrides={"steps": 1})
     # the paper preset without --pretrained says what to pass
     rc = cli.run(_parser().parse_args(["control", "--preset", "paper", "--out", str(tmp_path / "r"),
                                        "--no-progress", "--steps", "1"]))

@@ -59,6 +59,9 @@ def run_stage(stage: str, preset: Preset, root: str | Path, resume: bool = False
     if cfg.steps <= 0:
         raise ValueError(f"stage {stage!r} has 0 steps in preset {preset.name!r} (the paper uses pretrained weights "
                          "for it); pass --steps")
+    if stage in ("vae", "backbone") and preset.pretrained.backbone:
+        raise ValueError(f"stage {stage!r} trains the compact backbone, but this run's backbone is the pretrained "
+                         f"{preset.pretrained.backbone} (frozen); leave the stage out")
     t0 = time.time()
     plan = STAGE_PLANS[stage](preset, cfg, root, resume=resume, progress=progress)
     trainer = Trainer(plan.module, cfg, root / stage, plan.batch_fn, phases=plan.phases, phase_lr=plan.phase_lr,
