@@ -170,11 +170,11 @@ def weights(tmp_path_factory):
 def tiny_paper_preset(**pretrained) -> "object":
     """The paper preset's recipe (frozen SD backbone, AnimateDiff teacher) at test size: 1 step a stage."""
     p = get_preset("paper")
-    stage = dict(steps=1, batch_size=1, lr=1e-3, checkpoint_every=0, log_every=1, window=2, teacher_samples=1,
+    stage = dict(batch_size=1, lr=1e-3, checkpoint_every=0, log_every=1, window=2, teacher_samples=1,
                  teacher_steps=2, student_steps=2, degradation="realesrgan")
-    stages = {s: replace(c, **stage, frames=4 if s in ("teacher", "lcm", "dmd") else 1) for s, c in p.stages.items()}
-    for s in ("vae", "backbone", "teacher"):  # the paper: SD's VAE and UNet, AnimateDiff's motion module as they are
-        stages[s] = replace(stages[s], steps=0)
+    # 0 steps stay 0: the paper takes SD's VAE and UNet and AnimateDiff's motion module as they are
+    stages = {s: replace(c, **stage, steps=1 if c.steps else 0, frames=4 if s in ("teacher", "lcm", "dmd") else 1)
+              for s, c in p.stages.items()}
     return replace(p, name="paper-tiny", data=DataConfig(resolution=RES, clips=2, frames_per_clip=4),
                    stages=stages, pretrained=PretrainedConfig(**{k: str(v) for k, v in pretrained.items()}))
 
