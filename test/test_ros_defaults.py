@@ -54,7 +54,8 @@ def test_declared_defaults_equal_the_yaml(config, name):
     with ros():
         node = _node(name)
         try:
-            declared = {n: p.value for n, p in node._parameters.items() if n not in ROS_OWN}
+            declared = {n: p.value for n, p in node._parameters.items()
+                        if n not in ROS_OWN and not n.startswith("qos_overrides.")}
             close = getattr(node, "close", None)
             if close:
                 close()
@@ -83,3 +84,29 @@ def test_tracked_profile_by_default_and_the_paper_one_parameter_away():
         assert got == {"profile": profile, "xi": want["xi"], "iframe_period": want["period"]}, got
         assert (xi, period) == (want["xi"], want["period"])
     assert PROFILE_DEFAULTS["paper"]["period"] == 4 and PROFILE_DEFAULTS["paper"]["xi"] == 6.0
+
+
+def test_robot_images_reliable_and_overridable_for_a_best_effort_camera():
+    """Robot-side images are reliable (512x512 rgb8 frames go out in UDP fragments, which best
+    effort lost 40 % of on loopback); a best-effort camera driver is matched by overriding the
+    subscription's reliability with ROS's standard qos_overrides parameter."""
+    from rclpy.qos import ReliabilityPolicy
+
+    def reliability(node, topic):
+        return next(s.qos_profile.reliability for s in node.subscriptions if s.topic_name.endswith(topic))
+
+    with ros():
+        node = _node("encoder_node")
+        try:
+            assert reliability(node, "/camera/image_raw") == ReliabilityPolicy.RELIABLE
+            node.close()
+        finally:
+            node.destroy_node()
+    with ros("-p", "qos_overrides./semcomm/camera/image_raw.subscription.reliability:=best_effort"):
+        node = _node("encoder_node")
+        try:
+            assert reliability(node, "/camera/image_raw") == ReliabilityPolicy.BEST_EFFORT
+            assert reliability(node, "/labels") == ReliabilityPolicy.RELIABLE
+            node.close()
+        finally:
+            node.destroy_node()

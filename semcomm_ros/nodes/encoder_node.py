@@ -76,8 +76,8 @@ class EncoderNode(Node):
         self.pub_sem = self.create_publisher(SemanticFrame, "semantic", qos.LINK)
         self.pub_low = self.create_publisher(LowResFrame, "lowres", qos.LINK)
         self.pub_stats = self.create_publisher(LinkStats, "link_stats", qos.STATS)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, qos.SENSOR)
-        self.create_subscription(Image, "labels", self._on_labels, qos.SENSOR)
+        self.create_subscription(Image, "camera/image_raw", self._on_image, **qos.overridable(qos.ROBOT_IMAGES))
+        self.create_subscription(Image, "labels", self._on_labels, **qos.overridable(qos.ROBOT_IMAGES))
         self.create_subscription(KeyframeRequest, "keyframe_request", self._on_request, qos.FEEDBACK)
         self.create_subscription(LinkStats, "link_stats_rx", self._on_link_rx, qos.STATS)
         self.create_subscription(DecoderStats, "diagnostics", self._on_diagnostics, qos.STATS)
@@ -99,6 +99,8 @@ class EncoderNode(Node):
         # the sender refuses what a range cannot say, e.g. a scale that does not divide the frame
         for p in params:
             name = FIELD.get(p.name, p.name)
+            if name not in SenderConfig.RANGES:
+                continue  # not the sender's (e.g. the QoS override parameters rclpy declares)
             try:
                 self.sender.set(name, p.value)
             except ValueError as exc:

@@ -32,10 +32,8 @@ class SceneSource(Node):
                                    read_only=True)
         self.max_frames = declare(self, "max_frames", 0, "stop after this many frames (0 = never)",
                                   0, 10**9)
-        self.pub_rgb = self.create_publisher(Image, "camera/image_raw",
-                                             qos.SENSOR)
-        self.pub_labels = self.create_publisher(Image,
-                                                "camera/labels_gt", qos.SENSOR)
+        self.pub_rgb = self.create_publisher(Image, "camera/image_raw", qos.ROBOT_IMAGES)
+        self.pub_labels = self.create_publisher(Image, "camera/labels_gt", qos.ROBOT_IMAGES)
         self.count = 0
         self._clip = 0
         self._frames = self._new_clip()

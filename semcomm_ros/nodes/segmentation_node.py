@@ -29,13 +29,13 @@ class SegmentationNode(Node):
 
         self.segmenter = load_segmenter(backend or None, config=config or None)
         self.backend = type(self.segmenter).__name__
-        self.pub = self.create_publisher(Image, "labels", qos.SENSOR)
-        self.create_subscription(Image, "camera/image_raw", self._on_image, qos.SENSOR)
+        self.pub = self.create_publisher(Image, "labels", qos.ROBOT_IMAGES)
+        self.create_subscription(Image, "camera/image_raw", self._on_image, **qos.overridable(qos.ROBOT_IMAGES))
         self._gt: OrderedDict[int, object] = OrderedDict()  # stamp -> labels (bounded)
         self._pending: OrderedDict[int, Image] = OrderedDict()
         self.uses_gt = hasattr(self.segmenter, "feed")
         if self.uses_gt:
-            self.create_subscription(Image, "camera/labels_gt", self._on_gt, qos.SENSOR)
+            self.create_subscription(Image, "camera/labels_gt", self._on_gt, **qos.overridable(qos.ROBOT_IMAGES))
         self.frames, self.seconds = 0, 0.0
         self.get_logger().info(f"segmenter: {self.backend}")
 
