@@ -225,7 +225,9 @@ def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path, capsys
     # lcm and dmd read AnimateDiff's motion module as the teacher directly (the paper's recipe)
     for stage in ("control", "restoration", "lcm", "dmd"):
         assert cli.run(_parser().parse_args([stage, *common])) == 0, stage
-    # the teacher stage fine-tunes AnimateDiff's motion module when given steps (paper: 0 steps)
+    # the paper's teacher is AnimateDiff's motion module as it is; with steps it is fine-tuned
+    assert cli.run(_parser().parse_args(["teacher", *common])) == 0
+    assert f"skipped: 0 steps in preset paper-tiny; pretrained: {weights['motion_adapter']}" in capsys.readouterr().out
     assert cli.run(_parser().parse_args(["teacher", *common, "--steps", "1"])) == 0
     stages = json.loads((run / "stages.json").read_text())
     assert set(stages) == {"control", "restoration", "teacher", "lcm", "dmd"}

@@ -147,7 +147,10 @@ def run(args) -> int:
         stages = stages[stages.index(args.from_stage):]
     for st in stages:
         if preset.stage(st).steps <= 0 and (args.stage == "all" or ov["steps"] is None):
+            why = {"vae": preset.pretrained.backbone, "backbone": preset.pretrained.backbone,
+                   "teacher": preset.pretrained.motion_adapter}.get(st)
             print(f"[{st}] skipped: 0 steps in preset {preset.name}"
+                  + (f"; pretrained: {why}" if why else "")
                   + ("" if args.stage == "all" else " (--steps N runs it)"))
             continue
         try:
