@@ -123,7 +123,6 @@ class _Packet:
     t_arrival: float
     stamp_ns: int | None
     frame_id: str
-    seq: int  # arrival order over both streams
 
 
 @dataclass
@@ -165,7 +164,6 @@ class Receiver:
         self._pending: deque[dict] = deque()  # semantic indices claimed, waiting for their low-res frame
         self._requests: list[Request] = []
         self._warned: dict[str, float] = {}
-        self._seq = 0
         self._restart = True
 
     # -- input ---------------------------------------------------------------------------------
@@ -206,7 +204,7 @@ class Receiver:
     # -- streams -------------------------------------------------------------------------------
     def _push(self, s: _Stream, index: int, payload: bytes, now: float, stamp_ns, frame_id) -> None:
         if s.last is not None and not -RESTART_BACKJUMP < index - s.last <= RESTART_BACKJUMP:
-            self._jump(s, index, _Packet(payload, now, stamp_ns, frame_id, 0), now)
+            self._jump(s, index, _Packet(payload, now, stamp_ns, frame_id), now)
             return
         if s.last is not None and index <= s.last:
             self.counts["stale"] += 1
@@ -219,8 +217,7 @@ class Receiver:
         if s.buffer and index < max(s.buffer):
             self.counts["reordered"] += 1  # overtaken on the link, still in time to be used
         s.buffer[index] = copies
-        self._seq += 1
-        copies.append(_Packet(payload, now, stamp_ns, frame_id, self._seq))
+        copies.append(_Packet(payload, now, stamp_ns, frame_id))
         self._drain(s, now)
 
     def _jump(self, s: _Stream, index: int, packet: _Packet, now: float) -> None:
