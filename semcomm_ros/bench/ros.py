@@ -285,7 +285,8 @@ def plain(args) -> int:
 
 def _windows(stats, t0, t_end, window_s, fps, encoder_starts=()):
     """Achieved kbps per window from the encoder's cumulative bit counter (a restarted encoder
-    starts it again: only increases within one encoder's life count), with the budget in force;
+    starts it again: only increases within one encoder's life count), with the budget in force
+    (its mean over the window's frames);
     ``encoder_start`` marks a window in which an encoder started (its first I-frame and keyframe
     are sized for a whole window)."""
     out = []
@@ -301,7 +302,8 @@ def _windows(stats, t0, t_end, window_s, fps, encoder_starts=()):
             prev = m.bits
             targets.append(m.target_kbps)
         out.append({"from_s": round(a - t0, 1), "to_s": round(b - t0, 1), "kbps": round(bits / (b - a) / 1000.0, 3),
-                     "budget_kbps": round(float(np.median(targets)), 3) if targets else float("nan"),
+                     # the mean of the per-frame budget: it moves within a window under congestion
+                     "budget_kbps": round(float(np.mean(targets)), 3) if targets else float("nan"),
                      "encoder_start": any(a <= u < b for u in encoder_starts)})
     return out
 
