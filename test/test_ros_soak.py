@@ -40,7 +40,10 @@ def test_one_minute_soak(tmp_path, monkeypatch, capsys):
     for when in ("rss_start_mb", "rss_end_mb"):
         assert set(fig[when]) == set(ros.NODES)
         assert all(fig[when][n] < 400 for n in ros.NODES if n != "decoder"), fig[when]
-    assert fig["output"]["frames"] >= 20 and fig["decoder"]["lost"] > 0
+    assert fig["output"]["synthesized"]["frames"] >= 20 and fig["decoder"]["lost"] > 0
+    # label maps keep decoding through the loss (a lost P-frame waits for the next I-frame, asked
+    # for at once and sent within min_refresh_s: 4 of 10 frames/s measured, restarts included)
+    assert fig["output"]["decoded_labels"]["fps"] > 2.0, fig["output"]
     assert fig["encoder"]["keyframe_requests_received"] > 0
     # the budget in force holds in every window but those where an encoder started (its first
     # I-frame and keyframe are sized for a 10 s window: the first window, and the restart's)
