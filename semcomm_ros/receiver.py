@@ -403,9 +403,10 @@ def model_inputs(labels: np.ndarray, lowres: np.ndarray | None, size: tuple[int,
     return labels, lowres
 
 
-def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None = None) -> np.ndarray:
+def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None = None, config=None) -> np.ndarray:
     """A synthesized frame at the camera's size, which is the decoded label map's: label-guided
-    upsampling (``synth.upsample.to_camera``: edges from the full-resolution label map)."""
+    upsampling (``synth.upsample.to_camera``: edges from the full-resolution label map), with the
+    data-consistency step toward the received frame that the model's ``SynthConfig`` asks for."""
     from semcomm_ros.synth.upsample import to_camera as upsample
 
     H, W = labels.shape
@@ -413,4 +414,7 @@ def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None =
         return frame
     if H < frame.shape[0] or W < frame.shape[1]:  # a camera smaller than the model: nothing to guide
         return cv2.resize(frame, (W, H), interpolation=cv2.INTER_AREA)
-    return upsample(frame, labels, lowres)
+    if config is None or lowres is None:
+        return upsample(frame, labels, lowres)
+    return upsample(frame, labels, lowres, consistency=config.consistency,
+                    consistency_objects=config.consistency_objects)

@@ -143,7 +143,7 @@ def synthesize(received: Received, synth, seed: int = 0, progress=None, *,
 
     def frame(k, labels, low):
         rgb = synth(*model_inputs(labels, low, size, low_size), seed=seed + k)
-        return to_camera(rgb, labels, low) if camera_size else rgb
+        return to_camera(rgb, labels, low, synth.config) if camera_size else rgb
 
     if received.labels:
         synth.reset()

@@ -52,3 +52,16 @@ def test_shape_and_value_errors():
         to_camera(small, labels, consistency=0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         to_camera(small, labels, lowres=small, consistency=2.0)
+
+
+def test_consistency_per_class_leaves_objects_to_the_synthesizer():
+    import cv2
+
+    labels, full, small = _scene()
+    wrong = np.clip(small.astype(int) + 40, 0, 255).astype(np.uint8)
+    lowres = cv2.resize(full, (64, 64), interpolation=cv2.INTER_AREA)
+    off = to_camera(wrong, labels).astype(int)
+    table_only = to_camera(wrong, labels, lowres=lowres, consistency=1.0, consistency_objects=0.0).astype(int)
+    obj, table = labels == 3, labels == 0
+    assert np.array_equal(table_only[obj], off[obj])  # the objects keep the synthesizer's colours
+    assert np.abs(table_only[table] - full[table]).mean() < 0.3 * np.abs(off[table] - full[table]).mean()

@@ -97,7 +97,8 @@ def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
         h, w = synth.output_size
         src = frame if name == "vae-ceiling" else rx.lowres[k]
         image = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA if src.shape[0] > h else cv2.INTER_LINEAR)
-        out.append(to_camera(synth.reconstruct(image, labels, low), rx.labels[k], rx.lowres[k]))
+        out.append(to_camera(synth.reconstruct(image, labels, low), rx.labels[k], rx.lowres[k],
+                             synth.config))
     return out
 
 

@@ -280,7 +280,7 @@ class DecoderNode(Node):
                     t0 = time.perf_counter()
                     rgb = self.synth.step(*self._model_inputs(f), seed=f.seed_index)
                     if self.output_size == "camera":
-                        rgb = to_camera(rgb, f.labels, f.lowres)
+                        rgb = to_camera(rgb, f.labels, f.lowres, self.synth.config)
                     synth_ms = 1000 * (time.perf_counter() - t0)
                 msg = image_to_msg(np.ascontiguousarray(rgb), "rgb8", item["stamp"], f.frame_id)
                 self.pub_synth.publish(msg)

@@ -62,6 +62,11 @@ class SynthConfig:
     lambda_t: float = 1.0
     #: weight of the Semantic Refiner's residual (ours, refiner.py): 0 = the VAE decoder's output as is
     lambda_rho: float = 1.0
+    #: data consistency when the frame is brought to the camera's size (upsample.to_camera): share
+    #: of the output's low band replaced by the received low-res frame's, on the background (class 0)
+    #: and on the objects; 0 = none. The received frame is faithful on the table and smears objects.
+    consistency: float = 0.0
+    consistency_objects: float = 0.0
     #: temporal window W (frames, the current one included) and denoising steps T
     window: int = 3
     num_steps: int = 4
@@ -108,6 +113,9 @@ class SynthConfig:
             need(isinstance(v, (int, float)) and v >= 0, f"{name} must be a number >= 0, got {v!r}")
         need(self.window >= 1, f"window W must be >= 1, got {self.window}")
         need(self.num_steps >= 1, f"num_steps T must be >= 1, got {self.num_steps}")
+        for name in ("consistency", "consistency_objects"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and 0 <= v <= 1, f"{name} must be in [0, 1], got {v!r}")
         need(valid_strength(self.strength), f"strength must be in (0, 1], got {self.strength!r}")
         need(self.causal in CAUSAL_MODES, f"causal must be one of {CAUSAL_MODES}, got {self.causal!r}")
         need(self.degraded_noise in DEGRADED_NOISE,

@@ -69,37 +69,44 @@ def _guided(img: np.ndarray, labels: np.ndarray, classes: np.ndarray, shares: np
 
 
 def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None = None,
-              consistency: float = 0.0, guided: bool = True) -> np.ndarray:
+              consistency: float = 0.0, guided: bool = True,
+              consistency_objects: float | None = None) -> np.ndarray:
     """A model-resolution frame (h, w, 3 uint8) -> the label map's size (H, W, 3 uint8).
 
     labels: the decoded label map at the camera's size; lowres: the received low-res frame (any size,
-    upsampled here) for the data-consistency step; consistency in [0, 1]; guided=False: plain
-    bilinear upsampling (the baseline this is measured against).
+    upsampled here) for the data-consistency step; consistency in [0, 1] on the background (class
+    0, the table) and ``consistency_objects`` (default: the same) on every other class, because the
+    received frame is faithful on the large smooth table and smears the small objects; guided=False:
+    plain bilinear upsampling (the baseline this is measured against).
     """
     frame = np.asarray(frame)
     labels = np.asarray(labels)
     _check(frame, labels)
-    if not 0.0 <= consistency <= 1.0:
-        raise ValueError(f"consistency must be in [0, 1], got {consistency}")
-    if consistency > 0 and lowres is None:
+    objects = consistency if consistency_objects is None else consistency_objects
+    for name, value in (("consistency", consistency), ("consistency_objects", objects)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if max(consistency, objects) > 0 and lowres is None:
         raise ValueError("consistency > 0 needs the received low-res frame")
     H, W = labels.shape
     h, w = frame.shape[:2]
     img = frame.astype(np.float32)
     if not guided:
         out = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
-        if consistency > 0:
-            out = _consistent(out, lowres, consistency, None, None, None)
+        if max(consistency, objects) > 0:
+            amount = np.where(labels == 0, consistency, objects).astype(np.float32)[..., None]
+            out = _consistent(out, lowres, amount, None, None, None)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
     classes = np.unique(labels)
     shares = _class_shares(labels, classes, (h, w))
     out = _guided(img, labels, classes, shares, GUIDE_SIGMA)
-    if consistency > 0:
-        out = _consistent(out, lowres, consistency, labels, classes, (h, w))
+    if max(consistency, objects) > 0:
+        amount = np.where(labels == 0, consistency, objects).astype(np.float32)[..., None]
+        out = _consistent(out, lowres, amount, labels, classes, (h, w))
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def _consistent(out: np.ndarray, lowres: np.ndarray, amount: float, labels, classes, size) -> np.ndarray:
+def _consistent(out: np.ndarray, lowres: np.ndarray, amount, labels, classes, size) -> np.ndarray:
     """Replace ``amount`` of out's low band by the received frame's (per class when labels given)."""
     lowres = np.asarray(lowres)
     if lowres.ndim != 3 or lowres.shape[2] != 3:
