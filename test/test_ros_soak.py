@@ -49,7 +49,10 @@ def test_one_minute_soak(tmp_path, monkeypatch, capsys):
     # I-frame and keyframe are sized for a 10 s window: the first window, and the restart's)
     for w in fig["windows"][1:]:
         assert w["encoder_start"] or w["kbps"] <= 1.1 * w["budget_kbps"], fig["windows"]
-    assert [w["budget_kbps"] for w in fig["windows"]][-1] == pytest.approx(1.2)
+    # the target change at 30 s: 1.8 before, at most 1.2 after (less while the link is narrow)
+    assert fig["windows"][0]["budget_kbps"] > 1.2
+    after = [w for w in fig["windows"] if w["from_s"] > ev["target_change"]["at_s"]]
+    assert after and all(w["budget_kbps"] <= 1.2 + 1e-6 for w in after), fig["windows"]
     # the link back at full rate: latency under 1 s within 10 s
     rec = fig["congestion"]["latency_under_1s_after_recovery_s"]
     assert rec is not None and rec <= 10.0, fig["congestion"]
