@@ -227,7 +227,7 @@ def _tabletop() -> Preset:
                                teacher_steps=10, checkpoint_every=100),
             "dmd": StageConfig(steps=0, batch_size=2, frames=8, window=3, lr=1e-4, checkpoint_every=10),
             # the Semantic Refiner rho on the finished synthesizer's outputs (training/refiner.py)
-            "refiner": StageConfig(steps=3000, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=4.0),
+            "refiner": StageConfig(steps=1500, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=4.0),
         },
     )
 
