@@ -54,17 +54,34 @@ def _guided(img: np.ndarray, labels: np.ndarray, classes: np.ndarray, shares: np
             sigma: float) -> np.ndarray:
     """Normalised convolution of ``img`` (h, w, 3 float32) per class, read out at the labels' size."""
     H, W = labels.shape
-    plain = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
-    out = plain.copy()
+    h, w = img.shape[:2]
+    out = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
+    fy, fx = H // h, W // w
+    # With an integer factor a class is upsampled only over its own bounding box (objects cover a
+    # few percent of a frame): cv2.resize maps crop pixels exactly as it maps the whole image, and
+    # the 2-pixel margin keeps the crop's replicated border away from the class's pixels.
+    crop = H == fy * h and W == fx * w
     for k, c in enumerate(classes):
         weight = shares[k] ** PURITY_POWER
         num = cv2.GaussianBlur(img * weight[..., None], (0, 0), sigma)
         den = cv2.GaussianBlur(weight, (0, 0), sigma)
-        num = cv2.resize(num, (W, H), interpolation=cv2.INTER_LINEAR)
-        den = cv2.resize(den, (W, H), interpolation=cv2.INTER_LINEAR)
-        mask = labels == c
-        ok = mask & (den > _EPS)
-        out[ok] = num[ok] / den[ok][:, None]
+        if crop:
+            ys, xs = np.nonzero(shares[k])
+            if not len(ys):
+                continue
+            a0, a1 = max(ys.min() - 2, 0), min(ys.max() + 3, h)
+            b0, b1 = max(xs.min() - 2, 0), min(xs.max() + 3, w)
+            size = ((b1 - b0) * fx, (a1 - a0) * fy)
+            num = cv2.resize(np.ascontiguousarray(num[a0:a1, b0:b1]), size, interpolation=cv2.INTER_LINEAR)
+            den = cv2.resize(np.ascontiguousarray(den[a0:a1, b0:b1]), size, interpolation=cv2.INTER_LINEAR)
+            region = (slice(a0 * fy, a1 * fy), slice(b0 * fx, b1 * fx))
+        else:
+            num = cv2.resize(num, (W, H), interpolation=cv2.INTER_LINEAR)
+            den = cv2.resize(den, (W, H), interpolation=cv2.INTER_LINEAR)
+            region = (slice(0, H), slice(0, W))
+        target = out[region]
+        ok = (labels[region] == c) & (den > _EPS)
+        np.copyto(target, num / np.maximum(den, _EPS)[..., None], where=ok[..., None])
     return out
 
 
@@ -102,7 +119,9 @@ def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None =
     out = _guided(img, labels, classes, shares, GUIDE_SIGMA)
     if max(consistency, objects) > 0:
         amount = np.where(labels == 0, consistency, objects).astype(np.float32)[..., None]
-        out = _consistent(out, lowres, amount, labels, classes, (h, w))
+        # a class whose share is 0 keeps the synthesizer's output: no need to guide a delta there
+        pulled = np.array([c for c in classes if (consistency if c == 0 else objects) > 0], classes.dtype)
+        out = _consistent(out, lowres, amount, labels, pulled, (h, w))
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
