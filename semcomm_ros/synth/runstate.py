@@ -7,7 +7,7 @@ the temporal context (clip layout, causal mode, KV cache of the current denoisin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -30,7 +30,6 @@ class RunState:
     degraded: bool = False
     lambda_r: float = 0.0
     temporal: TemporalRun | None = None
-    extra: dict = field(default_factory=dict)
 
     def clear(self) -> None:
         self.n_main = 0
