@@ -46,9 +46,11 @@ def test_one_minute_soak(tmp_path, monkeypatch, capsys):
     assert fig["output"]["decoded_labels"]["fps"] > 2.0, fig["output"]
     assert fig["encoder"]["keyframe_requests_received"] > 0
     # the budget in force holds in every window but those where an encoder started (its first
-    # I-frame and keyframe are sized for a 10 s window: the first window, and the restart's)
+    # I-frame and keyframe are sized for a 10 s window: the first window, and the restart's); a
+    # congestion cut inside a window is held to the window's highest budget, as the coded rate
+    # follows a cut only over the next frames
     for w in fig["windows"][1:]:
-        assert w["encoder_start"] or w["kbps"] <= 1.1 * w["budget_kbps"], fig["windows"]
+        assert w["encoder_start"] or w["kbps"] <= 1.1 * w["budget_max_kbps"], fig["windows"]
     # the target change at 30 s: 1.8 before, at most 1.2 after (less while the link is narrow)
     assert fig["windows"][0]["budget_kbps"] > 1.2
     after = [w for w in fig["windows"] if w["from_s"] > ev["target_change"]["at_s"]]

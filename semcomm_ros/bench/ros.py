@@ -310,6 +310,8 @@ def _windows(stats, t0, t_end, window_s, fps, encoder_starts=()):
         out.append({"from_s": round(a - t0, 1), "to_s": round(b - t0, 1), "kbps": round(bits / (b - a) / 1000.0, 3),
                      # the mean of the per-frame budget: it moves within a window under congestion
                      "budget_kbps": round(float(np.mean(targets)), 3) if targets else float("nan"),
+                     # a cut within the window reaches the coded rate only over the next frames
+                     "budget_max_kbps": round(float(np.max(targets)), 3) if targets else float("nan"),
                      "encoder_start": any(a <= u < b for u in encoder_starts)})
     return out
 
