@@ -89,11 +89,10 @@ def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
     from semcomm_ros.receiver import model_inputs, to_camera
 
     out = []
+    if name == "lowres-only":
+        return _upsample(rx.lowres, size)
     for k, frame in enumerate(rgb):
         labels, low = model_inputs(rx.labels[k], rx.lowres[k], synth.output_size, synth.lowres_size)
-        if name == "lowres-only":
-            out.append(_upsample([rx.lowres[k]], size)[0])
-            continue
         h, w = synth.output_size
         src = frame if name == "vae-ceiling" else rx.lowres[k]
         image = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA if src.shape[0] > h else cv2.INTER_LINEAR)

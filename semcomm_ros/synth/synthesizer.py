@@ -98,14 +98,8 @@ class CausalSynthesizer:
         draws = [torch.randn(shape, generator=gen) for _ in range(c.num_steps + 1)]
         return torch.cat(draws).to(self.device, self.dtype)
 
-    def _lowres_latents(self, lowres) -> tuple[torch.Tensor, torch.Tensor]:
-        """Degraded frames [F, h, w, 3] uint8 -> (x~ = E(upsampled frame) [F, C, H/8, W/8], the
-        degraded frames as [F, 3, h, w] in [-1, 1] for the Semantic Refiner).
-
-        The low-res frame (1/lowres_factor of the output size) is upsampled bilinearly to the
-        output size before the VAE encoder, because the backbone's features only exist at the
-        latent size of full frames.
-        """
+    def _degraded_images(self, lowres) -> torch.Tensor:
+        """Degraded frames [F, h, w, 3] uint8 (checked) -> [F, 3, h, w] in [-1, 1], fp32."""
         if isinstance(lowres, torch.Tensor):
             lowres = lowres.cpu().numpy()
         lowres = np.asarray(lowres)
@@ -116,7 +110,17 @@ class CausalSynthesizer:
         if lowres.dtype != np.uint8:
             raise ValueError(f"degraded frame must be uint8, got {lowres.dtype}")
         x = torch.from_numpy(np.ascontiguousarray(lowres)).to(self.device).permute(0, 3, 1, 2)
-        small = x.to(torch.float32) / 127.5 - 1
+        return x.to(torch.float32) / 127.5 - 1
+
+    def _lowres_latents(self, lowres) -> tuple[torch.Tensor, torch.Tensor]:
+        """Degraded frames [F, h, w, 3] uint8 -> (x~ = E(upsampled frame) [F, C, H/8, W/8], the
+        degraded frames as [F, 3, h, w] in [-1, 1] for the Semantic Refiner).
+
+        The low-res frame (1/lowres_factor of the output size) is upsampled bilinearly to the
+        output size before the VAE encoder, because the backbone's features only exist at the
+        latent size of full frames.
+        """
+        small = self._degraded_images(lowres)
         x = F.interpolate(small, size=self.output_size, mode="bilinear", align_corners=False)
         return self.model.encode_images(x.to(self.dtype)), small.to(self.dtype)
 
@@ -194,7 +198,7 @@ class CausalSynthesizer:
         labels = self._check_labels_shape(labels, None)
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
         latents = self.model.encode_images((x.to(torch.float32) / 127.5 - 1).to(self.dtype))
-        small = self._lowres_latents(np.asarray(lowres)[None])[1] if lowres is not None else None
+        small = self._degraded_images(np.asarray(lowres)[None]).to(self.dtype) if lowres is not None else None
         return self._output(latents, "uint8", self.model.labels_to_condition(labels[None]), small)[0]
 
     def _output(self, latents: torch.Tensor, output: str, onehot=None, degraded=None):

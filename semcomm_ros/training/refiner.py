@@ -69,8 +69,15 @@ def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.
     total = preset.data.clips
     bar = tqdm(total=total, desc="refiner data (whole chain)", disable=not progress)
     for i, (frames, segment) in enumerate(_chain_inputs(preset, progress)):
-        rx = transmit(frames, segment, ChainConfig(fps=preset.data.fps, lowres_kbps=preset.data.lowres_kbps,
-                                                   seed=preset.data.first_seed + i))
+        robot_labels: dict[int, np.ndarray] = {}
+
+        def robot(frame, segment=segment):
+            # kept for the object weights: segmenting each frame once is the stage's main cost
+            robot_labels[id(frame)] = out = segment(frame)
+            return out
+
+        rx = transmit(frames, robot, ChainConfig(fps=preset.data.fps, lowres_kbps=preset.data.lowres_kbps,
+                                                 seed=preset.data.first_seed + i))
         synth.reset()
         for k, frame in enumerate(frames):
             labels, low = model_inputs(rx.labels[k], rx.lowres[k], synth.output_size, synth.lowres_size)
@@ -79,14 +86,13 @@ def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.
             with torch.inference_mode():
                 x = torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 127.5 - 1
                 zc = model.encode_images(x)[0]
-            truth = segment(frame)
-            objects = cv2.resize((truth > 0).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+            objects = cv2.resize((robot_labels[id(frame)] > 0).astype(np.float32), (w, h),
+                                 interpolation=cv2.INTER_AREA)
             for key, value in (("z", z.float().numpy()), ("zc", zc.float().numpy()), ("labels", labels),
                                ("lowres", low), ("clean", clean), ("objects", objects)):
                 out[key].append(value)
         bar.update(1)
     bar.close()
-    model.to(torch.float32)
     return {k: np.stack(v) for k, v in out.items()}
 
 
