@@ -39,7 +39,7 @@ class SenderConfig:
     lowres_share: float = 0.4
     fps: float = 10.0
     window_s: float = 5.0  # link_stats' sliding window
-    min_refresh_s: float = 1.0
+    min_refresh_s: float = 0.5  # the decoder asks at most every request_interval_s (0.5 s): one refusal costs 0.5 s more of a held label map
 
     RANGES = {"xi": (0.0, XI_MAX), "period": (1, 255), "q_symbols": (2, MAX_Q), "lowres_kbps": (0.05, 1000.0),
               "lowres_scale": (1, 16), "target_kbps": (0.0, 10000.0), "lowres_share": (0.05, 0.95),

@@ -1,7 +1,8 @@
 """The whole chain without ROS: robot side -> constrained link -> operator side.
 
-``transmit`` runs the robot side (segmentation, semantic encoder, low-res encoder) on a clip,
-pushes both packet streams through a :class:`~semcomm_ros.link.SimulatedLink` in simulated time,
+``transmit`` runs the robot side on a clip: segmentation, then the encoder node's own
+:class:`~semcomm_ros.sender.Sender` (both encoders, held together to the link's rate by its rate
+controller, keyframe requests honoured as the node honours them), pushes both packet streams through a :class:`~semcomm_ros.link.SimulatedLink` in simulated time,
 and hands them to the operator's :class:`~semcomm_ros.receiver.Receiver`, the one the decoder node
 runs (jitter buffer, loss -> hold the last frame and ask for a refresh, low-res paired by index).
 ``synthesize`` then runs the causal synthesizer over what arrived.
@@ -10,15 +11,17 @@ The demo and the Table II evaluation share these two steps, so ablations reuse o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from semcomm_ros.codec import LowResEncoder, SemanticEncoder
 from semcomm_ros.link import LinkParams, SimulatedLink
 from semcomm_ros.receiver import Frame, Receiver, model_inputs, to_camera
+from semcomm_ros.sender import Sender, SenderConfig, Sent
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,26 @@ class ChainConfig:
     lowres_scale: int = 4
     lowres_codec: str = "vp9"
     # the link both streams share
-    link_kbps: float = 2.0
+    link_kbps: float = 2.0  # 0: unlimited
+    # hold both streams together to link_kbps with the robot's rate controller (the encoder
+    # node's), lowres_kbps / link_kbps of it for the low-res stream: a short clip then stays
+    # within the link's rate from its first second. False: xi and lowres_kbps fixed (RD sweeps)
+    rate_control: bool = True
+    target_kbps: float | None = None  # the rate controller's target; None: link_kbps
     latency_ms: float = 0.0
     loss_rate: float = 0.0
     reorder_rate: float = 0.0
     seed: int = 0
+
+    def sender_config(self) -> SenderConfig:
+        """The robot's configuration for this chain (the encoder node's parameters)."""
+        target = self.link_kbps if self.target_kbps is None else self.target_kbps
+        control = self.rate_control and target > 0
+        share = min(max(self.lowres_kbps / target, 0.05), 0.95) if control else SenderConfig.lowres_share
+        return SenderConfig(profile=self.profile, xi=self.xi, period=self.period, q_symbols=self.q_symbols,
+                            lowres_kbps=self.lowres_kbps, lowres_scale=self.lowres_scale,
+                            lowres_codec=self.lowres_codec, target_kbps=target if control else 0.0,
+                            lowres_share=share, fps=self.fps)
 
 
 @dataclass
@@ -59,6 +77,80 @@ class Received:
         return int(sum(self.semantic_bits) + sum(self.lowres_bits))
 
 
+class Session:
+    """Robot side -> simulated link -> operator's Receiver, one camera frame at a time, in
+    simulated time: what the five nodes do over DDS, without ROS.
+
+    Every packet is handed to the Receiver at its own arrival time, and the decoder node's
+    feedback reaches the encoder as it does live: keyframe requests (``keyframe_request``), each
+    decoded frame's capture -> decoded latency (``diagnostics``) and, once a second, the rate
+    delivered over the last ``feedback_window_s`` (``link_stats_rx``). ``step`` returns the frames
+    the Receiver handed out up to the new frame's capture; ``finish`` drains the link.
+    """
+
+    feedback_window_s = 10.0  # the link emulator's window_s default
+
+    def __init__(self, cfg: ChainConfig):
+        self.cfg = cfg
+        self.sender = Sender(cfg.sender_config())
+        self.link = SimulatedLink(LinkParams(bandwidth_kbps=cfg.link_kbps, latency_ms=cfg.latency_ms,
+                                             loss_rate=cfg.loss_rate, reorder_rate=cfg.reorder_rate), seed=cfg.seed)
+        self.receiver = Receiver(logger=log)
+        self.sent: list[Sent] = []  # per frame index (the packets' bytes dropped: only sizes kept)
+        self.arrived: set[tuple[str, int]] = set()
+        self._delivered: deque[tuple[float, int]] = deque()
+        self._next_feedback = 1.0
+        self._t = 0.0
+
+    def _deliver(self, t: float, end: bool = False) -> list[Frame]:
+        self._t = t
+        for stream, k, packet in self.link.receive(t):
+            self.arrived.add((stream, k))
+            self._delivered.append((t, 8 * len(packet)))
+            (self.receiver.push_semantic if stream == "semantic" else self.receiver.push_lowres)(k, packet, t)
+        out = self.receiver.flush(t) if end else self.receiver.poll(t)
+        for f in out:
+            if not f.concealed:
+                self.sender.on_latency(t, f.t_ready - f.index / self.cfg.fps)
+        for r in self.receiver.take_requests():
+            self.sender.request(t, r.semantic, r.lowres)
+        if t >= self._next_feedback:
+            w = self.feedback_window_s
+            while self._delivered and self._delivered[0][0] < t - w:
+                self._delivered.popleft()
+            span = min(w, max(t, 1e-3))
+            self.sender.on_delivered(t, sum(b for _, b in self._delivered) / span / 1000.0, span)
+            self._next_feedback = t + 1.0
+        return out
+
+    def _until(self, t: float) -> list[Frame]:
+        out = []
+        while (a := self.link.next_arrival()) is not None and a <= t:
+            out += self._deliver(max(a, self._t))
+        return out + self._deliver(max(t, self._t))
+
+    def step(self, rgb: np.ndarray, labels: np.ndarray) -> list[Frame]:
+        """Capture, code and send the next frame; the frames handed out meanwhile."""
+        k = len(self.sent)
+        t = k / self.cfg.fps
+        out = self._until(t)
+        sent = self.sender.encode(rgb, labels, t)
+        if self.sender.low is False:  # the node runs on without it; a clip without it measures nothing
+            raise ValueError(self.sender.low_error)
+        self.link.send(t, ("semantic", k, sent.semantic), len(sent.semantic))
+        self.link.send(t, ("lowres", k, sent.lowres), len(sent.lowres))
+        self.sent.append(dataclasses.replace(sent, semantic=len(sent.semantic), lowres=len(sent.lowres)))
+        return out + self._deliver(t)
+
+    def finish(self) -> list[Frame]:
+        """End of the clip: the encoder closed, everything in flight delivered, the rest flushed."""
+        self.sender.close()  # SVT-AV1 wants its end of stream; the other codecs have nothing pending
+        out = self._until(len(self.sent) / self.cfg.fps)
+        while (a := self.link.next_arrival()) is not None:
+            out += self._deliver(max(a, self._t))
+        return out + self._deliver(self._t, end=True)
+
+
 def transmit(frames_rgb, segment, cfg: ChainConfig, progress=None) -> Received:
     """Robot side + link + decoders over a whole clip (list of HxWx3 uint8 frames).
 
@@ -68,44 +160,17 @@ def transmit(frames_rgb, segment, cfg: ChainConfig, progress=None) -> Received:
     if not frames_rgb:
         raise ValueError("transmit needs at least one frame")
     h, w = frames_rgb[0].shape[:2]
-    sem_enc = SemanticEncoder(xi=cfg.xi, period=cfg.period, q_symbols=cfg.q_symbols, profile=cfg.profile)
-    low_enc = LowResEncoder(w, h, fps=int(round(cfg.fps)), scale=cfg.lowres_scale, kbps=cfg.lowres_kbps,
-                            codec=cfg.lowres_codec)
-    link = SimulatedLink(LinkParams(bandwidth_kbps=cfg.link_kbps, latency_ms=cfg.latency_ms,
-                                    loss_rate=cfg.loss_rate, reorder_rate=cfg.reorder_rate), seed=cfg.seed)
-    receiver = Receiver(logger=log)
     n = len(frames_rgb)
-    sem_bits, low_bits = [0] * n, [0] * n
+    session = Session(cfg)
     got: dict[int, Frame] = {}
-
-    def deliver(t: float, end: bool = False) -> None:
-        for stream, k, packet in link.receive(t):
-            (receiver.push_semantic if stream == "semantic" else receiver.push_lowres)(k, packet, t)
-        for f in (receiver.flush(t) if end else receiver.poll(t)):
-            got[f.index] = f
-        for r in receiver.take_requests():  # the keyframe_request feedback topic, simulated
-            if r.semantic:
-                sem_enc.force_iframe()
-            if r.lowres:
-                low_enc.force_keyframe()
-
-    for k, rgb in enumerate(frames_rgb):
-        t = k / cfg.fps
-        labels = segment(rgb)
-        sem_packet = sem_enc.encode(labels)
-        low_packet = low_enc.encode(rgb)
-        sem_bits[k], low_bits[k] = 8 * len(sem_packet), 8 * len(low_packet)
-        link.send(t, ("semantic", k, sem_packet), len(sem_packet))
-        link.send(t, ("lowres", k, low_packet), len(low_packet))
-        deliver(t)
+    for rgb in frames_rgb:
+        got.update((f.index, f) for f in session.step(rgb, segment(rgb)))
         if progress:
             progress()
-    low_enc.close()  # SVT-AV1 wants its end of stream; the other codecs have nothing pending
-    tail = n / cfg.fps
-    while link.next_arrival() is not None:
-        tail = max(tail, link.next_arrival())
-        deliver(tail)
-    deliver(tail, end=True)
+    got.update((f.index, f) for f in session.finish())
+    sem_bits = [8 * s.semantic for s in session.sent]
+    low_bits = [8 * s.lowres for s in session.sent]
+    receiver, link = session.receiver, session.link
 
     labels_out, low_out, latency = [], [], []
     last_labels = np.zeros((h, w), np.uint8)

@@ -1,12 +1,23 @@
-"""``semcomm bench receiver``: the operator's Receiver on a lossy, reordering link, offline: output gaps, held label maps, losses, with and without its jitter buffer.
+"""``semcomm bench receiver``: the whole link offline, in simulated time: the robot's Sender (rate
+controller, congestion control, keyframe requests), a lossy reordering link and the operator's
+Receiver, as the five nodes run them but without ROS, DDS or a busy CPU.
 
-Robot side (ground-truth label maps of generated tabletop clips, the semantic and low-res
-encoders) -> ``SimulatedLink`` (default: issue 16's 2 kbps, 10 % loss, 5 % reordering, 200 ms) ->
-``Receiver`` polled every 10 ms of simulated time, as the decoder node polls it. Keyframe requests
-reach the encoders at once (the feedback topic, simulated). Prints, per ``--jitter`` value: frames
-handed out, the distribution of the time between consecutive frames (an output gap), runs of
-frames that hold the last label map (concealment) and the counters. No synthesis: the figures are
-the receive side's.
+``system.Session`` runs generated tabletop clips (ground-truth label maps, as the soak's
+``labels`` segmentation) through issue 16's conditions by default (2 kbps link, target 1.8 kbps,
+10 % loss, 5 % reordering, 200 ms); ``--narrow A B`` halves the link between A and B seconds.
+Prints, per ``--jitter`` value:
+
+- frames handed out and label maps decoded (what ``decoded_labels`` publishes);
+- the gaps between decoded label maps, and every gap of 1 s or more explained: *recovery* when a
+  semantic frame inside it was lost or undecodable and the gap ends on an I-frame (the codec
+  cannot resume before one; the keyframe request brings it early), *unexplained* otherwise; for
+  the recoveries, where the time goes (capture of the first frame lost -> capture of the I-frame
+  that ended it: the request and the encoder's refresh limit; I-frame capture -> decoded: the
+  link's queue, the I-frame's own transfer, its latency);
+- kbps sent per ``--window-s`` against the budget in force, and the congestion controller's cuts.
+
+No synthesis: these are the link's and the codecs' figures; the soak (``bench ros --soak``) adds
+processes, DDS and the synthesizer.
 """
 
 from __future__ import annotations
@@ -20,90 +31,131 @@ def add_arguments(p) -> None:
     p.add_argument("--frames", type=int, default=600, help="frames (10 fps; default: %(default)s = 60 s)")
     p.add_argument("--size", type=int, default=128, help="camera size, square (default: %(default)s)")
     p.add_argument("--link-kbps", type=float, default=2.0)
-    p.add_argument("--lowres-kbps", type=float, default=0.8)
+    p.add_argument("--target-kbps", type=float, default=1.8, help="the encoder's budget (default: %(default)s)")
+    p.add_argument("--lowres-kbps", type=float, default=0.72,
+                   help="the low-res stream's share of the budget (default: %(default)s = the encoder's 0.4)")
     p.add_argument("--loss", type=float, default=0.1)
     p.add_argument("--reorder", type=float, default=0.05)
     p.add_argument("--latency-ms", type=float, default=200.0)
+    p.add_argument("--narrow", type=float, nargs=2, default=None, metavar=("FROM_S", "TO_S"),
+                   help="the link at half its rate between these times")
+    p.add_argument("--window-s", type=float, default=60.0, help="window of the kbps figures")
     p.add_argument("--jitter", type=int, nargs="+", default=[0, 3],
                    help="jitter_frames values to compare (0 = no jitter buffer; default: %(default)s)")
     p.add_argument("--seed", type=int, default=1)
 
 
-def _clip(frames: int, size: int):
+def _frames(frames: int, size: int):
     from semcomm_ros.scenes import tabletop_clip
 
-    clip, seed = [], 0
-    while len(clip) < frames:
-        clip += list(tabletop_clip(4000 + seed, 100, size, size))
+    seed, left = 0, frames
+    while left > 0:
+        for item in tabletop_clip(4000 + seed, min(100, left), size, size):
+            yield item
+        left -= 100
         seed += 1
-    return clip[:frames]
 
 
-def measure(clip, args, jitter: int, fps: float = 10.0) -> dict:
-    from semcomm_ros.codec import LowResEncoder, SemanticEncoder
-    from semcomm_ros.link import LinkParams, SimulatedLink
-    from semcomm_ros.receiver import Receiver, ReceiverConfig
+def measure(args, jitter: int, fps: float = 10.0) -> dict:
+    from semcomm_ros.receiver import ReceiverConfig
+    from semcomm_ros.system import ChainConfig, Session
 
-    size = clip[0][1].shape[0]
-    sem, low = SemanticEncoder(), LowResEncoder(size, size, fps=int(fps), scale=4, kbps=args.lowres_kbps)
-    link = SimulatedLink(LinkParams(bandwidth_kbps=args.link_kbps, latency_ms=args.latency_ms,
-                                    loss_rate=args.loss, reorder_rate=args.reorder), seed=args.seed)
-    rx = Receiver(ReceiverConfig(jitter_frames=jitter))
-    out = []
-
-    def deliver(t):
-        for stream, k, packet in link.receive(t):
-            if stream == "lowres" and not packet:
-                continue  # as on the wire: the encoder sends nothing for a skipped frame
-            (rx.push_semantic if stream == "semantic" else rx.push_lowres)(k, packet, t)
-        out.extend(rx.poll(t))
-        for r in rx.take_requests():
-            if r.semantic:
-                sem.force_iframe()
-            if r.lowres:
-                low.force_keyframe()
-
-    for k, (rgb, labels) in enumerate(clip):
+    cfg = ChainConfig(fps=fps, link_kbps=args.link_kbps, target_kbps=args.target_kbps, lowres_kbps=args.lowres_kbps,
+                      latency_ms=args.latency_ms, loss_rate=args.loss, reorder_rate=args.reorder, seed=args.seed)
+    session = Session(cfg)
+    session.receiver.config = ReceiverConfig(jitter_frames=jitter)
+    out, budget = [], []
+    narrowed = False
+    for k, (rgb, labels) in enumerate(_frames(args.frames, args.size)):
         t = k / fps
-        sp, lp = sem.encode(labels), low.encode(rgb)
-        link.send(t, ("semantic", k, sp), len(sp))
-        link.send(t, ("lowres", k, lp), len(lp))
-        for sub in range(10):
-            deliver(t + sub / (10 * fps))
-    t = len(clip) / fps
-    while link.next_arrival() is not None:
-        t = max(t, link.next_arrival())
-        deliver(t)
-    gaps = np.diff([f.t_ready for f in out])  # before the flush: it hands out the rest at once
-    out += rx.flush(t)
-    runs, cur = [], 0
-    for f in [*out, None]:
-        if f is not None and not f.labels_new:
-            cur += 1
-        elif cur:
-            runs.append(cur)
-            cur = 0
-    return dict(jitter=jitter, frames=len(out), gaps=gaps, runs=runs, counts=dict(rx.counts),
-                latency=np.median([f.t_ready - f.index / fps for f in out]))
+        if args.narrow and narrowed != (args.narrow[0] <= t < args.narrow[1]):
+            narrowed = not narrowed
+            session.link.set_params(t, bandwidth_kbps=args.link_kbps / (2 if narrowed else 1))
+        out += session.step(rgb, labels)
+        budget.append(session.sender.budget_kbps)
+    out += session.finish()
+    return dict(jitter=jitter, out=out, sent=session.sent, arrived=session.arrived, budget=budget,
+                counts=dict(session.receiver.counts), sender=dict(session.sender.counts),
+                cuts=session.sender.congestion.cuts if session.sender.congestion else 0,
+                latency=float(np.median([f.t_ready - f.index / fps for f in out])))
+
+
+def label_gaps(out, sent, arrived, fps: float = 10.0) -> dict:
+    """Gaps between decoded label maps; each of 1 s or more explained, or listed as unexplained."""
+    decoded = [f for f in out if f.labels_new]
+    held = {f.index for f in out if not f.labels_new}
+    gaps, recoveries, unexplained = [], [], []
+    for a, b in zip(decoded, decoded[1:]):
+        g = b.t_ready - a.t_ready
+        gaps.append(g)
+        if g < 1.0:
+            continue
+        inside = range(a.index + 1, b.index)
+        missing = [k for k in inside if ("semantic", k) not in arrived or k in held]
+        if missing and sent[b.index].iframe:
+            first = missing[0]
+            recoveries.append({"gap_s": g, "to_iframe_s": (b.index - first) / fps,
+                               "iframe_to_decoded_s": b.t_ready - b.index / fps})
+        else:
+            unexplained.append({"at_s": round(a.t_ready, 1), "gap_s": round(g, 2), "missing": len(missing),
+                                "ends_on_iframe": sent[b.index].iframe})
+    return {"gaps": np.asarray(gaps), "recoveries": recoveries, "unexplained": unexplained,
+            "decoded": len(decoded)}
+
+
+def windows(sent, budget, window_s: float, fps: float = 10.0) -> list[tuple[float, float, float]]:
+    """(start s, kbps sent, highest budget in force) per window."""
+    n = max(1, int(round(window_s * fps)))
+    bits = np.asarray([8 * (s.semantic + s.lowres) for s in sent], float)
+    return [(k / fps, bits[k:k + n].sum() / (min(n, len(bits) - k) / fps) / 1000.0, max(budget[k:k + n]))
+            for k in range(0, len(bits) - n // 2, n)]
+
+
+def _hist(values, edges=(0, 0.25, 0.5, 1.0, 2.0, 5.0, np.inf)) -> str:
+    return ", ".join(f"{a}-{b}: {int(((values >= a) & (values < b)).sum())}" for a, b in zip(edges[:-1], edges[1:]))
 
 
 def run(args) -> int:
     if args.frames < 20 or args.size % 32:
         raise SystemExit("bench receiver: --frames must be >= 20 and --size a multiple of 32")
+    if args.narrow and not 0 <= args.narrow[0] < args.narrow[1]:
+        raise SystemExit("bench receiver: --narrow FROM_S TO_S needs 0 <= FROM_S < TO_S")
     import logging
 
     logging.getLogger("semcomm_ros").setLevel(logging.ERROR)  # one line per loss: the counters say it
-    clip = _clip(args.frames, args.size)
-    print(f"[bench receiver] {args.frames} frames {args.size}x{args.size} at 10 fps; link {args.link_kbps} kbps, "
-          f"{args.loss:.0%} loss, {args.reorder:.0%} reordering, {args.latency_ms:g} ms")
+    print(f"[bench receiver] {args.frames} frames {args.size}x{args.size} at 10 fps; link {args.link_kbps:g} kbps"
+          + (f" (half {args.narrow[0]:g}-{args.narrow[1]:g} s)" if args.narrow else "")
+          + f", {args.loss:.0%} loss, {args.reorder:.0%} reordering, {args.latency_ms:g} ms; "
+          f"target {args.target_kbps:g} kbps")
     for jitter in args.jitter:
-        m = measure(clip, args, jitter)
-        g, c, runs = m["gaps"], m["counts"], m["runs"]
-        print(f"  jitter_frames={jitter}: {m['frames']}/{args.frames} frames handed out; time between frames "
+        m = measure(args, jitter)
+        out, c, s = m["out"], m["counts"], m["sender"]
+        g = np.diff([f.t_ready for f in out])
+        lg = label_gaps(out, m["sent"], m["arrived"])
+        held = [f for f in out if not f.labels_new]
+        runs = [len(list(r)) for held_, r in __import__("itertools").groupby(out, key=lambda f: f.labels_new)
+                if not held_]
+        print(f"  jitter_frames={jitter}: {len(out)}/{args.frames} frames handed out; time between frames "
               f"p50 {np.median(g) * 1e3:.0f} / p99 {np.percentile(g, 99) * 1e3:.0f} / max {g.max() * 1e3:.0f} ms, "
               f"{int((g > 1).sum())} gaps over 1 s; capture -> handed out p50 {m['latency'] * 1e3:.0f} ms")
-        print(f"    label map held (concealed) on {sum(runs)} frames in {len(runs)} runs, longest "
-              f"{max(runs, default=0) / 10:.1f} s, runs by length {sorted(collections.Counter(runs).items())}")
+        print(f"    label maps decoded {lg['decoded']} ({lg['decoded'] / args.frames:.0%} of frames); label map held "
+              f"on {len(held)} frames in {len(runs)} runs, longest {max(runs, default=0) / 10:.1f} s")
+        lgg = lg["gaps"]
+        rec, un = lg["recoveries"], lg["unexplained"]
+        print(f"    gaps between decoded label maps (s): {_hist(lgg)}; longest {lgg.max() if len(lgg) else 0:.2f} s")
+        if rec:
+            print(f"    gaps >= 1 s: {len(rec)} codec recoveries (a semantic frame lost, the gap ends on an I-frame): "
+                  f"median {np.median([r['gap_s'] for r in rec]):.2f} s = first loss -> I-frame captured "
+                  f"{np.median([r['to_iframe_s'] for r in rec]):.2f} s + I-frame captured -> decoded "
+                  f"{np.median([r['iframe_to_decoded_s'] for r in rec]):.2f} s; {len(un)} unexplained"
+                  + (f" {un[:5]}" if un else ""))
+        else:
+            print(f"    gaps >= 1 s: 0 codec recoveries; {len(un)} unexplained" + (f" {un[:5]}" if un else ""))
         print(f"    lost {c['lost']}, reordered and used {c['reordered']}, stale {c['stale']}, bad {c['bad_packets']}, "
-              f"waiting for an I-frame/keyframe {c['waiting_for_keyframe']}, keyframe requests {c['keyframe_requests']}")
+              f"waiting for an I-frame/keyframe {c['waiting_for_keyframe']}, keyframe requests {c['keyframe_requests']} "
+              f"(refreshes sent {s['refreshes']}), I-frames {s['iframes']}, keyframes {s['keyframes']}")
+        w = windows(m["sent"], m["budget"], args.window_s)
+        print(f"    kbps sent per {args.window_s:g} s (highest budget in force): "
+              + " ".join(f"{kb:.2f}({bud:.2f})" for _, kb, bud in w)
+              + f"; congestion cuts {m['cuts']}")
     return 0

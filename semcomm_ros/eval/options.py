@@ -13,7 +13,9 @@ def add_chain_arguments(p: argparse.ArgumentParser, frames: int) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="camera frame rate (default: %(default)s)")
     p.add_argument("--link-kbps", type=float, default=2.0,
                    help="link cap, and the total rate every method gets (default: %(default)s)")
-    p.add_argument("--lowres-kbps", type=float, default=1.0, help="low-res stream target (default: %(default)s)")
+    p.add_argument("--lowres-kbps", type=float, default=1.0,
+                   help="the low-res stream's share of the link; the robot's rate controller holds both "
+                        "streams together to --link-kbps from the first frame (default: %(default)s)")
     p.add_argument("--profile", default="tracked", choices=("tracked", "paper"), help="semantic codec profile")
     p.add_argument("--model", default=None, help="synthesizer directory (default: the shipped tabletop model)")
     p.add_argument("--strength", type=float, default=None,

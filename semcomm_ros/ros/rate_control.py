@@ -123,14 +123,16 @@ class CongestionControl:
     ``on_delivered(t, kbps, sent_kbps)`` the rate the receiver got and what was sent over the
     same window (optional; without it latency alone decides and a cut is by ``backoff`` alone).
     Queueing delay = the lowest latency of the last ``level_s`` (reordered and burst-delayed
-    frames do not count) minus the lowest of the last ``floor_s`` (the path's own delay, clock
+    frames do not count: a keyframe burst at 2 kbps drains in 1-1.5 s, and requests under 10 %
+    loss bring one every second or two, so a 1 s window could sit inside bursts for long stretches
+    and both cut the budget without a standing queue and keep it cut) minus the lowest of the last ``floor_s`` (the path's own delay, clock
     offsets included). Above ``high_s``, with less than ``delivered_share`` of what was sent
     delivered (10 % random loss leaves 0.9), the budget falls to ``backoff`` x the delivered
     rate, at most once per ``hold_s`` so that the last cut can act; below ``low_s``, or without
     feedback for ``stale_s``, it climbs back to the target in ``recover_s``.
     """
 
-    def __init__(self, target_kbps: float, high_s: float = 0.6, low_s: float = 0.15, level_s: float = 1.0,
+    def __init__(self, target_kbps: float, high_s: float = 0.6, low_s: float = 0.15, level_s: float = 3.0,
                  floor_s: float = 60.0, hold_s: float = 2.5, backoff: float = 0.85, recover_s: float = 30.0,
                  stale_s: float = 5.0, min_share: float = 0.2, delivered_share: float = 0.85):
         self.target_kbps = float(target_kbps)
@@ -144,6 +146,7 @@ class CongestionControl:
         self._samples: deque[tuple[float, float]] = deque()  # (t, latency)
         self._last_cut = -math.inf
         self._last_feedback = -math.inf
+        self.cuts = 0
         self._t = None
 
     def set_target(self, target_kbps: float) -> None:
@@ -180,6 +183,7 @@ class CongestionControl:
             base = self.cap if self.delivered_kbps is None else min(self.cap, self.delivered_kbps)
             self.cap = max(self.min_share * self.target_kbps, self.backoff * base)
             self._last_cut = t
+            self.cuts += 1
 
     def budget(self, t: float) -> float:
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
