@@ -196,9 +196,17 @@ class Sender:
     def budget_kbps(self) -> float:
         return self.controller.target_kbps if self.controller is not None else 0.0
 
+    def _measured(self) -> tuple[float, float]:
+        """(semantic, low-res) kbps over the controller's window, a window not yet full counted at
+        each stream's planned rate for the rest."""
+        c = self.controller
+        low = c.lowres_kbps
+        return (self.ctl_sem.kbps_planned(max(c.target_kbps - low, 0.2 * c.target_kbps)),
+                self.ctl_low.kbps_planned(low))
+
     def pinned(self) -> str | None:
         """Why the target cannot be met now (xi and the low-res stream at their limits), or None."""
-        return self.controller.pinned(self.ctl_sem.kbps, self.ctl_low.kbps) if self.controller else None
+        return self.controller.pinned(*self._measured()) if self.controller else None
 
     def _close_low(self) -> None:
         if self.low:
@@ -245,7 +253,7 @@ class Sender:
         self.counts["bits"] += sem_bits + low_bits
         if self.controller is not None:
             self.controller.target_kbps = self.congestion.budget(t)
-            d = self.controller.update(self.ctl_sem.kbps, self.ctl_low.kbps)
+            d = self.controller.update(*self._measured())
             self.sem.set_params(xi=min(d.xi, XI_MAX))
             if self.low:
                 self.low.set_kbps(codec_kbps(d.lowres_kbps))

@@ -147,3 +147,18 @@ def test_keyframe_bursts_under_loss_are_not_congestion():
 
     assert cuts() == 0
     assert cuts(level_s=1.0) > 0
+
+
+def test_a_streams_first_iframe_does_not_drive_xi_to_its_maximum():
+    """At a stream's start the controller's window holds a frame or two: counted over the frames
+    seen, the first I-frame and keyframe looked like ten times their share and xi reached its
+    maximum within a second (63.75 px after 12 frames). The rest of the window counts at the
+    planned rate, so xi moves only as the clip's real rate says."""
+    from semcomm_ros.scenes import tabletop_clip
+    from semcomm_ros.sender import Sender, SenderConfig
+
+    s = Sender(SenderConfig(target_kbps=2.0, lowres_share=0.35))
+    for rgb, labels in tabletop_clip(9501000, 20, 512, 512):
+        s.encode(rgb, labels)
+    assert s.counts["iframes"] >= 1 and s.controller.xi < 12.0, s.controller.xi
+    assert s.controller.lowres_share == 0.35  # nothing pinned, so the low-res stream keeps its share

@@ -13,9 +13,11 @@ def add_chain_arguments(p: argparse.ArgumentParser, frames: int) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="camera frame rate (default: %(default)s)")
     p.add_argument("--link-kbps", type=float, default=2.0,
                    help="link cap, and the total rate every method gets (default: %(default)s)")
-    p.add_argument("--lowres-kbps", type=float, default=1.0,
+    p.add_argument("--lowres-kbps", type=float, default=0.7,
                    help="the low-res stream's share of the link; the robot's rate controller holds both "
-                        "streams together to --link-kbps from the first frame (default: %(default)s)")
+                        "streams together to --link-kbps from the first frame (default: %(default)s: a 4 s "
+                        "clip pays the low-res stream's first keyframe, ~1 kbit, within it, and the semantic "
+                        "stream keeps its ~1 kbps)")
     p.add_argument("--profile", default="tracked", choices=("tracked", "paper"), help="semantic codec profile")
     p.add_argument("--model", default=None, help="synthesizer directory (default: the shipped tabletop model)")
     p.add_argument("--strength", type=float, default=None,

@@ -62,6 +62,18 @@ class SlidingWindow:
             return 0.0
         return self._sum * self.fps / len(self._bits) / 1000.0
 
+    def kbps_planned(self, plan_kbps: float) -> float:
+        """The rate over the whole window, its frames not yet seen counted at ``plan_kbps``.
+
+        A controller reading ``kbps`` at a stream's start sees its first I-frame alone as ten
+        times a frame's share (one frame of a window): it drives xi to its maximum within a
+        second and starves the low-res stream, and a 4 s clip then shows coarse contours
+        throughout. Counted over the whole window, the first I-frame weighs what it costs."""
+        missing = self.max_frames - len(self._bits)
+        if missing <= 0:
+            return self.kbps
+        return (self._sum + missing * plan_kbps * 1000.0 / self.fps) * self.fps / self.max_frames / 1000.0
+
 
 @dataclass
 class RateDecision:
@@ -78,7 +90,7 @@ class RateController:
 
     def __init__(self, target_kbps: float, xi: float, lowres_share: float = 0.4,
                  xi_min: float = 0.5, xi_max: float = 40.0, lowres_min_kbps: float = 0.1,
-                 gain: float = 0.35):
+                 gain: float = 0.15):
         self.target_kbps = float(target_kbps)
         self.xi = float(xi)
         self.lowres_share = float(lowres_share)
