@@ -55,6 +55,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
 
 
+def _ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def _pct(values, q):
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -187,7 +191,7 @@ class Listener:
 
         from sensor_msgs.msg import Image
 
-        from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats
+        from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, SemanticFrame
         from semcomm_ros.ros import qos
 
         rclpy.init()
@@ -201,10 +205,17 @@ class Listener:
         n.create_subscription(LinkStats, "link_stats_rx", lambda m: self.rx.append((time.monotonic(), m)), qos.STATS)
         n.create_subscription(KeyframeRequest, "keyframe_request",
                               lambda m: self.requests.append((time.monotonic(), m)), qos.FEEDBACK)
-        # every decoded label map (camera rate), arrival times only: the receiver's output
+        # every decoded label map (camera rate) with its capture stamp: the receiver's output
         # before synthesis, whose gaps are the link's and the codecs' recovery
-        n.create_subscription(Image, "decoded_labels", lambda m: self.labels.append(time.monotonic()),
-                              qos.OPERATOR_OUTPUT, raw=True)
+        n.create_subscription(Image, "decoded_labels", lambda m: self.labels.append(
+            (time.monotonic(), time.time_ns(), _ns(m.header.stamp))), qos.OPERATOR_OUTPUT)
+        # what the encoder sent (frame index and type by capture stamp) and what the link let
+        # through to the decoder: a gap between label maps is then a codec recovery or not
+        self.sent: dict[int, tuple[int, int]] = {}
+        self.arrived: set[int] = set()
+        n.create_subscription(SemanticFrame, "tx/semantic", lambda m: self.sent.__setitem__(
+            _ns(m.header.stamp), (int(m.frame_index), int(m.frame_type))), qos.LINK)
+        n.create_subscription(SemanticFrame, "semantic", lambda m: self.arrived.add(_ns(m.header.stamp)), qos.LINK)
 
     def spin(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -328,6 +339,39 @@ def _gaps(times, t0, t_end, restarts):
             "gaps_over_1s_at_s": [round(float(t - t0), 1) for g, t in keep if g >= 1.0]}
 
 
+def explain_gaps(labels, sent, arrived, restarts, garbage=(), min_gap_s: float = 1.0) -> dict:
+    """Each gap of ``min_gap_s`` or more between decoded label maps (``labels``: [(arrival
+    monotonic, arrival wall ns, capture stamp ns)]), restarts (monotonic spans) left out: a
+    *recovery* when a semantic frame inside it never reached the decoder and the label map that
+    ends it is an I-frame's (the codec cannot resume before one; the keyframe request brings it
+    early), *unexplained* otherwise. ``sent``: capture stamp -> (frame index, frame type) as the
+    encoder published them; ``arrived``: the stamps the link delivered. For the recoveries:
+    capture of the first frame lost -> capture of the I-frame, and I-frame capture -> label map
+    received (the link's queue, the I-frame's transfer, its latency, decoding). An unexplained gap
+    that overlaps a ``garbage`` span (monotonic) says so."""
+    from semcomm_ros.codec.packet import FRAME_I
+
+    stamps = sorted(sent)  # capture order (a restarted encoder numbers from 0 again)
+    position = {u: k for k, u in enumerate(stamps)}
+    recoveries, unexplained = [], []
+    for (ta, _, sa), (tb, wall_b, sb) in zip(labels, labels[1:]):
+        g = tb - ta
+        if g < min_gap_s or any(a <= tb <= b + 0.5 for a, b in restarts):  # as _gaps leaves them out
+            continue
+        if sa not in position or sb not in position:
+            unexplained.append({"at": ta, "gap_s": round(g, 2), "why": "label map not seen on tx/semantic"})
+            continue
+        lost = [u for u in stamps[position[sa] + 1:position[sb]] if u not in arrived]
+        if lost and sent[sb][1] == FRAME_I:
+            recoveries.append({"at": ta, "gap_s": g, "to_iframe_s": (sb - lost[0]) / 1e9,
+                               "iframe_to_received_s": (wall_b - sb) / 1e9})
+        else:
+            unexplained.append({"at": ta, "gap_s": round(g, 2), "lost_inside": len(lost),
+                                "ends_on_iframe": sent[sb][1] == FRAME_I,
+                                "during_garbage": any(a <= tb and ta <= b for a, b in garbage)})
+    return {"recoveries": recoveries, "unexplained": unexplained}
+
+
 def soak(args) -> int:
     from semcomm_ros.ros.topic import publish_spec
 
@@ -358,17 +402,28 @@ def soak(args) -> int:
         at(0.25)
         bad0 = ear.diags[-1][1].bad_packets
         spec = garbage(chain.ns, args.size)
+        t_garbage = time.monotonic()
         pub_s = publish_spec(ear.node, spec, rate=20.0, duration=3.0, qos_name="link")
+        garbage_span = (t_garbage, time.monotonic())
         ear.spin(2.0)
         ev["garbage"] = {"messages": len(spec) * pub_s, "distinct": len(spec), "refused_as_bad": int(ear.diags[-1][1].bad_packets - bad0),
                          "decoder_alive": "decoder" not in chain.dead()}
 
         t_kill = at(0.35)
         chain.kill9("decoder")
-        n = len(ear.diags)
+        n, n_labels = len(ear.diags), len(ear.labels)
         chain.start("decoder")
-        up = ear.wait(lambda: len(ear.diags) > n, max(10.0, t0 + 0.5 * T - time.monotonic()))
+        deadline = max(10.0, t0 + 0.5 * T - time.monotonic())
+        up = ear.wait(lambda: len(ear.diags) > n, deadline)
         ev["decoder_restart_s"] = None if up is None else round(time.monotonic() - t_kill, 2)
+        # the decoder decodes while its model loads: label maps come back first, then synthesis
+        labels_back = [t for t, _, _ in ear.labels[n_labels:]]
+        if not labels_back and ear.wait(lambda: len(ear.labels) > n_labels, deadline) is not None:
+            labels_back = [ear.labels[n_labels][0]]
+        ev["decoder_restart_labels_s"] = round(labels_back[0] - t_kill, 2) if labels_back else None
+        synth = ear.wait(lambda: any(m.synth_ms > 0 for _, m in ear.diags[n:]), deadline)
+        ev["decoder_restart_synth_s"] = (None if synth is None else
+                                         round(next(t for t, m in ear.diags[n:] if m.synth_ms > 0) - t_kill, 2))
 
         t_change = at(0.5)
         ev["target_change"] = {"at_s": round(t_change - t0, 1), "results": ear.set_params(
@@ -400,10 +455,19 @@ def soak(args) -> int:
 
     d = [(t, m) for t, m in ear.diags if t0 <= t <= t_end]
     s = [(t, m) for t, m in ear.stats if t0 <= t <= t_end]
-    restarts = [(t0 + 0.35 * T, t0 + 0.35 * T + (ev["decoder_restart_s"] or 0) + 1),
+    back = max(ev[k] or 0 for k in ("decoder_restart_s", "decoder_restart_labels_s", "decoder_restart_synth_s"))
+    restarts = [(t0 + 0.35 * T, t0 + 0.35 * T + back + 1),
                 (t0 + 0.6 * T, t0 + 0.6 * T + (ev["encoder_restart_s"] or 0) + 1)]
-    fig["output"] = {"decoded_labels": _gaps([t for t in ear.labels if t0 <= t <= t_end], t0, t_end, restarts),
+    labels = [x for x in ear.labels if t0 <= x[0] <= t_end]
+    fig["output"] = {"decoded_labels": _gaps([x[0] for x in labels], t0, t_end, restarts),
                      "synthesized": _gaps([t for t, _ in d], t0, t_end, restarts)}
+    why = explain_gaps(labels, ear.sent, ear.arrived, restarts, [garbage_span])
+    rec = why["recoveries"]
+    fig["output"]["decoded_labels"]["over_1s_explained"] = {
+        "codec_recoveries": len(rec), "unexplained": len(why["unexplained"]),
+        "unexplained_at_s": [dict(u, at=round(u["at"] - t0, 1)) for u in why["unexplained"]],
+        "recovery_median_s": {k: round(float(np.median([r[k] for r in rec])), 2) if rec else None
+                              for k in ("gap_s", "to_iframe_s", "iframe_to_received_s")}}
     lat_d = [m.latency_decode_ms for t, m in d if not (t_narrow <= t <= t_back + 10)]
     lat_s = [m.latency_total_ms for t, m in d if not (t_narrow <= t <= t_back + 10)]
     fig["latency_ms"] = {"camera_to_decoded_p50_p95": [round(_pct(lat_d, q), 1) for q in (50, 95)],
@@ -446,6 +510,13 @@ def _print_soak(fig) -> None:
         g = o[name]
         print(f"  {what}: {g['frames']} ({g['fps']} /s); gaps (s) {json.dumps(g['gaps_s_histogram'])}, longest "
               f"{g['gap_max_s']} s (restarts excluded); gaps >= 1 s at {g['gaps_over_1s_at_s']} s")
+    x = o["decoded_labels"]["over_1s_explained"]
+    m = x["recovery_median_s"]
+    print(f"  label-map gaps >= 1 s: {x['codec_recoveries']} codec recoveries (a semantic frame lost on the link, the "
+          f"gap ends on an I-frame; median {m['gap_s']} s = first loss -> I-frame captured {m['to_iframe_s']} s + "
+          f"I-frame captured -> received {m['iframe_to_received_s']} s), {x['unexplained']} unexplained"
+          + (f" ({sum(u.get('during_garbage', False) for u in x['unexplained_at_s'])} during the garbage): "
+             f"{x['unexplained_at_s'][:8]}" if x["unexplained"] else ""))
     print(f"  latency camera -> decoded p50/p95 {lat['camera_to_decoded_p50_p95'][0]:.0f}/"
           f"{lat['camera_to_decoded_p50_p95'][1]:.0f} ms, -> synthesized {lat['camera_to_synthesized_p50_p95'][0]:.0f}/"
           f"{lat['camera_to_synthesized_p50_p95'][1]:.0f} ms (synthesizer {lat['synth_ms_p50']:.0f} ms/frame, "
@@ -454,7 +525,8 @@ def _print_soak(fig) -> None:
     print(f"  garbage: {g.get('messages')} messages ({g.get('distinct')} distinct) on the decoder's inputs, "
           f"{g.get('refused_as_bad')} refused as bad "
           f"packets, decoder alive: {g.get('decoder_alive')}")
-    print(f"  restarts (kill -9 -> frames again): decoder {ev.get('decoder_restart_s')} s, encoder "
+    print(f"  restarts (kill -9 -> frames again): decoder {ev.get('decoder_restart_s')} s (label maps "
+          f"{ev.get('decoder_restart_labels_s')} s, synthesized {ev.get('decoder_restart_synth_s')} s), encoder "
           f"{ev.get('encoder_restart_s')} s")
     c = fig["congestion"]
     print(f"  link at half rate {ev['link_narrowed']['from_s']}-{ev['link_narrowed']['to_s']} s: latency max "

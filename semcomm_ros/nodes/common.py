@@ -98,6 +98,9 @@ def run(node_factory: Callable, args=None, threads: int = 1) -> int:
         while rclpy.ok():
             # a bounded wait, so that a signal is seen even when no message comes
             executor.spin_once(timeout_sec=0.25)
+            if getattr(node, "fatal", None):  # a worker thread's failure the node cannot run without
+                print(f"{node.get_name()}: {node.fatal}", file=sys.stderr)
+                return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

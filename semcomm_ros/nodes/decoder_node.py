@@ -22,6 +22,7 @@ with the reason). The synthesizer's operating point (``lambda_c``, ``lambda_r``,
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -86,7 +87,13 @@ class DecoderNode(Node):
             raise SystemExit(f"decoder_node: output_size must be one of {OUTPUT_SIZES}, got {self.output_size!r}")
         self.every_frame = declare(self, "every_frame", False, "synthesize every frame in order (bag "
                                    "replay) instead of only the newest (live)", read_only=True)
-        self.synth = self._load_synth() if self.synthesize else None
+        # a model directory loads in the synthesizer's thread (torch, diffusers and the weights take
+        # seconds, more on a loaded CPU): label maps, the low-res frames and keyframe requests flow
+        # from the start, and a restarted decoder shows the scene again before it synthesizes
+        self.synth = None
+        self.fatal: str | None = None  # set when the model fails to load: ``run`` exits with it
+        if self.synthesize and self.model_name == "tiny":
+            self.synth = self._load_synth()  # built in-process in milliseconds
         self._declare_operating_point()
         rc = ReceiverConfig()
         self.receiver = Receiver(ReceiverConfig(
@@ -100,7 +107,8 @@ class DecoderNode(Node):
                                        "minimum time between keyframe requests per stream, s", 0.0, 60.0),
             warn_interval_s=rc.warn_interval_s), logger=self.get_logger())
         self.add_on_set_parameters_callback(self._on_params)
-        self.device_name = str(self.synth.device) if self.synth is not None else "none"
+        self.device_name = (str(self.synth.device) if self.synth is not None
+                            else "loading" if self.synthesize else "none")
         self.lock = threading.Lock()  # the synthesizer's config against parameter changes
         self.camera_info: CameraInfo | None = None
 
@@ -125,11 +133,11 @@ class DecoderNode(Node):
         self._queue: deque = deque(maxlen=EVERY_FRAME_QUEUE if self.every_frame else 1)
         self._cv = threading.Condition()
         self._stop = False
-        self._worker = threading.Thread(target=self._synth_loop, daemon=True) if self.synth else None
+        self._worker = threading.Thread(target=self._synth_loop, daemon=True) if self.synthesize else None
         if self._worker:
             self._worker.start()
-        size = "model" if self.output_size == "model" or not self.synth else "camera"
-        self.get_logger().info(f"decoder ready; synthesizer: {self.model_name if self.synth else 'off'} "
+        size = "model" if self.output_size == "model" or not self.synthesize else "camera"
+        self.get_logger().info(f"decoder ready; synthesizer: {self.model_name if self.synthesize else 'off'} "
                                f"on {self.device_name}, output at the {size}'s size"
                                + (", every frame" if self.every_frame else ""))
 
@@ -144,6 +152,22 @@ class DecoderNode(Node):
         return CausalSynthesizer.from_pretrained(None if self.model_name == "default" else self.model_name,
                                                  device=device)
 
+    def _load_model(self) -> None:
+        """The synthesizer's thread: load the model, then apply the operating point in force."""
+        t0 = time.perf_counter()
+        try:
+            synth = self._load_synth()
+        except Exception as exc:  # noqa: BLE001 - reported, and the node exits with it
+            self.fatal = f"synthesizer {self.model_name!r} could not be loaded: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self.fatal)
+            return
+        with self.lock:
+            self.synth = synth
+            self._apply({p: self.get_parameter(p).value for p in _OPERATING_POINT})
+            self.device_name = str(synth.device)
+        self.get_logger().info(f"synthesizer {self.model_name} loaded on {self.device_name} in "
+                               f"{time.perf_counter() - t0:.1f} s")
+
     def _declare_operating_point(self):
         from semcomm_ros.synth.config import NOISE_MODES, SynthConfig
 
@@ -151,10 +175,11 @@ class DecoderNode(Node):
             cfg = self.synth.config
         elif self.model_name == "tiny":
             cfg = SynthConfig()
-        else:  # decode only: the model's operating point all the same, read without its weights
+        else:  # the model's operating point, read without its weights (loaded later, or never)
             from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
 
             cfg = SynthConfig.load(DEFAULT_MODEL_DIR if self.model_name == "default" else self.model_name)
+        self.config = copy.deepcopy(cfg)  # what the parameters set; the synthesizer's once it is loaded
         mine = " (default: the model's, from its synthesizer.json)"
         declare(self, "lambda_c", float(cfg.lambda_c), "Semantic Control weight lambda_C" + mine, 0.0, 4.0)
         declare(self, "lambda_r", float(cfg.lambda_r), "Restoration Adapter weight lambda_R" + mine, 0.0, 4.0)
@@ -169,12 +194,16 @@ class DecoderNode(Node):
             self._apply({p: self.get_parameter(p).value for p in _OPERATING_POINT})
 
     def _apply(self, values: dict) -> None:
-        """Operating-point parameters -> the synthesizer's config (refuses what it refuses)."""
+        """Operating-point parameters -> the config, and the synthesizer's once loaded (refuses
+        what the config refuses)."""
         changes = {_OPERATING_POINT[k]: v for k, v in values.items()}
-        self.synth.config.replace(**changes)  # raises ValueError with the reason (e.g. an unknown noise mode)
+        self.config.replace(**changes)  # raises ValueError with the reason (e.g. an unknown noise mode)
         for k, v in changes.items():
-            setattr(self.synth.config, k, v)
-        self.synth.reset()  # the KV caches hold one entry per step and W-1 frames
+            setattr(self.config, k, v)
+        if self.synth is not None:
+            for k, v in changes.items():
+                setattr(self.synth.config, k, v)
+            self.synth.reset()  # the KV caches hold one entry per step and W-1 frames
 
     def _on_params(self, params):
         # ranges and read-only flags are in the descriptors; what they cannot say is checked here
@@ -182,14 +211,9 @@ class DecoderNode(Node):
         receiver = {p.name: p.value for p in params if p.name in ("jitter_frames", "jitter_timeout_s",
                                                                   "lowres_wait_s", "request_interval_s")}
         try:
-            if synth and self.synth:
+            if synth:
                 with self.lock:
                     self._apply(synth)
-            elif "noise" in synth:
-                from semcomm_ros.synth.config import NOISE_MODES
-
-                if synth["noise"] not in NOISE_MODES:
-                    raise ValueError(f"noise must be one of {list(NOISE_MODES)}")
             if receiver:
                 cfg = ReceiverConfig(**{**self.receiver.config.__dict__, **receiver})
                 self.receiver.config = cfg
@@ -250,7 +274,7 @@ class DecoderNode(Node):
         # after frames without a label map (before the first I-frame)
         self._restart = self._restart or f.restart
         item = dict(frame=f, stamp=stamp, t_decoded=t_decoded, restart=self._restart)
-        if self.synth is None or f.labels is None:  # nothing to synthesize from yet
+        if not self.synthesize or f.labels is None:  # nothing to synthesize from yet
             self._publish_diag(item, None, 0.0)
             return
         self._restart = False
@@ -265,6 +289,10 @@ class DecoderNode(Node):
             self._cv.notify()
 
     def _synth_loop(self):
+        if self.synth is None:
+            self._load_model()
+            if self.synth is None:
+                return
         while True:
             with self._cv:
                 while not self._queue and not self._stop:

@@ -223,13 +223,18 @@ def publish_spec(node, spec: list[dict], rate: float, duration: float, qos_name:
     for entry in spec:
         cls = msg_class(entry["type"])
         pubs.append((node.create_publisher(cls, entry["topic"], _qos(qos_name)), fill(cls(), entry.get("fields", {}))))
-    end, rounds = time.monotonic() + duration, 0
+    start = time.monotonic()
+    end, rounds = start + duration, 0
     try:
         while time.monotonic() < end:
             for pub, msg in pubs:
                 pub.publish(msg)
             rounds += 1
-            rclpy.spin_once(node, timeout_sec=1.0 / rate)
+            # spin until the next round is due: spin_once returns after any one callback, and a
+            # node with busy subscriptions would otherwise publish as fast as it can
+            due = start + rounds / rate
+            while (left := due - time.monotonic()) > 0:
+                rclpy.spin_once(node, timeout_sec=left)
     finally:
         for pub, _ in pubs:
             node.destroy_publisher(pub)
