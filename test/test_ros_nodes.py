@@ -4,6 +4,7 @@ stopped in a finally block (rosutil.processes)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from pathlib import Path
@@ -190,6 +191,10 @@ def test_loss_recovery_and_fuzzed_payloads(tmp_path):
                  "10 decoded frames after the losses", P)
         assert e.on("keyframe_request"), "no keyframe request after a loss"
         assert "lost before frame" in P.log("decoder")
+        # a frame whose semantic packet was lost has no capture stamp: no latency (NaN), never a
+        # 0 that would give the encoder's congestion control a floor no real frame reaches
+        lat = [m["latency_decode_ms"] for m in e.on("diagnostics")]
+        assert any(math.isnan(v) for v in lat) and all(math.isnan(v) or v > 0 for v in lat), lat
 
         spec = tmp_path / "fuzz.json"
         from semcomm_ros.bench.ros import garbage

@@ -60,6 +60,7 @@ def _ns(stamp) -> int:
 
 
 def _pct(values, q):
+    values = [v for v in values if np.isfinite(v)]  # NaN: a frame without a capture stamp
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
@@ -217,6 +218,10 @@ class Listener:
             _ns(m.header.stamp), (int(m.frame_index), int(m.frame_type))), qos.LINK)
         n.create_subscription(SemanticFrame, "semantic", lambda m: self.arrived.add(_ns(m.header.stamp)), qos.LINK)
 
+    def synthesizing(self) -> bool:
+        """A frame synthesized: the chain is up (the decoder decodes while its model still loads)."""
+        return any(m.synth_ms > 0 for _, m in self.diags[-20:])
+
     def spin(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -263,8 +268,8 @@ def plain(args) -> int:
           f"{args.bandwidth_kbps or 'unlimited'} kbps, synthesizer {model}, segmentation {args.segmentation}; "
           f"logs in {chain.logdir}", flush=True)
     try:
-        if ear.wait(lambda: bool(ear.diags) or bool(chain.dead()), 300) is None or chain.dead():
-            raise RuntimeError(f"no decoded frame within 300 s (exited: {chain.dead()}); see {chain.logdir}")
+        if ear.wait(lambda: ear.synthesizing() or bool(chain.dead()), 300) is None or chain.dead():
+            raise RuntimeError(f"no synthesized frame within 300 s (exited: {chain.dead()}); see {chain.logdir}")
         ear.spin(args.warmup)
         t0 = time.monotonic()
         ear.spin(args.duration)
@@ -389,8 +394,8 @@ def soak(args) -> int:
     fig: dict = {"minutes": args.minutes, "size": args.size, "synthesizer": model, "events": {}}
     ev = fig["events"]
     try:
-        if ear.wait(lambda: bool(ear.diags) or bool(chain.dead()), 300) is None or chain.dead():
-            raise RuntimeError(f"no decoded frame within 300 s (exited: {chain.dead()}); see {chain.logdir}")
+        if ear.wait(lambda: ear.synthesizing() or bool(chain.dead()), 300) is None or chain.dead():
+            raise RuntimeError(f"no synthesized frame within 300 s (exited: {chain.dead()}); see {chain.logdir}")
         t0 = time.monotonic()
         ear.spin(3.0)
         fig["rss_start_mb"] = chain.rss()
@@ -473,8 +478,8 @@ def soak(args) -> int:
     fig["latency_ms"] = {"camera_to_decoded_p50_p95": [round(_pct(lat_d, q), 1) for q in (50, 95)],
                          "camera_to_synthesized_p50_p95": [round(_pct(lat_s, q), 1) for q in (50, 95)],
                          "synth_ms_p50": round(_pct([m.synth_ms for _, m in d], 50), 1)}
-    narrow = [m.latency_decode_ms for t, m in d if t_narrow <= t <= t_back]
-    after = [(t, m.latency_decode_ms) for t, m in d if t > t_back]
+    narrow = [m.latency_decode_ms for t, m in d if t_narrow <= t <= t_back and np.isfinite(m.latency_decode_ms)]
+    after = [(t, m.latency_decode_ms) for t, m in d if t > t_back and np.isfinite(m.latency_decode_ms)]
     recovered = next((t - t_back for i, (t, v) in enumerate(after) if all(w < 1000 for _, w in after[i:i + 10])), None)
     fig["congestion"] = {"latency_ms_max_while_narrow": round(max(narrow), 1) if narrow else None,
                          "latency_under_1s_after_recovery_s": None if recovered is None else round(recovered, 2)}

@@ -18,6 +18,9 @@ def add_chain_arguments(p: argparse.ArgumentParser, frames: int) -> None:
                         "streams together to --link-kbps from the first frame (default: %(default)s: a 4 s "
                         "clip pays the low-res stream's first keyframe, ~1 kbit, within it, and the semantic "
                         "stream keeps its ~1 kbps)")
+    p.add_argument("--fixed-rate", action="store_true",
+                   help="xi (the profile's) and --lowres-kbps fixed instead of the rate controller: the "
+                        "first I-frame and keyframe then take a short clip over the link's rate")
     p.add_argument("--profile", default="tracked", choices=("tracked", "paper"), help="semantic codec profile")
     p.add_argument("--model", default=None, help="synthesizer directory (default: the shipped tabletop model)")
     p.add_argument("--strength", type=float, default=None,
@@ -52,5 +55,6 @@ def check_chain_arguments(args) -> None:
 def chain_kwargs(args) -> dict:
     """The ``eval.report.evaluate_clip`` keywords these options set."""
     return {"frames": args.frames, "size": args.size, "fps": args.fps, "link_kbps": args.link_kbps,
-            "lowres_kbps": args.lowres_kbps, "profile": args.profile, "segmenter": args.segmenter,
+            "lowres_kbps": args.lowres_kbps, "rate_control": not args.fixed_rate, "profile": args.profile,
+            "segmenter": args.segmenter,
             "device": args.device, "strength": args.strength, "noise": args.noise}

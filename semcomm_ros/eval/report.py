@@ -102,7 +102,7 @@ def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
 
 
 def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: float, lowres_kbps: float,
-                  profile: str = "tracked", xi: float | None = None, period: int | None = None, q_symbols: int = 256,
+                  rate_control: bool = True, profile: str = "tracked", xi: float | None = None, period: int | None = None, q_symbols: int = 256,
                   model=None, segmenter: str = "ultralytics", device=None, baselines=("hevc",),
                   variants: dict | None = None, keep_frames: bool = False, synth=None, seg=None,
                   strength: float | None = None, noise: str | None = None, references=(),
@@ -132,7 +132,7 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
     else:
         robot_segment = seg
     cfg = ChainConfig(fps=fps, xi=xi, period=period, q_symbols=q_symbols, profile=profile,
-                      lowres_kbps=lowres_kbps, link_kbps=link_kbps, seed=seed)
+                      lowres_kbps=lowres_kbps, link_kbps=link_kbps, rate_control=rate_control, seed=seed)
     with tqdm(total=frames, desc="robot+link ", leave=False) as bar:
         rx = transmit(rgb, robot_segment, cfg, progress=bar.update)
     base_config = copy.deepcopy(synth.config)

@@ -330,8 +330,13 @@ class DecoderNode(Node):
         d = DecoderStats()
         d.header.stamp = stamp_from_ns(item["stamp"])
         d.frame_index = f.index & 0xFFFFFFFF
-        d.latency_decode_ms = (item["t_decoded"] - item["stamp"]) / 1e6
-        d.latency_total_ms = ((t_done or item["t_decoded"]) - item["stamp"]) / 1e6
+        if f.stamp_ns is None:
+            # no capture stamp (its semantic packet was lost): a latency of 0 here set the encoder's
+            # congestion floor to 0, so that it saw a standing queue it could never drain
+            d.latency_decode_ms = d.latency_total_ms = float("nan")
+        else:
+            d.latency_decode_ms = (item["t_decoded"] - item["stamp"]) / 1e6
+            d.latency_total_ms = ((t_done or item["t_decoded"]) - item["stamp"]) / 1e6
         d.synth_ms = float(synth_ms)
         d.fps = ((len(self._times) - 1) / (self._times[-1] - self._times[0])
                  if len(self._times) > 1 and self._times[-1] > self._times[0] else 0.0)
