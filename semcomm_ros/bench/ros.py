@@ -154,6 +154,11 @@ class Chain:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(10)
 
+    def signal(self, name: str, sig: int) -> None:
+        p = self.procs[name]
+        if p.poll() is None:
+            os.kill(p.pid, sig)
+
     def rss(self) -> dict[str, float]:
         return {name: round(rss_mb(p.pid), 1) for name, p in self.procs.items()}
 
@@ -443,6 +448,9 @@ def soak(args) -> int:
         up = ear.wait(lambda: any(m.frame_index + 50 < last for _, m in ear.diags[n:]),
                       max(10.0, t0 + 0.7 * T - time.monotonic()))
         ev["encoder_restart_s"] = None if up is None else round(time.monotonic() - t_kill, 2)
+        if up is None:  # alive but silent: its threads' stacks into its log (faulthandler, SIGUSR1)
+            chain.signal("encoder", signal.SIGUSR1)
+            ev["encoder_stuck"] = f"no frames after the restart; stacks in {chain.logdir}/encoder.{chain.starts}.log"
 
         t_narrow = at(0.7)
         ear.set_params(f"{chain.ns}/link_emulator", bandwidth_kbps=args.bandwidth_kbps / 2)
@@ -530,6 +538,8 @@ def _print_soak(fig) -> None:
     print(f"  garbage: {g.get('messages')} messages ({g.get('distinct')} distinct) on the decoder's inputs, "
           f"{g.get('refused_as_bad')} refused as bad "
           f"packets, decoder alive: {g.get('decoder_alive')}")
+    if ev.get("encoder_stuck"):
+        print(f"  encoder restart: {ev['encoder_stuck']}")
     print(f"  restarts (kill -9 -> frames again): decoder {ev.get('decoder_restart_s')} s (label maps "
           f"{ev.get('decoder_restart_labels_s')} s, synthesized {ev.get('decoder_restart_synth_s')} s), encoder "
           f"{ev.get('encoder_restart_s')} s")

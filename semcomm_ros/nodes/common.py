@@ -3,6 +3,7 @@ ranges, so callbacks check only what a range cannot say), and a ``main`` that sp
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -87,6 +88,9 @@ def run(node_factory: Callable, args=None, threads: int = 1) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     _limit_threads()
+    # `kill -USR1 <pid>` writes every thread's Python stack to the node's stderr: a node that
+    # stops working without dying (the soak's bench does this when a restart brings no frames)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
