@@ -264,7 +264,7 @@ def test_every_stage_runs_from_local_files_and_exports(weights, tmp_path, capsys
     if have_interfaces():
         with processes(tmp_path, ros_env()) as P:
             P.node("decoder", "decoder_node", unique_ns(), {"model": str(dest), "device": "cpu"})
-            wait_for(lambda: f"decoder ready; synthesizer: {dest} on cpu" in P.log("decoder"), 90,
+            wait_for(lambda: f"synthesizer {dest} loaded on cpu" in P.log("decoder"), 90,
                      "the decoder node on the exported model", P)
 
 
