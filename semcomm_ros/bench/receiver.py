@@ -22,7 +22,7 @@ processes, DDS and the synthesizer.
 
 from __future__ import annotations
 
-import collections
+import itertools
 
 import numpy as np
 
@@ -106,7 +106,7 @@ def label_gaps(out, sent, arrived, fps: float = 10.0) -> dict:
 def windows(sent, budget, window_s: float, fps: float = 10.0) -> list[tuple[float, float, float]]:
     """(start s, kbps sent, highest budget in force) per window."""
     n = max(1, int(round(window_s * fps)))
-    bits = np.asarray([8 * (s.semantic + s.lowres) for s in sent], float)
+    bits = np.asarray([8 * (len(s.semantic) + len(s.lowres)) for s in sent], float)
     return [(k / fps, bits[k:k + n].sum() / (min(n, len(bits) - k) / fps) / 1000.0, max(budget[k:k + n]))
             for k in range(0, len(bits) - n // 2, n)]
 
@@ -133,8 +133,7 @@ def run(args) -> int:
         g = np.diff([f.t_ready for f in out])
         lg = label_gaps(out, m["sent"], m["arrived"])
         held = [f for f in out if not f.labels_new]
-        runs = [len(list(r)) for held_, r in __import__("itertools").groupby(out, key=lambda f: f.labels_new)
-                if not held_]
+        runs = [len(list(r)) for new, r in itertools.groupby(out, key=lambda f: f.labels_new) if not new]
         print(f"  jitter_frames={jitter}: {len(out)}/{args.frames} frames handed out; time between frames "
               f"p50 {np.median(g) * 1e3:.0f} / p99 {np.percentile(g, 99) * 1e3:.0f} / max {g.max() * 1e3:.0f} ms, "
               f"{int((g > 1).sum())} gaps over 1 s; capture -> handed out p50 {m['latency'] * 1e3:.0f} ms")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from semcomm_ros.synth.config import NOISE_MODES, valid_strength
+from semcomm_ros.system import ChainConfig
 
 
 def add_chain_arguments(p: argparse.ArgumentParser, frames: int) -> None:
@@ -13,7 +14,7 @@ def add_chain_arguments(p: argparse.ArgumentParser, frames: int) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="camera frame rate (default: %(default)s)")
     p.add_argument("--link-kbps", type=float, default=2.0,
                    help="link cap, and the total rate every method gets (default: %(default)s)")
-    p.add_argument("--lowres-kbps", type=float, default=0.7,
+    p.add_argument("--lowres-kbps", type=float, default=ChainConfig.lowres_kbps,
                    help="the low-res stream's share of the link; the robot's rate controller holds both "
                         "streams together to --link-kbps from the first frame (default: %(default)s: a 4 s "
                         "clip pays the low-res stream's first keyframe, ~1 kbit, within it, and the semantic "
