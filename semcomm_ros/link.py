@@ -199,3 +199,28 @@ class SimulatedLink:
         if self._heap:
             times.append(self._heap[0].arrival)
         return min(times) if times else None
+
+
+class DeliveryWindow:
+    """What a link delivered over the last ``window_s`` (the ``link_stats_rx`` figure the encoder's
+    congestion control reads): ``add(t, stream, bits)`` per delivered packet, ``rates(t)`` ->
+    ({stream: kbps}, span s, packets). Over the first ``window_s`` the rate is over the time
+    elapsed so far. The link emulator node and the offline ``system.Session`` both keep one."""
+
+    DEFAULT_S = 10.0
+
+    def __init__(self, window_s: float = DEFAULT_S):
+        self.window_s = float(window_s)
+        self._delivered: deque[tuple[float, str, int]] = deque()
+
+    def add(self, t: float, stream: str, bits: int) -> None:
+        self._delivered.append((t, stream, int(bits)))
+
+    def rates(self, t: float) -> tuple[dict[str, float], float, int]:
+        while self._delivered and self._delivered[0][0] < t - self.window_s:
+            self._delivered.popleft()
+        span = min(self.window_s, max(t, 1e-3))
+        kbps: dict[str, float] = {}
+        for _, stream, bits in self._delivered:
+            kbps[stream] = kbps.get(stream, 0.0) + bits / span / 1000.0
+        return kbps, span, len(self._delivered)

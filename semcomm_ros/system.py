@@ -2,9 +2,10 @@
 
 ``transmit`` runs the robot side on a clip: segmentation, then the encoder node's own
 :class:`~semcomm_ros.sender.Sender` (both encoders, held together to the link's rate by its rate
-controller, keyframe requests honoured as the node honours them), pushes both packet streams through a :class:`~semcomm_ros.link.SimulatedLink` in simulated time,
-and hands them to the operator's :class:`~semcomm_ros.receiver.Receiver`, the one the decoder node
-runs (jitter buffer, loss -> hold the last frame and ask for a refresh, low-res paired by index).
+controller, keyframe requests honoured as the node honours them); ``Session`` pushes both packet
+streams through a :class:`~semcomm_ros.link.SimulatedLink` in simulated time and hands them to
+the operator's :class:`~semcomm_ros.receiver.Receiver`, the one the decoder node runs (jitter
+buffer, loss -> hold the last frame and ask for a refresh, low-res paired by index).
 ``synthesize`` then runs the causal synthesizer over what arrived.
 The demo and the Table II evaluation share these two steps, so ablations reuse one transmission.
 """
@@ -13,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from semcomm_ros.link import LinkParams, SimulatedLink
+from semcomm_ros.link import DeliveryWindow, LinkParams, SimulatedLink
 from semcomm_ros.receiver import Frame, Receiver, model_inputs, to_camera
 from semcomm_ros.sender import Sender, SenderConfig, Sent
 
@@ -86,11 +86,9 @@ class Session:
     Every packet is handed to the Receiver at its own arrival time, and the decoder node's
     feedback reaches the encoder as it does live: keyframe requests (``keyframe_request``), each
     decoded frame's capture -> decoded latency (``diagnostics``) and, once a second, the rate
-    delivered over the last ``feedback_window_s`` (``link_stats_rx``). ``step`` returns the frames
+    delivered over the link emulator's window (``link_stats_rx``). ``step`` returns the frames
     the Receiver handed out up to the new frame's capture; ``finish`` drains the link.
     """
-
-    feedback_window_s = 10.0  # the link emulator's window_s default
 
     def __init__(self, cfg: ChainConfig):
         self.cfg = cfg
@@ -100,7 +98,7 @@ class Session:
         self.receiver = Receiver(logger=log)
         self.sent: list[Sent] = []  # per frame index
         self.arrived: set[tuple[str, int]] = set()
-        self._delivered: deque[tuple[float, int]] = deque()
+        self.delivered = DeliveryWindow()  # the link emulator's link_stats_rx
         self._next_feedback = 1.0
         self._t = 0.0
 
@@ -108,7 +106,7 @@ class Session:
         self._t = t
         for stream, k, packet in self.link.receive(t):
             self.arrived.add((stream, k))
-            self._delivered.append((t, 8 * len(packet)))
+            self.delivered.add(t, stream, 8 * len(packet))
             (self.receiver.push_semantic if stream == "semantic" else self.receiver.push_lowres)(k, packet, t)
         out = self.receiver.flush(t) if end else self.receiver.poll(t)
         for f in out:
@@ -117,11 +115,8 @@ class Session:
         for r in self.receiver.take_requests():
             self.sender.request(t, r.semantic, r.lowres)
         if t >= self._next_feedback:
-            w = self.feedback_window_s
-            while self._delivered and self._delivered[0][0] < t - w:
-                self._delivered.popleft()
-            span = min(w, max(t, 1e-3))
-            self.sender.on_delivered(t, sum(b for _, b in self._delivered) / span / 1000.0, span)
+            kbps, span, _ = self.delivered.rates(t)
+            self.sender.on_delivered(t, sum(kbps.values()), span)
             self._next_feedback = t + 1.0
         return out
 

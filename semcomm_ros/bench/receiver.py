@@ -8,10 +8,10 @@ Receiver, as the five nodes run them but without ROS, DDS or a busy CPU.
 Prints, per ``--jitter`` value:
 
 - frames handed out and label maps decoded (what ``decoded_labels`` publishes);
-- the gaps between decoded label maps, and every gap of 1 s or more explained: *recovery* when a
-  semantic frame inside it was lost or undecodable and the gap ends on an I-frame (the codec
-  cannot resume before one; the keyframe request brings it early), *unexplained* otherwise; for
-  the recoveries, where the time goes (capture of the first frame lost -> capture of the I-frame
+- the gaps between decoded label maps, and every gap of 1 s or more explained (``explain_gaps``,
+  the soak's rule too): *recovery* when a semantic frame inside it was lost on the link and the
+  gap ends on an I-frame (the codec cannot resume before one; the keyframe request brings it
+  early), *unexplained* otherwise; for the recoveries, where the time goes (capture of the first frame lost -> capture of the I-frame
   that ended it: the request and the encoder's refresh limit; I-frame capture -> decoded: the
   link's queue, the I-frame's own transfer, its latency);
 - kbps sent per ``--window-s`` against the budget in force, and the congestion controller's cuts.
@@ -80,27 +80,39 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
                 latency=float(np.median([f.t_ready - f.index / fps for f in out])))
 
 
-def label_gaps(out, sent, arrived, fps: float = 10.0) -> dict:
-    """Gaps between decoded label maps; each of 1 s or more explained, or listed as unexplained."""
-    decoded = [f for f in out if f.labels_new]
-    held = {f.index for f in out if not f.labels_new}
-    gaps, recoveries, unexplained = [], [], []
-    for a, b in zip(decoded, decoded[1:]):
-        g = b.t_ready - a.t_ready
-        gaps.append(g)
-        if g < 1.0:
+def explain_gaps(decoded, iframe, arrived, capture_s, skip=None, min_gap_s: float = 1.0) -> dict:
+    """The rule both the offline bench and the ROS soak apply to each gap of ``min_gap_s`` or more
+    between decoded label maps: a *codec recovery* when a semantic frame inside it never reached
+    the decoder and the label map that ends it is an I-frame's (the codec cannot resume before
+    one; the keyframe request brings it early), *unexplained* otherwise.
+
+    ``decoded``: [(t received, position, capture -> received s)] in the order received, position
+    = the frame's place in capture order (None: a frame the sender's record does not know);
+    ``iframe(pos)``, ``arrived(pos)``: it was sent as an I-frame / reached the decoder;
+    ``capture_s(pos)``: its capture time; ``skip(ta, tb)``: leave this gap out (restarts). For the
+    recoveries: first frame lost -> I-frame captured, and I-frame captured -> received."""
+    recoveries, unexplained = [], []
+    for (ta, pa, _), (tb, pb, latency_b) in zip(decoded, decoded[1:]):
+        g = tb - ta
+        if g < min_gap_s or (skip is not None and skip(ta, tb)):
             continue
-        inside = range(a.index + 1, b.index)
-        missing = [k for k in inside if ("semantic", k) not in arrived or k in held]
-        if missing and sent[b.index].iframe:
-            first = missing[0]
-            recoveries.append({"gap_s": g, "to_iframe_s": (b.index - first) / fps,
-                               "iframe_to_decoded_s": b.t_ready - b.index / fps})
+        if pa is None or pb is None:
+            unexplained.append({"at": ta, "gap_s": round(g, 2), "why": "label map not in the sender's record"})
+            continue
+        lost = [p for p in range(pa + 1, pb) if not arrived(p)]
+        if lost and iframe(pb):
+            recoveries.append({"at": ta, "gap_s": g, "to_iframe_s": capture_s(pb) - capture_s(lost[0]),
+                               "iframe_to_received_s": latency_b})
         else:
-            unexplained.append({"at_s": round(a.t_ready, 1), "gap_s": round(g, 2), "missing": len(missing),
-                                "ends_on_iframe": sent[b.index].iframe})
-    return {"gaps": np.asarray(gaps), "recoveries": recoveries, "unexplained": unexplained,
-            "decoded": len(decoded)}
+            unexplained.append({"at": ta, "gap_s": round(g, 2), "lost_inside": len(lost), "ends_on_iframe": iframe(pb)})
+    return {"recoveries": recoveries, "unexplained": unexplained}
+
+
+def label_gaps(out, sent, arrived, fps: float = 10.0) -> dict:
+    """Gaps between decoded label maps, each of 1 s or more explained (``explain_gaps``)."""
+    decoded = [(f.t_ready, f.index, f.t_ready - f.index / fps) for f in out if f.labels_new]
+    why = explain_gaps(decoded, lambda p: sent[p].iframe, lambda p: ("semantic", p) in arrived, lambda p: p / fps)
+    return {"gaps": np.diff([t for t, _, _ in decoded]), "decoded": len(decoded), **why}
 
 
 def windows(sent, budget, window_s: float, fps: float = 10.0) -> list[tuple[float, float, float]]:
@@ -146,10 +158,11 @@ def run(args) -> int:
             print(f"    gaps >= 1 s: {len(rec)} codec recoveries (a semantic frame lost, the gap ends on an I-frame): "
                   f"median {np.median([r['gap_s'] for r in rec]):.2f} s = first loss -> I-frame captured "
                   f"{np.median([r['to_iframe_s'] for r in rec]):.2f} s + I-frame captured -> decoded "
-                  f"{np.median([r['iframe_to_decoded_s'] for r in rec]):.2f} s; {len(un)} unexplained"
-                  + (f" {un[:5]}" if un else ""))
+                  f"{np.median([r['iframe_to_received_s'] for r in rec]):.2f} s; {len(un)} unexplained"
+                  + (f" {[dict(u, at=round(u['at'], 1)) for u in un[:5]]}" if un else ""))
         else:
-            print(f"    gaps >= 1 s: 0 codec recoveries; {len(un)} unexplained" + (f" {un[:5]}" if un else ""))
+            print(f"    gaps >= 1 s: 0 codec recoveries; {len(un)} unexplained"
+                  + (f" {[dict(u, at=round(u['at'], 1)) for u in un[:5]]}" if un else ""))
         print(f"    lost {c['lost']}, reordered and used {c['reordered']}, stale {c['stale']}, bad {c['bad_packets']}, "
               f"waiting for an I-frame/keyframe {c['waiting_for_keyframe']}, keyframe requests {c['keyframe_requests']} "
               f"(refreshes sent {s['refreshes']}), I-frames {s['iframes']}, keyframes {s['keyframes']}")

@@ -349,37 +349,24 @@ def _gaps(times, t0, t_end, restarts):
             "gaps_over_1s_at_s": [round(float(t - t0), 1) for g, t in keep if g >= 1.0]}
 
 
-def explain_gaps(labels, sent, arrived, restarts, garbage=(), min_gap_s: float = 1.0) -> dict:
-    """Each gap of ``min_gap_s`` or more between decoded label maps (``labels``: [(arrival
-    monotonic, arrival wall ns, capture stamp ns)]), restarts (monotonic spans) left out: a
-    *recovery* when a semantic frame inside it never reached the decoder and the label map that
-    ends it is an I-frame's (the codec cannot resume before one; the keyframe request brings it
-    early), *unexplained* otherwise. ``sent``: capture stamp -> (frame index, frame type) as the
-    encoder published them; ``arrived``: the stamps the link delivered. For the recoveries:
-    capture of the first frame lost -> capture of the I-frame, and I-frame capture -> label map
-    received (the link's queue, the I-frame's transfer, its latency, decoding). An unexplained gap
-    that overlaps a ``garbage`` span (monotonic) says so."""
+def explain_gaps(labels, sent, arrived, restarts, garbage=()) -> dict:
+    """``bench.receiver.explain_gaps`` (the offline bench's rule) on the live chain: ``labels``
+    [(arrival monotonic, arrival wall ns, capture stamp ns)] of the decoded label maps, ``sent``
+    capture stamp -> (frame index, frame type) as the encoder published them (a restarted encoder
+    numbers from 0 again: positions come from the stamps' order), ``arrived`` the stamps the link
+    delivered; gaps ending in a restart (monotonic spans) are left out as ``_gaps`` leaves them,
+    and an unexplained gap that overlaps a ``garbage`` span says so."""
+    from semcomm_ros.bench.receiver import explain_gaps as explain
     from semcomm_ros.codec.packet import FRAME_I
 
-    stamps = sorted(sent)  # capture order (a restarted encoder numbers from 0 again)
+    stamps = sorted(sent)
     position = {u: k for k, u in enumerate(stamps)}
-    recoveries, unexplained = [], []
-    for (ta, _, sa), (tb, wall_b, sb) in zip(labels, labels[1:]):
-        g = tb - ta
-        if g < min_gap_s or any(a <= tb <= b + 0.5 for a, b in restarts):  # as _gaps leaves them out
-            continue
-        if sa not in position or sb not in position:
-            unexplained.append({"at": ta, "gap_s": round(g, 2), "why": "label map not seen on tx/semantic"})
-            continue
-        lost = [u for u in stamps[position[sa] + 1:position[sb]] if u not in arrived]
-        if lost and sent[sb][1] == FRAME_I:
-            recoveries.append({"at": ta, "gap_s": g, "to_iframe_s": (sb - lost[0]) / 1e9,
-                               "iframe_to_received_s": (wall_b - sb) / 1e9})
-        else:
-            unexplained.append({"at": ta, "gap_s": round(g, 2), "lost_inside": len(lost),
-                                "ends_on_iframe": sent[sb][1] == FRAME_I,
-                                "during_garbage": any(a <= tb and ta <= b for a, b in garbage)})
-    return {"recoveries": recoveries, "unexplained": unexplained}
+    decoded = [(t, position.get(stamp), (wall - stamp) / 1e9) for t, wall, stamp in labels]
+    why = explain(decoded, lambda p: sent[stamps[p]][1] == FRAME_I, lambda p: stamps[p] in arrived,
+                  lambda p: stamps[p] / 1e9, skip=lambda ta, tb: any(a <= tb <= b + 0.5 for a, b in restarts))
+    for u in why["unexplained"]:
+        u["during_garbage"] = any(a <= u["at"] + u["gap_s"] and u["at"] <= b for a, b in garbage)
+    return why
 
 
 def soak(args) -> int:

@@ -102,7 +102,8 @@ def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
 
 
 def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: float, lowres_kbps: float,
-                  rate_control: bool = True, profile: str = "tracked", xi: float | None = None, period: int | None = None, q_symbols: int = 256,
+                  rate_control: bool = True, profile: str = "tracked", xi: float | None = None,
+                  period: int | None = None, q_symbols: int = 256,
                   model=None, segmenter: str = "ultralytics", device=None, baselines=("hevc",),
                   variants: dict | None = None, keep_frames: bool = False, synth=None, seg=None,
                   strength: float | None = None, noise: str | None = None, references=(),

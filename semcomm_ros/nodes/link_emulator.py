@@ -14,11 +14,10 @@ re-times what is queued), ``window_s``; read-only ``seed``. Defaults are ``LinkP
 from __future__ import annotations
 
 import time
-from collections import deque
 
 from rclpy.node import Node
 
-from semcomm_ros.link import LinkParams, SimulatedLink
+from semcomm_ros.link import DeliveryWindow, LinkParams, SimulatedLink
 from semcomm_ros.msg import LinkStats, LowResFrame, SemanticFrame
 from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
 from semcomm_ros.ros import qos
@@ -40,7 +39,8 @@ class LinkEmulator(Node):
                                    "bandwidth cap, s; later packets are dropped", 0.01, 600.0),
         }
         seed = declare(self, "seed", 0, "random seed of loss/reordering", 0, 2**31 - 1, read_only=True)
-        self.window_s = declare(self, "window_s", 10.0, "window of the delivered-rate figure, s", 0.5, 600.0)
+        self.window = DeliveryWindow(declare(self, "window_s", DeliveryWindow.DEFAULT_S,
+                                             "window of the delivered-rate figure, s", 0.5, 600.0))
         self.link = SimulatedLink(LinkParams(**self.params_), seed=seed)
         self.t0 = time.monotonic()
         self.add_on_set_parameters_callback(self._on_params)
@@ -49,7 +49,6 @@ class LinkEmulator(Node):
         self.create_subscription(SemanticFrame, "tx/semantic", lambda m: self._offer("semantic", m), qos.LINK)
         self.create_subscription(LowResFrame, "tx/lowres", lambda m: self._offer("lowres", m), qos.LINK)
         self.pub_stats = self.create_publisher(LinkStats, "link_stats_rx", qos.STATS)
-        self._delivered: deque[tuple[float, str, int]] = deque()  # (t, stream, bits)
         self.offered = 0
         self.create_timer(0.005, self._deliver)
         self.create_timer(1.0, self._stats)
@@ -69,7 +68,7 @@ class LinkEmulator(Node):
             self.params_.update(changes)
         for p in params:
             if p.name == "window_s":
-                self.window_s = float(p.value)
+                self.window.window_s = float(p.value)
         return set_result(True)
 
     def _offer(self, stream: str, msg):
@@ -80,20 +79,15 @@ class LinkEmulator(Node):
         now = self._now()
         for stream, msg in self.link.receive(now):
             self.pub[stream].publish(msg)
-            self._delivered.append((now, stream, 8 * len(msg.payload)))
-        while self._delivered and self._delivered[0][0] < now - self.window_s:
-            self._delivered.popleft()
+            self.window.add(now, stream, 8 * len(msg.payload))
 
     def _stats(self):
-        now = self._now()
-        span = min(self.window_s, max(now, 1e-3))
-        sem = sum(b for _, s, b in self._delivered if s == "semantic")
-        low = sum(b for _, s, b in self._delivered if s == "lowres")
+        kbps, span, packets = self.window.rates(self._now())
         m = LinkStats()
         m.header.stamp = stamp_from_ns(time.time_ns())
-        m.semantic_kbps, m.lowres_kbps = sem / span / 1000.0, low / span / 1000.0
+        m.semantic_kbps, m.lowres_kbps = kbps.get("semantic", 0.0), kbps.get("lowres", 0.0)
         m.total_kbps = m.semantic_kbps + m.lowres_kbps
-        m.window_s, m.window_frames = float(span), len(self._delivered)
+        m.window_s, m.window_frames = float(span), packets
         m.target_kbps = float(self.params_["bandwidth_kbps"])
         m.frames = self.link.delivered
         m.dropped = self.link.dropped_loss + self.link.dropped_queue

@@ -134,11 +134,11 @@ class CongestionControl:
     ``on_latency(t, latency_s)`` takes each decoded frame's capture -> decoded latency;
     ``on_delivered(t, kbps, sent_kbps)`` the rate the receiver got and what was sent over the
     same window (optional; without it latency alone decides and a cut is by ``backoff`` alone).
-    Queueing delay = the lowest latency of the last ``level_s`` (reordered and burst-delayed
-    frames do not count: a keyframe burst at 2 kbps drains in 1-1.5 s, and requests under 10 %
-    loss bring one every second or two, so a 1 s window could sit inside bursts for long stretches
-    and both cut the budget without a standing queue and keep it cut) minus the lowest of the last ``floor_s`` (the path's own delay, clock
-    offsets included). Above ``high_s``, with less than ``delivered_share`` of what was sent
+    Queueing delay = the lowest latency of the last ``level_s`` minus the lowest of the last
+    ``floor_s`` (the path's own delay, clock offsets included). Reordered and burst-delayed frames
+    do not count: a keyframe burst at 2 kbps drains in 1-1.5 s, and requests under 10 % loss bring
+    one every second or two, so a 1 s level could sit inside bursts for long stretches, cut the
+    budget without a standing queue and keep it cut. Above ``high_s``, with less than ``delivered_share`` of what was sent
     delivered (10 % random loss leaves 0.9), the budget falls to ``backoff`` x the delivered
     rate, at most once per ``hold_s`` so that the last cut can act; below ``low_s``, or without
     feedback for ``stale_s``, it climbs back to the target in ``recover_s``.
