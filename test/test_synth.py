@@ -10,6 +10,7 @@ import torch
 
 from semcomm_ros.synth import CausalSynthesizer, SynthConfig, SynthModel
 from semcomm_ros.synth.temporal_adapter import block_causal_mask
+from semcomm_ros.synth.tiny import tiny_model, tiny_unet, tiny_vae
 
 # one thread: on the shared 2-core machines OpenMP workers of several processes otherwise
 # spin against each other and tiny-tensor ops get ~10x slower
@@ -126,7 +127,7 @@ def test_zero_lambdas_equal_bare_backbone(prediction_type):
 
 
 def test_trainable_parameter_sets_and_frozen_backbone():
-    model = SynthModel.tiny(RES, seed=0)
+    model = tiny_model(RES, seed=0)
     backbone = {id(p) for p in list(model.unet.parameters()) + list(model.vae.parameters())}
     sets = {s: {id(p) for p in model.trainable_parameters(s)} for s in ("psi", "omega", "phi")}
     assert sets["psi"] == {id(p) for p in model.controlnet.parameters()}
@@ -172,7 +173,7 @@ def test_bidirectional_mode_is_animatediff():
     from diffusers import UNetMotionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    model = SynthModel.tiny(RES, seed=1).eval()
+    model = tiny_model(RES, seed=1).eval()
     x = torch.randn(1, 4, 4, RES // 8, RES // 8)
     with torch.no_grad():
         eps = model.predict_noise(x, 400, temporal="bidirectional")
@@ -206,7 +207,7 @@ def test_clear_errors(tmp_path, monkeypatch):
         synth(labels[0], low[0])
     synth.config.causal = "sliding"
     with pytest.raises(ValueError, match="exceeds the Temporal Adapter"):
-        SynthModel.tiny(RES, window=40)
+        tiny_model(RES, window=40)
     path = synth.save_pretrained(tmp_path / "m")
     (path / "restoration_adapter.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="restoration_adapter.safetensors"):
@@ -236,10 +237,8 @@ def test_sd_layout_checkpoint_loads_from_local_directory(tmp_path):
     """An SD-1.5-layout directory (unet/, vae/ AutoencoderKL, scheduler/) becomes the backbone."""
     from diffusers import DDPMScheduler
 
-    from semcomm_ros.synth import backbone as bb
-
-    bb.tiny_unet(RES).save_pretrained(tmp_path / "unet")
-    bb.tiny_vae(vae_class="AutoencoderKL").save_pretrained(tmp_path / "vae")
+    tiny_unet(RES).save_pretrained(tmp_path / "unet")
+    tiny_vae(vae_class="AutoencoderKL").save_pretrained(tmp_path / "vae")
     DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(tmp_path / "scheduler")
     null = torch.randn(1, 3, 32)
     model = SynthModel.from_sd_checkpoint(tmp_path, SynthConfig(height=RES, width=RES), null_embedding=null)

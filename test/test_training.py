@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from semcomm_ros.synth.adapters import ADAPTERS, OMEGA, trained_in
 from semcomm_ros.training import adapters as ad
 from semcomm_ros.training import losses
 from semcomm_ros.training.assembly import random_model
@@ -175,24 +176,21 @@ def test_vae_and_backbone_warm_start_from_a_model_directory(preset, tmp_path):
 def test_adapter_stage_lowers_loss_and_trains_only_its_adapter(kind, preset, clips, encoded, tmp_path):
     model = _model(preset)
     cls = {"control": ad.ControlStage, "restoration": ad.RestorationStage, "teacher": ad.TeacherStage}[kind]
-    part = {"control": "psi", "restoration": "omega", "teacher": "phi"}[kind]
+    part = trained_in(kind).symbol
     cfg = _cfg(preset, kind, lr=3e-3)
     stage = cls(model, encoded, cfg)
     batch = BatchSampler(clips, 2, frames=cfg.frames, seed=3).batch(0)
-    frozen = {n: _snapshot(m) for n, m in (("unet", model.unet), ("vae", model.vae), ("psi", model.controlnet),
-                                           ("omega", model.restoration), ("phi", model.temporal))
-              if n != part}
-    trained = _snapshot(model.stage_module(part))
+    modules = {"unet": model.unet, "vae": model.vae, **{a.symbol: getattr(model, a.attribute) for a in ADAPTERS}}
+    frozen = {n: _snapshot(m) for n, m in modules.items() if n != part}
+    trained = _snapshot(model.adapter_module(part))
     before = _loss(stage, batch)
     _train_fixed(stage, cfg, batch, tmp_path, 6)
     assert _loss(stage, batch) < before
     for name, snap in frozen.items():
-        mod = {"unet": model.unet, "vae": model.vae, "psi": model.controlnet, "omega": model.restoration,
-               "phi": model.temporal}[name]
-        assert _same(snap, mod.state_dict()), f"{name} changed while training {part}"
-    assert not _same(trained, model.stage_module(part).state_dict())
+        assert _same(snap, modules[name].state_dict()), f"{name} changed while training {part}"
+    assert not _same(trained, model.adapter_module(part).state_dict())
     # omega is exactly W'K, W'V, W'O of every self-attention layer
-    if part == "omega":
+    if part == OMEGA.symbol:
         names = {n.rsplit(".", 2)[-2] for n, _ in model.restoration.named_parameters()}
         assert names == {"to_k", "to_v", "to_out"}
 

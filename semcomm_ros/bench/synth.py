@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from semcomm_ros.synth.adapters import ADAPTERS, PHI
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default="tiny",
@@ -98,15 +100,14 @@ def _ms(x):
 def table_i(counts: dict[str, int], title: str) -> list[str]:
     total = counts["total"]
     rows = [("backbone UNet (frozen)", counts["backbone_unet"]), ("VAE (frozen)", counts["vae"]),
-            ("Semantic Control psi (ControlNet)", counts["psi_controlnet"]),
-            ("Restoration Adapter omega (W'K, W'V, W'O)", counts["omega_restoration"]),
-            ("Temporal Adapter phi (MotionAdapter)", counts["phi_temporal"]),
+            *((f"{a.title} {a.symbol} ({a.weights})", counts[a.count_key]) for a in ADAPTERS),
             ("whole model", total)]
     lines = [f"Parameters, Table I layout -- {title}", f"  {'module':44s} {'parameters':>14s} {'share':>8s}"]
     for name, n in rows:
         lines.append(f"  {name:44s} {n:14,d} {100.0 * n / total:7.2f}%")
-    lines.append(f"  trained in the temporal distillation (phi only): {counts['phi_temporal']:,d} "
-                 f"= 1/{total / max(1, counts['phi_temporal']):.0f} of the whole model")
+    phi = counts[PHI.count_key]
+    lines.append(f"  trained in the temporal distillation (phi only): {phi:,d} "
+                 f"= 1/{total / max(1, phi):.0f} of the whole model")
     return lines
 
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import torch
 
+from semcomm_ros.synth.adapters import ADAPTERS, PHI
 from semcomm_ros.training.assembly import random_model
 from semcomm_ros.training.config import STAGES, get_preset
 
@@ -34,11 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def stage_parameter_table(model) -> dict:
     c = model.parameter_counts()
     total = c["total"]
+    phi = c[PHI.count_key]
     rows = {
-        "vae": c["vae"], "backbone": c["backbone_unet"], "control (psi)": c["psi_controlnet"],
-        "restoration (omega)": c["omega_restoration"], "teacher (phi)": c["phi_temporal"],
-        "lcm (phi^-)": c["phi_temporal"], "dmd (phi^- + critic)": 2 * c["phi_temporal"],
-        "full distillation (theta^- + phi^-)": c["backbone_unet"] + c["phi_temporal"],
+        "vae": c["vae"], "backbone": c["backbone_unet"],
+        **{f"{a.stage} ({a.symbol})": c[a.count_key] for a in ADAPTERS},
+        "lcm (phi^-)": phi, "dmd (phi^- + critic)": 2 * phi,
+        "full distillation (theta^- + phi^-)": c["backbone_unet"] + phi,
     }
     return {"total": total, "stages": rows}
 

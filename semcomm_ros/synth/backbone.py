@@ -137,40 +137,6 @@ def split_output(scheduler, x_t: torch.Tensor, out: torch.Tensor, t) -> tuple[to
     return out, (x_t - a.sqrt() * out) / (1 - a).sqrt()
 
 
-def tiny_unet(resolution: int = 64, seed: int = 0):
-    """A small random UNet2DConditionModel with self-attention at every level that has attention.
-
-    Same block structure as SD 1.5 (down blocks with cross-attention transformers, a cross-attention
-    mid block), scaled down for tests on CPU.
-    """
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=resolution // 8, in_channels=4, out_channels=4,
-        block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    )
-
-
-def tiny_vae(seed: int = 0, vae_class: str = "AutoencoderTiny"):
-    """A small random VAE with 1/8 latents and 4 latent channels (SD layout)."""
-    import diffusers
-
-    torch.manual_seed(seed)
-    if vae_class == "AutoencoderTiny":
-        ch = (16, 16, 16, 16)
-        return diffusers.AutoencoderTiny(
-            encoder_block_out_channels=ch, decoder_block_out_channels=ch,
-            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
-            scaling_factor=1.0, shift_factor=0.0)
-    return diffusers.AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-
-
 def sd15_unet_config(resolution: int = 512) -> dict:
     """UNet2DConditionModel arguments with Stable Diffusion 1.5's shapes (860 M parameters)."""
     return dict(

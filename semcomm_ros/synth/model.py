@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from . import backbone as bb
+from .adapters import ADAPTERS, OMEGA, PHI, PSI, adapter
 from .backbone import PREDICTION_TYPES  # noqa: F401  (re-exported: the model's users look here)
-from .config import CONFIG_NAME, TEMPORAL_MODES, SynthConfig
+from .config import CONFIG_NAME, TEMPORAL_MODES, SynthConfig, default_parts
 from .restoration_adapter import RestorationAdapter
 from .runstate import RunState, TemporalRun
 from .semantic_control import build_controlnet, check_labels, controlnet_residuals, one_hot
 from .temporal_adapter import TemporalAdapter
 
-STAGES = ("psi", "omega", "phi")
 #: where ``from_pretrained()`` without a path looks for the shipped model
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
@@ -129,10 +129,8 @@ class SynthModel(nn.Module):
         if scheduler is not None and type(scheduler).__name__ != "LCMScheduler":
             scheduler = bb.lcm_scheduler(scheduler)
         parts = dict(config.parts)
-        parts["controlnet"] = (parts["controlnet"] or "controlnet") if controlnet is not None else None
-        parts["restoration_adapter"] = (parts["restoration_adapter"] or "restoration_adapter.safetensors") \
-            if restoration is not None else None
-        parts["temporal_adapter"] = (parts["temporal_adapter"] or "temporal_adapter") if temporal is not None else None
+        for a, module in zip(ADAPTERS, (controlnet, restoration, temporal)):
+            parts[a.part] = (parts[a.part] or default_parts()[a.part]) if module is not None else None
         config = config.replace(parts=parts)
         return cls(config, unet, vae, scheduler=scheduler, controlnet=controlnet, restoration=restoration,
                    temporal=temporal, null_embedding=null_embedding)
@@ -151,36 +149,6 @@ class SynthModel(nn.Module):
         scheduler = bb.lcm_scheduler(scheduler)
         config = (config or SynthConfig()).replace(vae_class="AutoencoderKL", null_tokens=int(null_embedding.shape[1]))
         return cls.from_components(unet, vae, config, scheduler=scheduler, null_embedding=null_embedding, **kwargs)
-
-    @classmethod
-    def tiny(cls, resolution: int = 64, seed: int = 0, num_classes: int = 8, **config) -> "SynthModel":
-        """Same architecture, tiny random weights (tests, benchmarks). All adapters act (non-zero)."""
-        cfg = SynthConfig(height=resolution, width=resolution, num_classes=num_classes, **config)
-        unet = bb.tiny_unet(resolution, seed)
-        vae = bb.tiny_vae(seed + 1, cfg.vae_class)
-        torch.manual_seed(seed + 2)
-        model = cls.from_components(unet, vae, cfg, adapter_init="random", motion_heads=2,
-                                    controlnet_embedding_channels=(8, 16, 16, 32))
-        # ControlNet zero convolutions and AnimateDiff proj_out would make psi/phi no-ops at init;
-        # random values make every adapter visibly act in tests.
-        torch.manual_seed(seed + 3)
-        zero_init = [model.controlnet.controlnet_cond_embedding.conv_out, model.controlnet.controlnet_mid_block,
-                     *model.controlnet.controlnet_down_blocks]
-        zero_init += [m.proj_out for m in model.temporal.motion.modules() if hasattr(m, "proj_out")]
-        for m in zero_init:
-            m.reset_parameters()
-        # PyTorch's default conv init shrinks the signal layer by layer, so a random conditioning
-        # embedding would ignore the label map; variance-preserving init keeps it visible.
-        for m in model.controlnet.controlnet_cond_embedding.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-        from .refiner import SemanticRefiner
-
-        model.refiner = SemanticRefiner(num_classes=num_classes, channels=(8, 8, 8))
-        model.refiner.out.reset_parameters()  # zero-initialised, rho would be a no-op
-        model.config = model.config.replace(parts={**model.config.parts, "refiner": "refiner"})
-        return model
 
     # -- the scheduler -----------------------------------------------------------------------------
     def timesteps(self, num_steps: int | None = None) -> list[int]:
@@ -372,25 +340,24 @@ class SynthModel(nn.Module):
         return eps.reshape(b, f, c, h, w)
 
     # -- training helpers -----------------------------------------------------------------------------
-    def stage_module(self, stage: str) -> nn.Module:
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        module = {"psi": self.controlnet, "omega": self.restoration, "phi": self.temporal}[stage]
+    def adapter_module(self, symbol: str) -> nn.Module:
+        """The adapter named by its paper symbol ("psi", "omega", "phi"; synth/adapters.py)."""
+        module = getattr(self, adapter(symbol).attribute)
         if module is None:
-            raise ValueError(f"this model has no {stage} module")
+            raise ValueError(f"this model has no {symbol} module")
         return module
 
-    def trainable_parameters(self, stage: str) -> list[nn.Parameter]:
+    def trainable_parameters(self, symbol: str) -> list[nn.Parameter]:
         """The parameters of psi (ControlNet), omega (W'^K, W'^V, W'^O) or phi (MotionAdapter)."""
-        return list(self.stage_module(stage).parameters())
+        return list(self.adapter_module(symbol).parameters())
 
-    def freeze_all_but(self, stage: str | None) -> list[nn.Parameter]:
-        """requires_grad only on ``stage`` (None freezes everything); the backbone is always frozen."""
+    def freeze_all_but(self, symbol: str | None) -> list[nn.Parameter]:
+        """requires_grad only on the adapter ``symbol`` (None freezes everything); the backbone is always frozen."""
         for p in self.parameters():
             p.requires_grad_(False)
-        if stage is None:
+        if symbol is None:
             return []
-        params = self.trainable_parameters(stage)
+        params = self.trainable_parameters(symbol)
         for p in params:
             p.requires_grad_(True)
         return params
@@ -399,47 +366,47 @@ class SynthModel(nn.Module):
         def count(m):
             return sum(p.numel() for p in m.parameters()) if m is not None else 0
 
-        counts = {"backbone_unet": count(self.unet), "vae": count(self.vae), "psi_controlnet": count(self.controlnet),
-                  "omega_restoration": count(self.restoration), "phi_temporal": count(self.temporal)}
+        counts = {"backbone_unet": count(self.unet), "vae": count(self.vae)}
+        counts.update((a.count_key, count(getattr(self, a.attribute))) for a in ADAPTERS)
         counts["total"] = sum(counts.values())
         return counts
 
     # -- saving / loading -----------------------------------------------------------------------------
-    def save_module(self, stage: str, path: str | Path) -> Path:
+    def save_module(self, symbol: str, path: str | Path) -> Path:
         """Save one adapter: psi -> ControlNet dir, omega -> .safetensors file, phi -> MotionAdapter dir."""
         from safetensors.torch import save_file
 
-        module = self.stage_module(stage)
+        module = self.adapter_module(symbol)
         path = Path(path)
-        if stage == "omega":
+        if symbol == OMEGA.symbol:
             path.parent.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
             save_file(state, str(path), metadata={"format": "semcomm-restoration-adapter-v1",
                                                   "layers": ",".join(module.names)})
-        elif stage == "psi":
+        elif symbol == PSI.symbol:
             module.save_pretrained(path, safe_serialization=True)
         else:
             module.motion.save_pretrained(path, safe_serialization=True)
         return path
 
-    def load_module(self, stage: str, path: str | Path) -> None:
+    def load_module(self, symbol: str, path: str | Path) -> None:
         """Load one adapter's weights (same layout as save_module) into this model in place."""
         path = Path(path)
-        module = self.stage_module(stage)
-        if stage == "omega":
+        module = self.adapter_module(symbol)
+        if symbol == OMEGA.symbol:
             loaded = load_restoration_weights(path)
             try:
                 module.load_state_dict(loaded, strict=True)
             except RuntimeError as exc:
                 raise ValueError(f"{path} does not fit this backbone's Restoration Adapter: {exc}") from exc
             return
-        if stage == "psi":
+        if symbol == PSI.symbol:
             from diffusers import ControlNetModel
-            new = ControlNetModel.from_pretrained(bb._require_dir(path, "controlnet"), local_files_only=True)
+            new = ControlNetModel.from_pretrained(bb._require_dir(path, PSI.part), local_files_only=True)
             module.load_state_dict(new.state_dict(), strict=True)
             return
         from diffusers import MotionAdapter
-        new = MotionAdapter.from_pretrained(bb._require_dir(path, "temporal_adapter"), local_files_only=True)
+        new = MotionAdapter.from_pretrained(bb._require_dir(path, PHI.part), local_files_only=True)
         module.motion.load_state_dict(new.state_dict(), strict=True)
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -452,9 +419,9 @@ class SynthModel(nn.Module):
         self.unet.save_pretrained(path / parts["unet"], safe_serialization=True)
         self.vae.save_pretrained(path / parts["vae"], safe_serialization=True)
         self.scheduler.save_pretrained(path / parts["scheduler"])
-        for stage, key in (("psi", "controlnet"), ("omega", "restoration_adapter"), ("phi", "temporal_adapter")):
-            if self.stage_module_or_none(stage) is not None:
-                self.save_module(stage, path / parts[key])
+        for a in ADAPTERS:
+            if getattr(self, a.attribute) is not None:
+                self.save_module(a.symbol, path / parts[a.part])
         if self.refiner is not None:
             parts["refiner"] = parts["refiner"] or "refiner"
             self.refiner.save_pretrained(path / parts["refiner"], safe_serialization=True)
@@ -466,9 +433,6 @@ class SynthModel(nn.Module):
             parts["null_embedding"] = None
         self.config.replace(parts=parts).save(path)
         return path
-
-    def stage_module_or_none(self, stage: str):
-        return {"psi": self.controlnet, "omega": self.restoration, "phi": self.temporal}[stage]
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None) -> "SynthModel":
@@ -488,23 +452,24 @@ class SynthModel(nn.Module):
         vae = bb.load_vae(path / parts["vae"], config.vae_class)
         scheduler = bb.load_scheduler(path / parts["scheduler"])
         controlnet = restoration = temporal = None
-        if parts.get("controlnet"):
+        if parts.get(PSI.part):
             from diffusers import ControlNetModel
-            controlnet = ControlNetModel.from_pretrained(bb._require_dir(path / parts["controlnet"], "controlnet"),
+            controlnet = ControlNetModel.from_pretrained(bb._require_dir(path / parts[PSI.part], PSI.part),
                                                          local_files_only=True)
-        if parts.get("restoration_adapter"):
-            file = path / parts["restoration_adapter"]
+        if parts.get(OMEGA.part):
+            file = path / parts[OMEGA.part]
             restoration = RestorationAdapter.from_unet(unet, init="random")
             try:
                 restoration.load_state_dict(load_restoration_weights(file), strict=True)
             except RuntimeError as exc:
                 raise ValueError(f"{file} does not fit the backbone's Restoration Adapter: {exc}") from exc
-        if parts.get("temporal_adapter"):
+        if parts.get(PHI.part):
             from diffusers import MotionAdapter
             temporal = TemporalAdapter(MotionAdapter.from_pretrained(
-                bb._require_dir(path / parts["temporal_adapter"], "temporal_adapter"), local_files_only=True))
+                bb._require_dir(path / parts[PHI.part], PHI.part), local_files_only=True))
         refiner = None
         if parts.get("refiner"):
+            # deferred: refiner.py imports diffusers at its top; importing this module stays torch-only
             from .refiner import SemanticRefiner
             refiner = SemanticRefiner.from_pretrained(bb._require_dir(path / parts["refiner"], "refiner"),
                                                       local_files_only=True)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .model import SynthModel
 from .runstate import TemporalRun
 from .semantic_control import condition_embedding
+from .tiny import tiny_model
 
 
 def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
@@ -62,8 +63,8 @@ class CausalSynthesizer:
 
     @classmethod
     def tiny(cls, resolution: int = 64, seed: int = 0, device=None, dtype=None, **config) -> "CausalSynthesizer":
-        """Same architecture with tiny random weights (tests, benchmarks)."""
-        return cls(SynthModel.tiny(resolution=resolution, seed=seed, **config), device=device, dtype=dtype)
+        """Same architecture with tiny random weights (tests, benchmarks; ``tiny.tiny_model``)."""
+        return cls(tiny_model(resolution=resolution, seed=seed, **config), device=device, dtype=dtype)
 
     def save_pretrained(self, path: str | Path) -> Path:
         return self.model.save_pretrained(path)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semcomm_ros.synth.adapters import OMEGA, PHI, PSI
+
 from .assembly import MODEL, TEACHER, load_model, save_part
 from .config import Preset, StageConfig
 from .data import BatchSampler, ClipSet, flip_array
@@ -132,7 +134,7 @@ def stage_data(model, preset: Preset, cfg: StageConfig, root: Path, progress: bo
 class _AdapterStage(nn.Module):
     """Common part: a SynthModel, its encoded clips, and Eq. 3 on a batch of clips."""
 
-    stage_param = "psi"
+    stage_param = PSI.symbol
 
     def __init__(self, model, enc: EncodedClips | None, cfg: StageConfig):
         super().__init__()
@@ -172,7 +174,7 @@ class _AdapterStage(nn.Module):
 class ControlStage(_AdapterStage):
     """psi by Eq. 3: ||eps - eps_{theta,psi}(x_t, Y, t)||^2, trained at lambda_C of the config."""
 
-    stage_param = "psi"
+    stage_param = PSI.symbol
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
         generator = batch_generator(batch, generator)
@@ -189,7 +191,7 @@ class RestorationStage(_AdapterStage):
     """omega by Eq. 3: ||eps - eps_{theta,omega}(x_t, x~_t, t)||^2 (psi omitted, as in IV-B3, unless
     the stage config says ``with_control``: then psi runs frozen at its lambda_c)."""
 
-    stage_param = "omega"
+    stage_param = OMEGA.symbol
 
     def forward(self, batch, step: int = 0, phase: str = "main", generator=None):
         generator = batch_generator(batch, generator)
@@ -223,7 +225,7 @@ def _phi_params(adapter) -> dict[str, torch.Tensor]:
 class TeacherStage(_AdapterStage):
     """phi with bidirectional temporal attention over K frames, Eq. 3 on clips (one t per clip)."""
 
-    stage_param = "phi"
+    stage_param = PHI.symbol
 
     def conditioned(self, x_t, t, labels, d0, dnoise, temporal):
         deg = self.model.degraded_input(d0, t, dnoise)
@@ -388,31 +390,31 @@ def sample_teacher(model, teacher_phi, enc: EncodedClips, clips: ClipSet, cfg: S
 
 
 # -- stage plans (run by pipeline.run_stage) --------------------------------------------------
-def _finish(root: Path, part: str, also=None):
+def _finish(root: Path, symbol: str, also=None):
     """After training: save the adapter into the model directory and count parameters."""
 
     def finish(st) -> dict:
         m = st.model
         if also is not None:
             also(m)
-        save_part(m, part, root)
+        save_part(m, symbol, root)
         counts = m.parameter_counts()
-        return {"trainable_params": count_params(m.trainable_parameters(part)), "model_params": counts["total"],
+        return {"trainable_params": count_params(m.trainable_parameters(symbol)), "model_params": counts["total"],
                 "param_counts": counts}
 
     return finish
 
 
-def _clip_plan(stage_cls, part: str, preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool,
+def _clip_plan(stage_cls, preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool,
                also=None, model=None) -> Plan:
     model = model if model is not None else load_model(preset, root)
     clips, enc = stage_data(model, preset, cfg, root, progress)
     sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
-    return Plan(stage_cls(model, enc, cfg), sampler.batch, _finish(root, part, also))
+    return Plan(stage_cls(model, enc, cfg), sampler.batch, _finish(root, stage_cls.stage_param, also))
 
 
-plan_control = partial(_clip_plan, ControlStage, "psi")
-plan_restoration = partial(_clip_plan, RestorationStage, "omega")
+plan_control = partial(_clip_plan, ControlStage)
+plan_restoration = partial(_clip_plan, RestorationStage)
 
 
 def plan_teacher(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
@@ -423,8 +425,8 @@ def plan_teacher(preset: Preset, cfg: StageConfig, root: Path, resume: bool, pro
         load_phi_weights(model, load_motion_adapter(preset.pretrained.motion_adapter, model.unet),
                          preset.pretrained.motion_adapter)
     # kept apart from the model's phi: lcm/dmd read it as the frozen teacher
-    return _clip_plan(TeacherStage, "phi", preset, cfg, root, resume, progress, model=model,
-                      also=lambda m: m.save_module("phi", root / TEACHER))
+    return _clip_plan(TeacherStage, preset, cfg, root, resume, progress, model=model,
+                      also=lambda m: m.save_module(PHI.symbol, root / TEACHER))
 
 
 def load_teacher(preset: Preset, root: Path, unet):
@@ -465,7 +467,7 @@ def plan_lcm(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progres
         rng = np.random.default_rng([cfg.seed, step])
         return {"sample": rng.integers(0, n, cfg.batch_size)}
 
-    return Plan(LCMStage(model, enc, cfg, teacher, samples), batch_fn, _finish(root, "phi"),
+    return Plan(LCMStage(model, enc, cfg, teacher, samples), batch_fn, _finish(root, PHI.symbol),
                 info={"teacher_samples": n})
 
 
@@ -476,6 +478,6 @@ def plan_dmd(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progres
     clips, enc = stage_data(model, preset, cfg, root, progress)
     st = DMDStage(model, enc, cfg, teacher, critic)
     sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
-    return Plan(st, sampler.batch, _finish(root, "phi"),
+    return Plan(st, sampler.batch, _finish(root, PHI.symbol),
                 phases={"student": st.student_parameters(), "critic": st.critic_parameters()},
                 phase_lr={"critic": cfg.critic_lr or cfg.lr}, info={"critic_params": count_params(st.critic_parameters())})

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from semcomm_ros.synth.adapters import adapter
+
 from .config import Preset
 from .backbone import build_scheduler, build_unet, build_vae
 
@@ -118,8 +120,6 @@ def load_model(preset: Preset, root: Path):
     return SynthModel.from_pretrained(path)
 
 
-def save_part(model, stage: str, root: Path) -> None:
+def save_part(model, symbol: str, root: Path) -> None:
     """Write the trained adapter (psi, omega or phi) into the model directory (other parts untouched)."""
-    parts = model.config.parts
-    key = {"psi": "controlnet", "omega": "restoration_adapter", "phi": "temporal_adapter"}[stage]
-    model.save_module(stage, root / MODEL / parts[key])
+    model.save_module(symbol, root / MODEL / model.config.parts[adapter(symbol).part])
