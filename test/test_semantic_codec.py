@@ -1,13 +1,15 @@
 """Semantic video codec (paper IV-A): round trips, P-frames, loss, accounting, header, fuzz."""
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
 
 from semcomm_ros.codec import BitstreamError, SemanticDecoder, SemanticEncoder
 from semcomm_ros.codec.fuzz import run_fuzz, targets
-from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, frame_bits, parse_header
-from semcomm_ros.codec.semantic import PROFILES
+from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, frame_bits, pack, parse_header
+from semcomm_ros.codec.semantic import PROFILES, tracked
 from semcomm_ros.eval.metrics import bpp, kbps
 
 PROFILES_ = list(PROFILES)
@@ -120,8 +122,15 @@ def test_tracked_profile_codes_new_instance_inside_pframe():
     b[100:120, 10:40] = 9
     dec.decode(enc.encode(a[0]))
     dec.decode(enc.encode(a[1]))
+    # the profile's writer takes the encoder's parameters and returns what it counted; the
+    # encoder adds that to its own stats
+    state = copy.deepcopy(enc._mirror._state)
+    payload, counts = tracked.write_pframe(b, state, None, enc.xi, enc.keep_slack, enc.update_slack)
+    before = dict(enc.stats)
     pkt = enc.encode(b)
     assert parse_header(pkt).frame_type == FRAME_P and enc.stats["new"] == 1
+    assert pkt == pack(FRAME_P, 2, payload)
+    assert counts["new"] == 1 and all(enc.stats[k] == before[k] + n for k, n in counts.items())
     assert iou(dec.decode(pkt), b, 9) > 0.9
 
 

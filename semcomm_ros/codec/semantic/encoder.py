@@ -125,5 +125,8 @@ class SemanticEncoder:
         st = self._mirror._state
         if st is None:
             return None
-        payload = CODERS[self.profile].write_pframe(self, labels, st, self._reference)
+        payload, counts = CODERS[self.profile].write_pframe(labels, st, self._reference, self.xi, self.keep_slack,
+                                                           self.update_slack)
+        for mode, n in counts.items():
+            self.stats[mode] += n
         return None if payload is None else pack(FRAME_P, self.frame_index, payload)

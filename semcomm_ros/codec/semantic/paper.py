@@ -153,11 +153,14 @@ def iframe_reference(labels: np.ndarray, canvas: int) -> dict:
 
 
 # -- P-frame ------------------------------------------------------------------------------------
-def write_pframe(enc, labels: np.ndarray, st: PaperState, ref: dict) -> bytes | None:
-    """The P-frame payload for ``labels``, or None when only an I-frame describes them."""
+def write_pframe(labels: np.ndarray, st: PaperState, ref: dict, xi: float, keep_slack: float,
+                 update_slack: float) -> tuple[bytes | None, dict[str, int]]:
+    """(the P-frame payload for ``labels``, {}), or (None, {}) when only an I-frame describes them.
+    A paper P-frame shifts whole classes: it re-sends no contour and has no per-instance modes, so it
+    takes xi and the slacks (the profiles' common signature, ``profiles.py``) without using them."""
     present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
     if canvas_label(labels) != ref["canvas"] or set(int(c) for c in present) - {st.canvas} != set(st.groups):
-        return None  # a class appeared or vanished
+        return None, {}  # a class appeared or vanished
     mu = _centroids(labels)
     s = max(st.height, st.width)
     v = []
@@ -167,7 +170,7 @@ def write_pframe(enc, labels: np.ndarray, st: PaperState, ref: dict) -> bytes | 
     wr = ent.SymbolWriter()
     if v:
         wr.write(np.clip(v, 0, 2 * s), _v_model(s))
-    return wr.finish()
+    return wr.finish(), {}
 
 
 def read_pframe(rd: ent.SymbolReader, st: PaperState) -> PaperState:

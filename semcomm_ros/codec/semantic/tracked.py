@@ -200,12 +200,16 @@ def iframe_reference(labels: np.ndarray, canvas: int) -> None:
 
 
 # -- P-frame ------------------------------------------------------------------------------------
-def write_pframe(enc, labels: np.ndarray, st: TrackedState, ref: None) -> bytes | None:
-    """The P-frame payload for ``labels`` (``enc``: the encoder's xi, slacks and stats), or None
-    when the canvas class changed (only an I-frame describes that)."""
+def write_pframe(labels: np.ndarray, st: TrackedState, ref: None, xi: float, keep_slack: float,
+                 update_slack: float) -> tuple[bytes | None, dict[str, int]]:
+    """(the P-frame payload for ``labels``, instances per mode), or (None, {}) when the canvas class
+    changed (only an I-frame describes that). ``xi``: line simplification of re-sent contours;
+    the slacks: IoU an instance may lose against its intra refresh before its pose is corrected /
+    before it is re-sent (``SemanticEncoder``)."""
     canvas, regions = extract_regions(labels)
     if canvas != st.canvas:
-        return None
+        return None, {}
+    counts = dict.fromkeys(("keep", "update", "intra", "drop", "new", "move"), 0)
     h, w = labels.shape
     masks = [fill(r.contour * ONE, h, w) for r in regions]
     preds = [inst.vertices(inst.predicted()) for inst in st.instances]
@@ -219,41 +223,41 @@ def write_pframe(enc, labels: np.ndarray, st: TrackedState, ref: None) -> bytes 
         mode_model = ent.categorical(_MODE_PROBS[_mode_ctx(inst)])
         if j is None:
             wr.write(_MODE_DROP, mode_model)
-            enc.stats["drop"] += 1
+            counts["drop"] += 1
             continue
         used.add(j)
         reg, mask = regions[j], masks[j]
-        ref_iou = simplified_iou(reg, mask, enc.xi, st)
-        if iou(fill(preds[i], h, w), mask) >= ref_iou - enc.keep_slack:
+        ref_iou = simplified_iou(reg, mask, xi, st)
+        if iou(fill(preds[i], h, w), mask) >= ref_iou - keep_slack:
             wr.write(_MODE_KEEP, mode_model)
-            enc.stats["keep"] += 1
+            counts["keep"] += 1
             continue
         (rx, ry, _, _), iou_m = estimate_move(inst, mask, h, w, _T_UNIT)
-        if iou_m >= ref_iou - enc.update_slack:
+        if iou_m >= ref_iou - update_slack:
             wr.write(_MODE_MOVE, mode_model)
             wr.write(rx + s, tm)
             wr.write(ry + s, tm)
-            enc.stats["move"] += 1
+            counts["move"] += 1
             continue
         (rx, ry, rr, rs), iou_u = estimate_update(inst, mask, h, w, _T_UNIT, _R_UNIT, _S_UNIT)
-        if iou_u >= ref_iou - enc.update_slack:
+        if iou_u >= ref_iou - update_slack:
             wr.write(_MODE_UPDATE, mode_model)
             wr.write(rx + s, tm)
             wr.write(ry + s, tm)
             wr.write(rr // _R_UNIT + _R_HALF, _r_model())
             wr.write(rs // _S_UNIT + _S_HALF, _s_model())
-            enc.stats["update"] += 1
+            counts["update"] += 1
             continue
         wr.write(_MODE_INTRA, mode_model)
-        enc.stats["intra"] += 1
-        intra_items.append((reg.label, simplify(reg.contour, float(enc.xi)), intra.top_vertex(preds[i])))
+        counts["intra"] += 1
+        intra_items.append((reg.label, simplify(reg.contour, float(xi)), intra.top_vertex(preds[i])))
     new = [regions[j] for j in range(len(regions)) if j not in used]
     wr.count(len(new), _NNEW_PROBS)
-    enc.stats["new"] += len(new)
-    items = intra_items + [(r.label, simplify(r.contour, float(enc.xi)), None) for r in new]
+    counts["new"] += len(new)
+    items = intra_items + [(r.label, simplify(r.contour, float(xi)), None) for r in new]
     if items:
         _write_contours(wr, items, st.header())
-    return wr.finish()
+    return wr.finish(), counts
 
 
 def _read_update(rd, ni: Instance, inst: Instance, st: State, full: bool) -> None:
