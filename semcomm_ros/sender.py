@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semcomm_ros.codec.packet import MAX_Q, PROFILES
+from semcomm_ros.codec.packet import MAX_Q, PROFILES, frame_bits
 from semcomm_ros.ros.rate_control import CongestionControl, RateController, SlidingWindow
 
 XI_MAX = 63.75
@@ -240,7 +240,7 @@ class Sender:
         if self.low:
             low = self.low.encode(rgb)
             key = bool(low) and bool(parse_header(low)["key"])
-        sem_bits, low_bits = 8 * len(sem), 8 * len(low)
+        sem_bits, low_bits = frame_bits(sem), frame_bits(low)
         self._sent.append((t, sem_bits + low_bits))
         while self._sent and self._sent[0][0] < t - 600.0:
             self._sent.popleft()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.link import DeliveryWindow, LinkParams, SimulatedLink
 from semcomm_ros.receiver import Frame, Receiver, model_inputs, to_camera
 from semcomm_ros.sender import Sender, SenderConfig, Sent
@@ -106,7 +107,7 @@ class Session:
         self._t = t
         for stream, k, packet in self.link.receive(t):
             self.arrived.add((stream, k))
-            self.delivered.add(t, stream, 8 * len(packet))
+            self.delivered.add(t, stream, frame_bits(packet))
             (self.receiver.push_semantic if stream == "semantic" else self.receiver.push_lowres)(k, packet, t)
         out = self.receiver.flush(t) if end else self.receiver.poll(t)
         for f in out:
@@ -165,8 +166,8 @@ def transmit(frames_rgb, segment, cfg: ChainConfig, progress=None) -> Received:
         if progress:
             progress()
     got.update((f.index, f) for f in session.finish())
-    sem_bits = [8 * len(s.semantic) for s in session.sent]
-    low_bits = [8 * len(s.lowres) for s in session.sent]
+    sem_bits = [frame_bits(s.semantic) for s in session.sent]
+    low_bits = [frame_bits(s.lowres) for s in session.sent]
     receiver, link = session.receiver, session.link
 
     labels_out, low_out, latency = [], [], []

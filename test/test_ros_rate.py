@@ -1,6 +1,7 @@
 """The rate controller and sliding window alone (no DDS): the closed loop holds a budget on a
 synthetic rate model where the semantic rate falls as xi grows, as the codec's does."""
 
+from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.ros.rate_control import RateController, SlidingWindow
 
 
@@ -111,7 +112,7 @@ def test_sender_holds_its_budget_under_loss():
     for k, (rgb, labels) in enumerate(tabletop_clip(3, 300, width=512, height=512)):
         t = k / 10
         sent = s.encode(rgb, labels, t)
-        bits.append(8 * (len(sent.semantic) + len(sent.lowres)))
+        bits.append(frame_bits(sent.semantic) + frame_bits(sent.lowres))
         for stream, packet in (("semantic", sent.semantic), ("lowres", sent.lowres)):
             if packet and rng.random() < 0.1 and t - last >= 0.5:
                 last = t

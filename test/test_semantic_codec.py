@@ -8,7 +8,7 @@ import pytest
 
 from semcomm_ros.codec import BitstreamError, SemanticDecoder, SemanticEncoder
 from semcomm_ros.codec.fuzz import run_fuzz, targets
-from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, frame_bits, pack, parse_header
+from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, frame_bits, pack, parse_header, payload_of
 from semcomm_ros.codec.semantic import PROFILES, tracked
 from semcomm_ros.eval.metrics import bpp, kbps
 
@@ -204,6 +204,10 @@ def test_accounting():
     pkts = [enc.encode(m) for m in moving(10)]
     bits = sum(frame_bits(p) for p in pkts)
     assert bits == 8 * sum(len(p) for p in pkts)
+    for p in pkts:  # both frame types: the I-frame's CRC is not payload
+        hdr = parse_header(p)
+        assert hdr.bits == frame_bits(p) and hdr.payload_bits == 8 * len(payload_of(p, hdr))
+    assert {parse_header(p).is_iframe for p in pkts} == {True, False}
     assert kbps(bits, 10, fps=10) == pytest.approx(bits / 1024)
     assert kbps(1024, 10, fps=10) == pytest.approx(1.0)
     # the paper's conversions (Sec. V-B): 1 kbps at 512x512x10 and 7 kbps at 256x512x10

@@ -26,6 +26,8 @@ import itertools
 
 import numpy as np
 
+from semcomm_ros.codec.packet import frame_bits
+
 
 def add_arguments(p) -> None:
     p.add_argument("--frames", type=int, default=600, help="frames (10 fps; default: %(default)s = 60 s)")
@@ -118,7 +120,7 @@ def label_gaps(out, sent, arrived, fps: float = 10.0) -> dict:
 def windows(sent, budget, window_s: float, fps: float = 10.0) -> list[tuple[float, float, float]]:
     """(start s, kbps sent, highest budget in force) per window."""
     n = max(1, int(round(window_s * fps)))
-    bits = np.asarray([8 * (len(s.semantic) + len(s.lowres)) for s in sent], float)
+    bits = np.asarray([frame_bits(s.semantic) + frame_bits(s.lowres) for s in sent], float)
     return [(k / fps, bits[k:k + n].sum() / (min(n, len(bits) - k) / fps) / 1000.0, max(budget[k:k + n]))
             for k in range(0, len(bits) - n // 2, n)]
 

@@ -70,7 +70,7 @@ PAPER_POINT = Config("paper", 256, 4, 6.0)
 
 
 def _code_clip(job) -> dict:
-    from semcomm_ros.codec.packet import parse_header, payload_of
+    from semcomm_ros.codec.packet import parse_header
     from semcomm_ros.codec.semantic import SemanticDecoder, SemanticEncoder
 
     seed, frames, size, cfgs = job
@@ -85,9 +85,9 @@ def _code_clip(job) -> dict:
         for labels in clip:
             before = bound.before(enc) if bound else None
             pkt = enc.encode(labels)
-            bits += 8 * len(pkt)
             hdr = parse_header(pkt)
-            pay = 8 * len(payload_of(pkt, hdr))
+            bits += hdr.bits
+            pay = hdr.payload_bits
             payload += pay
             if hdr.is_iframe:
                 i_payload += pay

@@ -112,6 +112,11 @@ class FrameHeader:
     def bits(self) -> int:
         return 8 * self.packet_bytes
 
+    @property
+    def payload_bits(self) -> int:
+        """The range-coded payload's share of ``bits`` (``payload_of``): no header, no I-frame CRC."""
+        return self.bits - 8 * (self.header_bytes + self.is_iframe)
+
 
 def p_check(packet: bytes) -> int:
     """The 2-bit check of a P-frame: low two bits of the CRC-8 with the check bits zeroed."""
@@ -241,5 +246,7 @@ def payload_of(packet: bytes, header: FrameHeader) -> bytes:
 
 
 def frame_bits(packet: bytes) -> int:
-    """Exact cost of one frame on the link: every byte of the packet, header and checksum included."""
+    """Exact cost of one frame on the link: every byte of the packet, header and checksum included.
+
+    The one place bits are counted from raw packet bytes, of either stream (semantic or low-res)."""
     return 8 * len(packet)

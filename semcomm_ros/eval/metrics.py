@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
+from semcomm_ros.codec.packet import frame_bits
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 _WIN, _SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
 
@@ -226,7 +228,7 @@ def flicker(frames, reference) -> float:
 # -- rate -----------------------------------------------------------------------------------
 def bits(packets: Iterable[bytes]) -> int:
     """Total bits of a sequence of packets."""
-    return 8 * sum(len(p) for p in packets)
+    return sum(frame_bits(p) for p in packets)
 
 
 def kbps(total_bits: float, frames: int, fps: float) -> float:

@@ -25,6 +25,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
+from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, LowResFrame, SemanticFrame
 from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
 from semcomm_ros.ros import qos
@@ -185,7 +186,7 @@ class EncoderNode(Node):
         m = LinkStats()
         m.header.stamp = stamp_from_ns(stamp)
         m.frame_index = sent.index
-        m.semantic_bits, m.lowres_bits = 8 * len(sent.semantic), 8 * len(sent.lowres)
+        m.semantic_bits, m.lowres_bits = frame_bits(sent.semantic), frame_bits(sent.lowres)
         m.total_bits = m.semantic_bits + m.lowres_bits
         m.semantic_kbps, m.lowres_kbps = s.win_sem.kbps, s.win_low.kbps
         m.total_kbps = m.semantic_kbps + m.lowres_kbps

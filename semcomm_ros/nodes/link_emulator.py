@@ -17,6 +17,7 @@ import time
 
 from rclpy.node import Node
 
+from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.link import DeliveryWindow, LinkParams, SimulatedLink
 from semcomm_ros.msg import LinkStats, LowResFrame, SemanticFrame
 from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
@@ -79,7 +80,7 @@ class LinkEmulator(Node):
         now = self._now()
         for stream, msg in self.link.receive(now):
             self.pub[stream].publish(msg)
-            self.window.add(now, stream, 8 * len(msg.payload))
+            self.window.add(now, stream, frame_bits(msg.payload))
 
     def _stats(self):
         kbps, span, packets = self.window.rates(self._now())

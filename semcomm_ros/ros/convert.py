@@ -16,7 +16,7 @@ import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
-from semcomm_ros.codec.packet import parse_header
+from semcomm_ros.codec.packet import frame_bits, parse_header
 
 # encoding -> (channels, numpy dtype); the ones the nodes produce or accept
 IMAGE_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
@@ -169,7 +169,7 @@ class SemanticPacket:
 
     @property
     def bits(self) -> int:
-        return 8 * len(self.payload)
+        return frame_bits(self.payload)
 
 
 def check_semantic(p: SemanticPacket, against_payload: bool = True) -> SemanticPacket:
@@ -251,7 +251,7 @@ class LowResPacket:
 
     @property
     def bits(self) -> int:
-        return 8 * len(self.payload)
+        return frame_bits(self.payload)
 
 
 def check_lowres(p: LowResPacket, against_payload: bool = True) -> LowResPacket:

@@ -8,6 +8,7 @@ import numpy as np
 from semcomm_ros.codec.lowres import codecs
 from semcomm_ros.codec.lowres.packet import MAX_SIZE, pack_delta, pack_key
 from semcomm_ros.codec.lowres.rate_control import Delta, Keyframe, RateControl
+from semcomm_ros.codec.packet import frame_bits
 
 KEY_BLUR_SIGMAS = (0.0, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0, 8.0)
 
@@ -161,8 +162,9 @@ class LowResEncoder:
         self._ctx = ctx
         self.key_blur = sigma
         packet = pack_key(k, self.codec, rate.shift, self.low_width, self.low_height, payload)
-        rate.key_coded(k, q, 8 * len(packet), frame.forced)
-        self._log("K", 8 * len(packet), q)
+        bits = frame_bits(packet)
+        rate.key_coded(k, q, bits, frame.forced)
+        self._log("K", bits, q)
         return packet
 
     def _code_delta(self, frame: Delta, rgb: np.ndarray) -> bytes:
@@ -170,6 +172,7 @@ class LowResEncoder:
             self._ctx.qmax = frame.q
         payload = codecs.encode_frame(self.codec, self._ctx, self._source(rgb), frame.index)
         packet = pack_delta(frame.index, frame.gap, payload)
-        self.rate.delta_coded(frame, len(payload), 8 * len(packet))
-        self._log("P", 8 * len(packet), frame.q)
+        bits = frame_bits(packet)
+        self.rate.delta_coded(frame, len(payload), bits)
+        self._log("P", bits, frame.q)
         return packet
