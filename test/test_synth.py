@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from semcomm_ros.synth import CausalSynthesizer, SynthConfig, SynthModel
+from semcomm_ros.synth.adapters import ADAPTERS, SYMBOLS, adapter, trained_in
 from semcomm_ros.synth.temporal_adapter import block_causal_mask
 from semcomm_ros.synth.tiny import tiny_model, tiny_unet, tiny_vae
 
@@ -124,6 +125,19 @@ def test_zero_lambdas_equal_bare_backbone(prediction_type):
         alt = torch.stack([synth(labels[k], low[k], seed=k, output="latent") for k in range(3)])
         synth.config.__setattr__(name, 0.0)
         assert (alt - out).abs().max() > 1e-3, name
+
+
+def test_adapter_table_is_what_the_model_and_training_use(synth):
+    from semcomm_ros.synth.config import default_parts
+    from semcomm_ros.training.config import STAGES
+
+    assert SYMBOLS == ("psi", "omega", "phi")
+    for a in ADAPTERS:
+        assert adapter(a.symbol) is a and trained_in(a.stage) is a and a.stage in STAGES
+        assert a.part in default_parts() and synth.model.adapter_module(a.symbol) is getattr(synth.model, a.attribute)
+        assert a.count_key in synth.model.parameter_counts()
+    with pytest.raises(ValueError, match="adapter must be one of"):
+        adapter("rho")
 
 
 def test_trainable_parameter_sets_and_frozen_backbone():
