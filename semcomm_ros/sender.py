@@ -2,8 +2,8 @@
 
 ``Sender.encode(rgb, labels, t)`` codes one camera frame into a semantic packet (paper IV-A) and,
 unless the low-res rate control skips it, a low-res packet (V-C). With ``target_kbps`` > 0 a
-:class:`~semcomm_ros.ros.rate_control.RateController` moves xi and the low-res rate so that both
-streams together hold the target, and a :class:`~semcomm_ros.ros.rate_control.CongestionControl`
+:class:`~semcomm_ros.link_budget.RateController` moves xi and the low-res rate so that both
+streams together hold the target, and a :class:`~semcomm_ros.link_budget.CongestionControl`
 lowers that target while the receiver's feedback (``on_latency``, ``on_delivered``) shows a
 queue on the link. Keyframe requests from the receiver (``request``) are honoured at most once
 per ``min_refresh_s`` per stream: at 10 % loss a request arrives every few frames, and every
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from semcomm_ros.codec.packet import MAX_Q, PROFILES, frame_bits
-from semcomm_ros.ros.rate_control import CongestionControl, RateController, SlidingWindow
+from semcomm_ros.link_budget import CongestionControl, RateController, SlidingWindow
 
 XI_MAX = 63.75
 LOWRES_CODECS = ("vp9", "av1", "hevc")

@@ -2,7 +2,7 @@
 synthetic rate model where the semantic rate falls as xi grows, as the codec's does."""
 
 from semcomm_ros.codec.packet import frame_bits
-from semcomm_ros.ros.rate_control import RateController, SlidingWindow
+from semcomm_ros.link_budget import RateController, SlidingWindow
 
 
 def test_sliding_window_kbps():
@@ -48,7 +48,7 @@ def _congested_run(schedule, target=1.8, loss=0.0, seconds=90.0, fps=10.0, busy=
     back to a CongestionControl; during the ``busy`` (from, to) spans the receiver's CPU adds a
     second to every frame's latency. Returns [(t, budget, latency of what arrived at t)]."""
     from semcomm_ros.link import LinkParams, SimulatedLink
-    from semcomm_ros.ros.rate_control import CongestionControl
+    from semcomm_ros.link_budget import CongestionControl
 
     link = SimulatedLink(LinkParams(bandwidth_kbps=schedule[0][1], latency_ms=200.0, loss_rate=loss), seed=2)
     cc = CongestionControl(target)
@@ -134,7 +134,7 @@ def test_keyframe_bursts_under_loss_are_not_congestion():
     bursts and cuts."""
     import random
 
-    from semcomm_ros.ros.rate_control import CongestionControl
+    from semcomm_ros.link_budget import CongestionControl
 
     def cuts(**kw):
         cc, rng = CongestionControl(1.8, **kw), random.Random(0)

@@ -9,7 +9,7 @@ once per frame).
 Parameters (defaults: ``SenderConfig``, = config/robot.yaml; ranges in the descriptors):
 ``xi`` contour tolerance px, ``iframe_period`` P, ``q_symbols`` Q, ``lowres_kbps``,
 ``lowres_scale`` (re-opens the low-res encoder: next frame is a keyframe), ``target_kbps``
-(0 = rate controller off; otherwise it drives xi and the low-res rate, see ros/rate_control.py),
+(0 = rate controller off; otherwise it drives xi and the low-res rate, see link_budget.py),
 ``lowres_share``, ``fps`` (stream rate the kbps windows assume), ``window_s`` (LinkStats sliding
 window), ``min_refresh_s`` (keyframe requests honoured at most this often). Read-only:
 ``profile`` (``tracked``, or ``paper`` for the paper's exact scheme, which also takes the paper's

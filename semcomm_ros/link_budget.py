@@ -1,4 +1,6 @@
-"""Closed-loop rate control for the whole link (both streams), and sliding-window bit counts.
+"""The robot's link budget: closed-loop rate control for both streams together, congestion
+control, and sliding-window bit counts. Plain Python, run by ``sender.Sender`` (which the encoder
+node wraps); ``codec.lowres.rate_control`` is the low-res encoder's own, per-frame rate control.
 
 The paper sweeps xi by hand to trace its rate-distortion curve; a robot on a real link has to
 hold a budget instead. ``RateController`` holds ``target_kbps`` for semantic + low-res bits
@@ -138,10 +140,11 @@ class CongestionControl:
     ``floor_s`` (the path's own delay, clock offsets included). Reordered and burst-delayed frames
     do not count: a keyframe burst at 2 kbps drains in 1-1.5 s, and requests under 10 % loss bring
     one every second or two, so a 1 s level could sit inside bursts for long stretches, cut the
-    budget without a standing queue and keep it cut. Above ``high_s``, with less than ``delivered_share`` of what was sent
-    delivered (10 % random loss leaves 0.9), the budget falls to ``backoff`` x the delivered
-    rate, at most once per ``hold_s`` so that the last cut can act; below ``low_s``, or without
-    feedback for ``stale_s``, it climbs back to the target in ``recover_s``.
+    budget without a standing queue and keep it cut. Above ``high_s``, with less than
+    ``delivered_share`` of what was sent delivered (10 % random loss leaves 0.9), the budget falls
+    to ``backoff`` x the delivered rate, at most once per ``hold_s`` so that the last cut can act;
+    below ``low_s``, or without feedback for ``stale_s``, it climbs back to the target in
+    ``recover_s``.
     """
 
     def __init__(self, target_kbps: float, high_s: float = 0.6, low_s: float = 0.15, level_s: float = 3.0,
