@@ -11,12 +11,12 @@ __all__ = ["CausalSynthesizer", "SynthModel", "SynthConfig", "DEFAULT_MODEL_DIR"
 
 def __getattr__(name):
     if name == "CausalSynthesizer":
-        from .synthesizer import CausalSynthesizer
+        from .synthesizer import CausalSynthesizer  # deferred: torch and diffusers on first use
         return CausalSynthesizer
     if name in ("SynthModel", "DEFAULT_MODEL_DIR"):
-        from . import model
+        from . import model  # deferred: torch on first use
         return getattr(model, name)
     if name == "SynthConfig":
-        from .config import SynthConfig
+        from .config import SynthConfig  # deferred: `import semcomm_ros.synth` loads nothing
         return SynthConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
