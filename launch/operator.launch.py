@@ -3,8 +3,8 @@
 
     ros2 launch semcomm_ros operator.launch.py device:=cuda model:=/path/to/model
 
-The synthesizer runs at its model's operating point (synthesizer.json); change steps, window,
-strength, ... in the params file or at run time (``ros2 param set /semcomm/decoder_node steps 2``).
+The synthesizer runs at its model's operating point (synthesizer.json); change num_steps, window,
+strength, ... in the params file or at run time (``ros2 param set /semcomm/decoder_node num_steps 2``).
 """
 
 from launch import LaunchDescription

@@ -14,16 +14,22 @@ re-times them: raising the bandwidth drains the queue at the new rate.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from semcomm_ros.ranges import Range, check_ranges
 
-@dataclass
+
+@dataclass(frozen=True)
 class LinkParams:
-    bandwidth_kbps: float = 2.0  # 0 = unlimited
+    """The link's parameters; ``RANGES`` is what each field accepts (the link emulator node
+    declares its parameters from it)."""
+
+    bandwidth_kbps: float = 2.0
     # One-way delay of a long-range radio link (the demo configuration's); 0 models a wire.
     latency_ms: float = 100.0
     loss_rate: float = 0.0
@@ -31,23 +37,28 @@ class LinkParams:
     # Burst the bucket may hold: one second of traffic, so an I-frame may borrow from the frames
     # around it but the long-run rate stays capped.
     burst_s: float = 1.0
-    # Longest a packet may wait for the cap; later ones are dropped. Two seconds lets a keyframe
-    # burst through at 2 kbps and keeps a congested link's latency bounded.
+    # Two seconds lets a keyframe burst through at 2 kbps and keeps a congested link's latency bounded.
     max_delay_s: float = 2.0
 
+    RANGES = {
+        "bandwidth_kbps": Range("bandwidth cap, kbit/s (1000 bit/s); 0 = unlimited", 0.0, 1e6),
+        "latency_ms": Range("added one-way latency, ms", 0.0, 60000.0),
+        "loss_rate": Range("probability a packet is lost", 0.0, 1.0),
+        "reorder_rate": Range("probability a packet is held back 100-300 ms", 0.0, 1.0),
+        "burst_s": Range("traffic the token bucket may hold, s of the bandwidth", 0.0, lo_open=True),
+        "max_delay_s": Range("longest a packet may wait for the bandwidth cap, s; later packets are dropped",
+                             0.01, 600.0),
+    }
+
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> None:
-        if self.bandwidth_kbps < 0:
-            raise ValueError(f"bandwidth_kbps must be >= 0, got {self.bandwidth_kbps}")
-        if self.latency_ms < 0:
-            raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
-        for name in ("loss_rate", "reorder_rate"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
-        if self.burst_s <= 0:
-            raise ValueError(f"burst_s must be > 0, got {self.burst_s}")
-        if self.max_delay_s <= 0:
-            raise ValueError(f"max_delay_s must be > 0, got {self.max_delay_s}")
+        check_ranges(self)
+
+    def replace(self, **changes) -> "LinkParams":
+        """A new, validated set of parameters (ValueError with the reason)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(order=True)
@@ -134,8 +145,7 @@ class SimulatedLink:
     def set_params(self, t: float | None = None, **changes: float) -> None:
         """Change parameters at time ``t`` (default: the last departure); packets still queued are
         re-timed at the new bandwidth, packets already in flight keep their arrival."""
-        new = LinkParams(**{**self.params.__dict__, **changes})
-        new.validate()
+        new = self.params.replace(**changes)
         if t is not None:
             self._advance(t)
             if t > self._t_last and self.params.bandwidth_kbps > 0:

@@ -29,6 +29,7 @@ either.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import cv2
 import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
+from semcomm_ros.ranges import Range, check_ranges
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +62,33 @@ COUNTERS = ("frames", "decoded", "lost", "stale", "duplicates", "reordered", "ba
             "warnings_suppressed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReceiverConfig:
-    #: frame indices a stream's jitter buffer holds behind a missing one before it counts it lost
+    """The receive side's timing; ``RANGES`` is what each field accepts (the decoder node declares
+    its parameters from it)."""
+
     jitter_frames: int = 3
-    #: longest a packet waits for a missing earlier one, s (the link's reordering reaches 0.3 s)
-    jitter_timeout_s: float = 0.3
-    #: longest a frame waits for its low-res frame, which the encoder may have skipped, s
+    jitter_timeout_s: float = 0.3  # the link's reordering reaches 0.3 s
     lowres_wait_s: float = 0.3
-    #: minimum time between two keyframe requests for one stream, s
     request_interval_s: float = 0.5
-    #: minimum time between two warnings of one kind, s (the rest are counted)
     warn_interval_s: float = 2.0
 
-    def __post_init__(self):
-        self.validate()
+    RANGES = {
+        "jitter_frames": Range("frame indices the jitter buffer holds behind a missing one before counting it "
+                               "lost", 0, 64),
+        "jitter_timeout_s": Range("longest a packet waits for a missing earlier one, s", 0.0, 60.0),
+        "lowres_wait_s": Range("longest a frame waits for its low-res frame (the encoder skips some), s", 0.0, 60.0),
+        "request_interval_s": Range("minimum time between keyframe requests per stream, s", 0.0, 60.0),
+        "warn_interval_s": Range("minimum time between two warnings of one kind, s (the rest are counted)",
+                                 0.0, 60.0),
+    }
 
-    def validate(self) -> None:
-        if not (isinstance(self.jitter_frames, int) and 0 <= self.jitter_frames <= 64):
-            raise ValueError(f"jitter_frames must be an int in 0..64, got {self.jitter_frames!r}")
-        for name in ("jitter_timeout_s", "lowres_wait_s", "request_interval_s", "warn_interval_s"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v <= 60):
-                raise ValueError(f"{name} must be within [0, 60] s, got {v!r}")
+    def __post_init__(self):
+        check_ranges(self)
+
+    def replace(self, **changes) -> "ReceiverConfig":
+        """A new, validated config (ValueError with the reason)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass

@@ -12,6 +12,7 @@ forced I-frame or keyframe is paid for from the same budget. The encoder node wr
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
@@ -19,46 +20,62 @@ import numpy as np
 
 from semcomm_ros.codec.packet import MAX_Q, PROFILES, frame_bits
 from semcomm_ros.link_budget import CongestionControl, RateController, SlidingWindow
+from semcomm_ros.ranges import Range, check_ranges
 
 XI_MAX = 63.75
 LOWRES_CODECS = ("vp9", "av1", "hevc")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SenderConfig:
-    """Every robot-side default, and its range (the encoder node declares these)."""
+    """Every robot-side default; ``RANGES`` is what each field accepts (the encoder node declares
+    one parameter per field from it)."""
 
-    profile: str = "tracked"  # semantic codec profile: "tracked" (ours), "paper" (the exact scheme)
+    profile: str = "tracked"  # "tracked" (ours) or "paper" (the exact scheme)
     xi: float | None = None  # None: the profile's (tracked 4 px, paper 6 px)
-    period: int | None = None  # I-frame period P; None: the profile's (tracked 32, paper 4)
+    period: int | None = None  # None: the profile's (tracked 32, paper 4)
     q_symbols: int = 256
-    lowres_kbps: float = 1.0  # low-res rate while the rate controller is off
+    lowres_kbps: float = 1.0
     lowres_scale: int = 4  # 1/4 of the camera's size (paper V-C)
     lowres_codec: str = "vp9"
-    target_kbps: float = 2.0  # both streams together; 0 = rate controller off
+    target_kbps: float = 2.0
     lowres_share: float = 0.4
     fps: float = 10.0
-    window_s: float = 5.0  # link_stats' sliding window
-    min_refresh_s: float = 0.5  # the decoder asks at most every request_interval_s (0.5 s): one refusal costs 0.5 s more of a held label map
+    window_s: float = 5.0
+    # the decoder asks at most every request_interval_s (0.5 s): one refusal costs 0.5 s more of a
+    # held label map
+    min_refresh_s: float = 0.5
 
-    RANGES = {"xi": (0.0, XI_MAX), "period": (1, 255), "q_symbols": (2, MAX_Q), "lowres_kbps": (0.05, 1000.0),
-              "lowres_scale": (1, 16), "target_kbps": (0.0, 10000.0), "lowres_share": (0.05, 0.95),
-              "fps": (0.1, 120.0), "window_s": (0.5, 600.0), "min_refresh_s": (0.0, 60.0)}
+    RANGES = {
+        "profile": Range("semantic codec profile: tracked (ours) or paper (the paper's exact scheme; xi and P "
+                         "then default to the paper's)", choices=PROFILES, read_only=True),
+        "xi": Range("contour simplification tolerance xi, pixels (default: the profile's)", 0.0, XI_MAX),
+        "period": Range("I-frame period P, frames (default: the profile's)", 1, 255),
+        "q_symbols": Range("quantisation symbols Q of contour differences", 2, MAX_Q),
+        "lowres_kbps": Range("low-res stream rate while the rate controller is off, kbit/s", 0.05, 1000.0),
+        "lowres_scale": Range("low-res downscale factor", 1, 16),
+        "lowres_codec": Range("low-res video codec", choices=LOWRES_CODECS, read_only=True),
+        "target_kbps": Range("total link budget, kbit/s; 0 = rate controller off", 0.0, 10000.0),
+        "lowres_share": Range("share of target_kbps planned for the low-res stream under the rate controller",
+                              0.05, 0.95),
+        "fps": Range("camera frame rate the kbit/s figures assume", 0.1, 120.0),
+        "window_s": Range("sliding window of link_stats, seconds", 0.5, 600.0),
+        "min_refresh_s": Range("keyframe requests are honoured at most this often per stream, s", 0.0, 60.0),
+    }
 
     def __post_init__(self):
         from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
 
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
-        if self.lowres_codec not in LOWRES_CODECS:
-            raise ValueError(f"lowres_codec must be one of {LOWRES_CODECS}, got {self.lowres_codec!r}")
-        if self.xi is None:
-            self.xi = float(PROFILE_DEFAULTS[self.profile]["xi"])
-        if self.period is None:
-            self.period = int(PROFILE_DEFAULTS[self.profile]["period"])
-        for name, (lo, hi) in self.RANGES.items():
-            if not lo <= getattr(self, name) <= hi:
-                raise ValueError(f"{name} must be within [{lo}, {hi}], got {getattr(self, name)}")
+        if self.profile in PROFILE_DEFAULTS:  # an unknown profile is refused below, naming it
+            if self.xi is None:
+                object.__setattr__(self, "xi", float(PROFILE_DEFAULTS[self.profile]["xi"]))
+            if self.period is None:
+                object.__setattr__(self, "period", int(PROFILE_DEFAULTS[self.profile]["period"]))
+        check_ranges(self)
+
+    def replace(self, **changes) -> "SenderConfig":
+        """A new, validated config (ValueError with the reason)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -120,41 +137,49 @@ class Sender:
             self.controller = self.congestion = None
 
     # -- parameters ----------------------------------------------------------------------------
-    def set(self, name: str, value) -> None:
-        """Change one parameter between frames; raises ValueError with the reason."""
-        c = self.cfg
-        if name not in SenderConfig.RANGES:
-            raise ValueError(f"{name} cannot change while running")
-        lo, hi = SenderConfig.RANGES[name]
-        if not lo <= value <= hi:
-            raise ValueError(f"{name} must be within [{lo}, {hi}], got {value}")
-        if name == "lowres_scale" and self.low:
-            from semcomm_ros.codec import LowResEncoder
+    def reconfigure(self, **changes) -> None:
+        """Change parameters between frames. The new config is checked whole first (ValueError
+        with the reason, nothing changed), then swapped in and its effects applied."""
+        from semcomm_ros.codec import LowResEncoder  # deferred: PyAV, as in encode()
 
-            LowResEncoder(self.low.width, self.low.height, fps=max(1, round(c.fps)), scale=int(value),
+        unknown = sorted(set(changes) - set(SenderConfig.RANGES))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}")
+        fixed = sorted(n for n in changes if SenderConfig.RANGES[n].read_only)
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot change while running")
+        # an integer for a float field is taken as that float (the encoder is given the same xi)
+        changes = {n: float(v) if isinstance(getattr(self.cfg, n), float) and isinstance(v, int)
+                   and not isinstance(v, bool) else v for n, v in changes.items()}
+        c = self.cfg.replace(**changes)
+        if "lowres_scale" in changes and self.low:
+            LowResEncoder(self.low.width, self.low.height, fps=max(1, round(c.fps)), scale=c.lowres_scale,
                           kbps=c.lowres_kbps, codec=c.lowres_codec).close()  # raises with the reason
-        setattr(c, name, type(getattr(c, name))(value))
-        if name in ("xi", "period", "q_symbols"):
-            self.sem.set_params(**{name: getattr(c, name)})
-            if name == "xi" and self.controller:
-                self.controller.xi = c.xi
-            if name == "period":
-                for w in (self.ctl_sem, self.ctl_low):
-                    w.resize(window_s=self._ctl_window())
-        elif name == "lowres_kbps" and self.low and not self.controller:
+        self.cfg = c
+        # every field named takes effect, an unchanged value too (target_kbps again restarts the
+        # controller), as when the node set parameters one at a time
+        for name in ("xi", "period", "q_symbols"):
+            if name in changes:
+                self.sem.set_params(**{name: getattr(c, name)})
+        if "xi" in changes and self.controller:
+            self.controller.xi = c.xi
+        if "period" in changes:
+            for w in (self.ctl_sem, self.ctl_low):
+                w.resize(window_s=self._ctl_window())
+        if "lowres_kbps" in changes and self.low and not self.controller:
             self.low.set_kbps(codec_kbps(c.lowres_kbps))
-        elif name == "lowres_scale":
+        if "lowres_scale" in changes:
             self._close_low()  # re-opened at the next frame, which becomes a keyframe
-        elif name in ("target_kbps", "lowres_share"):
+        if "target_kbps" in changes or "lowres_share" in changes:
             self._make_controller()
             if self.low:
                 self.low.set_kbps(codec_kbps(self.lowres_target_kbps))
-        elif name == "fps":
+        if "fps" in changes:
             for w in (self.win_sem, self.win_low, self.ctl_sem, self.ctl_low):
                 w.resize(fps=c.fps)
             for w in (self.ctl_sem, self.ctl_low):
                 w.resize(window_s=self._ctl_window())
-        elif name == "window_s":
+        if "window_s" in changes:
             self.win_sem.resize(window_s=c.window_s)
             self.win_low.resize(window_s=c.window_s)
 

@@ -45,8 +45,8 @@ def test_pipeline_through_2kbps_link(tmp_path):
         # the synthesizer's start strength is tunable while it runs, within (0, 1]
         rc, out = set_params(P, f"{ns}/decoder_node", strength=0.5)
         assert rc == 0, out
-        rc, out = set_params(P, f"{ns}/decoder_node", strength=0.0)
-        assert rc == 1 and "out of range" in out, out
+        rc, out = set_params(P, f"{ns}/decoder_node", strength=0.0)  # the descriptor's [0, 1] includes 0
+        assert rc == 1 and "strength must be within (0.0, 1.0]" in out, out
         rc, out = set_params(P, f"{ns}/decoder_node", noise="bogus")  # what a range cannot say
         assert rc == 1 and "noise must be one of" in out, out
         n = len(e.on("synthesized"))
@@ -139,7 +139,7 @@ def test_runtime_parameters_move_the_bitrate(tmp_path):
     node = f"{ns}/encoder_node"
     with processes(tmp_path, ros_env()) as P:
         # all I-frames, so every frame's size answers to xi directly; rate controller off
-        robot(P, ns, iframe_period=1, xi=0.5, lowres_kbps=0.5, target_kbps=0.0)
+        robot(P, ns, period=1, xi=0.5, lowres_kbps=0.5, target_kbps=0.0)
         e = Echo(P, "echo", [f"{ns}/link_stats", "semcomm_ros/msg/LinkStats"])
         wait_for(lambda: len(e.on("link_stats")) >= 15, 90, "15 link_stats", P)
         before = e.on("link_stats")[-10:]
@@ -156,7 +156,7 @@ def test_runtime_parameters_move_the_bitrate(tmp_path):
         assert rc == 1 and "out of range" in out, out
         rc, out = set_params(P, node, lowres_scale=7)  # 128 is not a multiple of 7
         assert rc == 1 and "lowres_scale=7 refused" in out, out
-        rc, out = set_params(P, node, iframe_period=0)
+        rc, out = set_params(P, node, period=0)
         assert rc == 1, out
 
         rc, out = set_params(P, node, xi=0.5, target_kbps=0.5)
@@ -317,7 +317,7 @@ def test_lockstep_replays_synthesize_identical_frames(tmp_path):
     ns = unique_ns()
     recorded = tmp_path / "bag"
     with processes(tmp_path / "record", ros_env()) as P:
-        robot(P, ns, lowres_kbps=4.0, iframe_period=8)
+        robot(P, ns, lowres_kbps=4.0, period=8)
         for name, line in (("scene_source", "publishing"), ("segmentation", "segmenter:"),
                            ("encoder", "semantic profile")):
             wait_for(lambda name=name, line=line: line in P.log(name), 90, f"the {name} node", P)

@@ -26,10 +26,29 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 from semcomm_ros.nodes.common import NAMESPACE, declare, run
+from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 
 #: how often /clock is published, s (a sim-time timer cannot run finer than this)
 CLOCK_PERIOD_S = 0.01
+
+
+NODE_PARAMETERS = {
+    "bag": Range("rosbag2 folder to replay", read_only=True),
+    "rate": Range("replay speed factor (timed mode)", 0.01, 100.0, read_only=True),
+    "loop": Range("start over at the end (timed mode)"),
+    "topics": Range("topics to replay (last name component or full name)", read_only=True),
+    "start_delay_s": Range("wait after the subscribers matched, before the first message, s", 0.0, 60.0,
+                           read_only=True),
+    "wait_for_subscribers": Range("hold the first message until every replayed topic has a subscriber",
+                                  read_only=True),
+    "lockstep": Range("publish frame by frame, each once the decoder reported the previous one on diagnostics",
+                      read_only=True),
+    "frame_timeout_s": Range("lockstep: longest wait for the decoder's report of one frame, s", 0.1, 3600.0,
+                             read_only=True),
+    "clock": Range("publish /clock with the bag's time", read_only=True),
+    "exit_when_done": Range("exit after the last message"),
+}
 
 
 class BagReplay(Node):
@@ -41,21 +60,17 @@ class BagReplay(Node):
         from semcomm_ros.ros.bag import LINK_TOPICS, read
         from semcomm_ros.ros.topic import msg_class
 
-        self.bag = declare(self, "bag", "", "rosbag2 folder to replay", read_only=True)
-        self.rate = declare(self, "rate", 1.0, "replay speed factor (timed mode)", 0.01, 100.0, read_only=True)
-        self.loop = declare(self, "loop", False, "start over at the end (timed mode)")
-        self.topics = declare(self, "topics", ["semantic", "lowres"], "topics to replay (last name "
-                              "component or full name)", read_only=True)
-        self.start_delay_s = declare(self, "start_delay_s", 1.0, "wait after the subscribers matched, "
-                                     "before the first message, s", 0.0, 60.0, read_only=True)
-        self.wait_for_subscribers = declare(self, "wait_for_subscribers", True, "hold the first message "
-                                            "until every replayed topic has a subscriber", read_only=True)
-        self.lockstep = declare(self, "lockstep", False, "publish frame by frame, each once the decoder "
-                                "reported the previous one on diagnostics", read_only=True)
-        self.frame_timeout_s = declare(self, "frame_timeout_s", 10.0, "lockstep: longest wait for the "
-                                       "decoder's report of one frame, s", 0.1, 3600.0, read_only=True)
-        self.clock = declare(self, "clock", True, "publish /clock with the bag's time", read_only=True)
-        self.exit_when_done = declare(self, "exit_when_done", False, "exit after the last message")
+        n = NODE_PARAMETERS
+        self.bag = declare(self, "bag", "", n["bag"])
+        self.rate = declare(self, "rate", 1.0, n["rate"])
+        self.loop = declare(self, "loop", False, n["loop"])
+        self.topics = declare(self, "topics", ["semantic", "lowres"], n["topics"])
+        self.start_delay_s = declare(self, "start_delay_s", 1.0, n["start_delay_s"])
+        self.wait_for_subscribers = declare(self, "wait_for_subscribers", True, n["wait_for_subscribers"])
+        self.lockstep = declare(self, "lockstep", False, n["lockstep"])
+        self.frame_timeout_s = declare(self, "frame_timeout_s", 10.0, n["frame_timeout_s"])
+        self.clock = declare(self, "clock", True, n["clock"])
+        self.exit_when_done = declare(self, "exit_when_done", False, n["exit_when_done"])
         if not self.bag:
             raise SystemExit("bag_replay: parameter 'bag' (a rosbag2 folder) is required")
         self.items = list(read(self.bag, list(self.topics)))

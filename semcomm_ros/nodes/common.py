@@ -1,5 +1,6 @@
-"""What every node shares: parameter declaration with descriptors and ranges (rclpy enforces the
-ranges, so callbacks check only what a range cannot say), and a ``main`` that spins until Ctrl-C."""
+"""What every node shares: parameter declaration from the configs' ranges tables (one parameter per
+field, named as the field; rclpy enforces the ranges, so callbacks check only what a range cannot
+say), deprecated parameter names, and a ``main`` that spins until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import signal
 import sys
 from typing import Callable
+
+from semcomm_ros.ranges import Range
 
 NAMESPACE = "semcomm"
 
@@ -44,25 +47,86 @@ def route_logging(node, name: str = "semcomm_ros") -> None:
     logger.propagate = False  # not printed a second time by Python's last-resort handler
 
 
-def declare(node, name: str, default, description: str, lo=None, hi=None, step=None,
-            read_only: bool = False, choices: tuple | None = None):
-    """Declare a parameter with a descriptor; numeric ones get a range the middleware enforces."""
+def declare(node, name: str, default, spec: Range, note: str = ""):
+    """Declare one parameter from its :class:`~semcomm_ros.ranges.Range`: the description (plus
+    ``note``), the choices, and a range the middleware enforces where both ends are finite, go
+    into the descriptor. The default takes the range's type (an integer range, an integer)."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-    desc = ParameterDescriptor(name=name, description=description, read_only=read_only)
-    if choices:
-        desc.additional_constraints = "one of: " + ", ".join(map(str, choices))
-    if lo is not None and hi is not None:
-        if isinstance(default, bool):
-            pass
-        elif isinstance(default, int):
-            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=int(step or 0))]
-        elif isinstance(default, float):
-            desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi),
-                                                            step=float(step or 0.0))]
-        desc.additional_constraints = (desc.additional_constraints + "; " if desc.additional_constraints
-                                       else "") + f"range [{lo}, {hi}]"
+    if spec.numeric and not isinstance(default, bool):
+        default = int(default) if spec.integer else float(default)
+    desc = ParameterDescriptor(name=name, description=spec.description + note, read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(map(str, spec.choices))
+    elif spec.numeric:
+        desc.additional_constraints = "range " + spec.text().removeprefix("within ")
+        if spec.lo is not None and spec.hi is not None:
+            if spec.integer:
+                desc.integer_range = [IntegerRange(from_value=int(spec.lo), to_value=int(spec.hi),
+                                                   step=int(spec.step or 0))]
+            else:
+                desc.floating_point_range = [FloatingPointRange(from_value=float(spec.lo), to_value=float(spec.hi),
+                                                                step=float(spec.step or 0.0))]
     return node.declare_parameter(name, default, desc).value
+
+
+def declare_fields(node, config, names, notes: dict[str, str] | None = None) -> dict:
+    """One parameter per field ``names`` of ``config``, named as the field, its default the field's
+    value in ``config``, its descriptor from ``type(config).RANGES``; returns name -> value in
+    force (the defaults, or what the command line / params file gave)."""
+    ranges = type(config).RANGES
+    notes = notes or {}
+    return {n: declare(node, n, getattr(config, n), ranges[n], notes.get(n, "")) for n in names}
+
+
+def declare_deprecated(node, renamed: dict[str, str]) -> dict:
+    """Old parameter names kept for one release, ``{old: new}`` (``new`` declared already).
+
+    Each old name is declared like its new parameter and mirrors its value. Given at start-up, it
+    sets the new parameter; set at run time, it is forwarded to the new one in the same atomic
+    set (a pre-set callback, so the node's validation sees the new name). Either way a warning
+    names the new parameter. Returns new name -> value for the old names given at start-up.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.parameter import Parameter
+
+    given = {}
+    for old, new in renamed.items():
+        d = node.describe_parameter(new)
+        desc = ParameterDescriptor(name=old, type=d.type, description=f"deprecated, use {new}: {d.description}",
+                                   additional_constraints=d.additional_constraints, read_only=d.read_only,
+                                   floating_point_range=d.floating_point_range, integer_range=d.integer_range)
+        # declared without a value: it has one only if the command line or a params file gave it
+        value = node.declare_parameter(old, node.get_parameter(new).type_, desc).value
+        if value is not None:
+            _warn_renamed(node, old, new, value)
+            result = node.set_parameters([Parameter(new, value=value)])[0]
+            if not result.successful:
+                raise ValueError(f"{old}:={value!r} (for {new}) refused: {result.reason}")
+            given[new] = value
+        node.set_parameters([Parameter(old, value=node.get_parameter(new).value)])
+    forward = {**renamed, **{new: old for old, new in renamed.items()}}
+
+    def mirror(params):
+        # each name of a pair carries the other's value: the old name sets the new parameter, the
+        # new name keeps the old one equal to it (the new name wins when both come in one set)
+        by_name = {p.name: p for p in params}
+        for p in params:
+            if p.name in renamed:
+                _warn_renamed(node, p.name, renamed[p.name], p.value)
+        for p in params:
+            other = forward.get(p.name)
+            if other and (other not in by_name or p.name not in renamed):
+                by_name[other] = Parameter(other, p.type_, p.value)
+        return list(by_name.values())
+
+    node.add_pre_set_parameters_callback(mirror)
+    return given
+
+
+def _warn_renamed(node, old: str, new: str, value) -> None:
+    node.get_logger().warning(f"parameter {old} is deprecated and will be removed: use {new} "
+                              f"({old}:={value!r} sets {new})")
 
 
 def set_result(ok: bool, reason: str = ""):

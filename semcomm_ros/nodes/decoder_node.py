@@ -15,14 +15,16 @@ takes the newest frame only (frames it cannot keep up with are skipped, latency 
 with ``every_frame`` (bag replay) it synthesizes every frame in order. The noise seed of a frame is
 its index from the stream's start, so a replay of a bag synthesizes the same frames.
 
-Parameters: see docs/ros.md; ranges live in the descriptors (rclpy refuses an out-of-range value
-with the reason). The synthesizer's operating point (``lambda_c``, ``lambda_r``, ``lambda_t``,
-``window``, ``steps``, ``strength``, ``noise``) defaults to the model's own (its synthesizer.json).
+Parameters: see docs/ros.md. The synthesizer's operating point (``lambda_c``, ``lambda_r``,
+``lambda_t``, ``window``, ``num_steps``, ``strength``, ``noise``: ``SynthConfig`` fields) defaults
+to the model's own (its synthesizer.json); the receiver's are ``ReceiverConfig`` fields. Each is
+named as its field and takes its range and description from the config's ``RANGES`` (rclpy refuses
+an out-of-range value with the reason); a change is checked as a whole new config, then swapped
+in. Deprecated: ``steps`` (sets ``num_steps``, with a warning).
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections import deque
@@ -34,7 +36,9 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.msg import DecoderStats, KeyframeRequest, LowResFrame, SemanticFrame
-from semcomm_ros.nodes.common import NAMESPACE, declare, route_logging, run, set_result
+from semcomm_ros.nodes.common import (NAMESPACE, declare, declare_deprecated, declare_fields, route_logging, run,
+                                      set_result)
+from semcomm_ros.ranges import Range
 from semcomm_ros.receiver import COUNTERS, Receiver, ReceiverConfig, to_camera
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, lowres_from_msg, semantic_from_msg, stamp_from_ns
@@ -45,9 +49,23 @@ EVERY_FRAME_QUEUE = 64
 #: how often the receiver's timeouts (jitter buffer, low-res wait) are checked, s
 POLL_S = 0.02
 
-_OPERATING_POINT = {  # parameter -> SynthConfig field
-    "lambda_c": "lambda_c", "lambda_r": "lambda_r", "lambda_t": "lambda_t",
-    "window": "window", "steps": "num_steps", "strength": "strength", "noise": "noise",
+#: the SynthConfig fields declared as parameters of the same name: the operating point, default the
+#: model's own (its synthesizer.json), changeable while the node runs
+SYNTH_PARAMETERS = ("lambda_c", "lambda_r", "lambda_t", "window", "num_steps", "strength", "noise")
+#: the ReceiverConfig fields declared as parameters of the same name
+RECEIVER_PARAMETERS = ("jitter_frames", "jitter_timeout_s", "lowres_wait_s", "request_interval_s")
+#: old parameter name -> the field it sets (deprecated; removed in the next release)
+RENAMED = {"steps": "num_steps"}
+#: the node's own parameters (no config behind them), all fixed once it runs
+NODE_PARAMETERS = {
+    "device": Range("synthesizer device: auto (GPU when present), cpu, cuda, cuda:N", read_only=True),
+    "model": Range("synthesizer: 'default' (shipped), 'tiny' (random, tests) or a model directory", read_only=True),
+    "resolution": Range("output size of the tiny model", 16, 1024, step=8, read_only=True),
+    "synthesize": Range("run the synthesizer (off: decode only)", read_only=True),
+    "output_size": Range("size of 'synthesized': camera (the decoded label map's, label-guided upsampling) or "
+                         "model (its native size)", choices=OUTPUT_SIZES, read_only=True),
+    "every_frame": Range("synthesize every frame in order (bag replay) instead of only the newest (live)",
+                         read_only=True),
 }
 
 
@@ -72,21 +90,15 @@ class DecoderNode(Node):
     def __init__(self):
         super().__init__("decoder_node", namespace=NAMESPACE)
         route_logging(self)
-        self.device = declare(self, "device", "auto", "synthesizer device: auto (GPU when present), cpu, "
-                              "cuda, cuda:N", read_only=True)
-        self.model_name = declare(self, "model", "default", "synthesizer: 'default' (shipped), 'tiny' "
-                                  "(random, tests) or a model directory", read_only=True)
-        self.resolution = declare(self, "resolution", 64, "output size of the tiny model", 16, 1024, 8,
-                                  read_only=True)
-        self.synthesize = declare(self, "synthesize", True, "run the synthesizer (off: decode only)",
-                                  read_only=True)
-        self.output_size = declare(self, "output_size", "camera", "size of 'synthesized': camera (the "
-                                   "decoded label map's, label-guided upsampling) or model (its native size)",
-                                   read_only=True, choices=OUTPUT_SIZES)
+        n = NODE_PARAMETERS
+        self.device = declare(self, "device", "auto", n["device"])
+        self.model_name = declare(self, "model", "default", n["model"])
+        self.resolution = declare(self, "resolution", 64, n["resolution"])
+        self.synthesize = declare(self, "synthesize", True, n["synthesize"])
+        self.output_size = declare(self, "output_size", "camera", n["output_size"])
         if self.output_size not in OUTPUT_SIZES:
             raise SystemExit(f"decoder_node: output_size must be one of {OUTPUT_SIZES}, got {self.output_size!r}")
-        self.every_frame = declare(self, "every_frame", False, "synthesize every frame in order (bag "
-                                   "replay) instead of only the newest (live)", read_only=True)
+        self.every_frame = declare(self, "every_frame", False, n["every_frame"])
         # a model directory loads in the synthesizer's thread (torch, diffusers and the weights take
         # seconds, more on a loaded CPU): label maps, the low-res frames and keyframe requests flow
         # from the start, and a restarted decoder shows the scene again before it synthesizes
@@ -94,18 +106,15 @@ class DecoderNode(Node):
         self.fatal: str | None = None  # set when the model fails to load: ``run`` exits with it
         if self.synthesize and self.model_name == "tiny":
             self.synth = self._load_synth()  # built in-process in milliseconds
-        self._declare_operating_point()
-        rc = ReceiverConfig()
-        self.receiver = Receiver(ReceiverConfig(
-            jitter_frames=declare(self, "jitter_frames", rc.jitter_frames, "frame indices the jitter buffer "
-                                  "holds behind a missing one before counting it lost", 0, 64),
-            jitter_timeout_s=declare(self, "jitter_timeout_s", rc.jitter_timeout_s, "longest a packet "
-                                     "waits for a missing earlier one, s", 0.0, 60.0),
-            lowres_wait_s=declare(self, "lowres_wait_s", rc.lowres_wait_s, "longest a frame waits for its "
-                                  "low-res frame (the encoder skips some), s", 0.0, 60.0),
-            request_interval_s=declare(self, "request_interval_s", rc.request_interval_s,
-                                       "minimum time between keyframe requests per stream, s", 0.0, 60.0),
-            warn_interval_s=rc.warn_interval_s), logger=self.get_logger())
+        model_config, synth_values = self._declare_operating_point()
+        receiver_values = declare_fields(self, ReceiverConfig(), RECEIVER_PARAMETERS)
+        synth_values.update(declare_deprecated(self, RENAMED))
+        #: the operating point the parameters set, validated; the synthesizer's once it is loaded
+        self.config = model_config.replace(**synth_values)
+        if self.synth:
+            self._check_for_model(self.config, self.synth)
+            self._use(self.config)
+        self.receiver = Receiver(ReceiverConfig(**receiver_values), logger=self.get_logger())
         self.add_on_set_parameters_callback(self._on_params)
         self.device_name = (str(self.synth.device) if self.synth is not None
                             else "loading" if self.synthesize else "none")
@@ -162,14 +171,20 @@ class DecoderNode(Node):
             self.get_logger().error(self.fatal)
             return
         with self.lock:
+            try:
+                self._check_for_model(self.config, synth)
+            except ValueError as exc:
+                self.fatal = f"synthesizer {self.model_name!r}: {exc}"
+                self.get_logger().error(self.fatal)
+                return
             self.synth = synth
-            self._apply({p: self.get_parameter(p).value for p in _OPERATING_POINT})
+            self._use(self.config)  # the operating point in force, changed or not while it loaded
             self.device_name = str(synth.device)
         self.get_logger().info(f"synthesizer {self.model_name} loaded on {self.device_name} in "
                                f"{time.perf_counter() - t0:.1f} s")
 
     def _declare_operating_point(self):
-        from semcomm_ros.synth.config import NOISE_MODES, SynthConfig
+        from semcomm_ros.synth.config import SynthConfig
 
         if self.synth:
             cfg = self.synth.config
@@ -179,46 +194,44 @@ class DecoderNode(Node):
             from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
 
             cfg = SynthConfig.load(DEFAULT_MODEL_DIR if self.model_name == "default" else self.model_name)
-        self.config = copy.deepcopy(cfg)  # what the parameters set; the synthesizer's once it is loaded
-        mine = " (default: the model's, from its synthesizer.json)"
-        declare(self, "lambda_c", float(cfg.lambda_c), "Semantic Control weight lambda_C" + mine, 0.0, 4.0)
-        declare(self, "lambda_r", float(cfg.lambda_r), "Restoration Adapter weight lambda_R" + mine, 0.0, 4.0)
-        declare(self, "lambda_t", float(cfg.lambda_t), "Temporal Adapter weight lambda_T" + mine, 0.0, 4.0)
-        declare(self, "window", int(cfg.window), "causal temporal window W, frames" + mine, 1, 16)
-        declare(self, "steps", int(cfg.num_steps), "denoising steps T" + mine, 1, 50)
-        declare(self, "strength", float(cfg.strength), "share of the T steps run, starting from the received "
-                "low-res frame (1 = from pure noise, as in the paper)" + mine, 0.05, 1.0)
-        declare(self, "noise", cfg.noise, "noise draws: per_frame (the paper) or shared (the stream's "
-                "first frame's)" + mine, choices=NOISE_MODES)
-        if self.synth:
-            self._apply({p: self.get_parameter(p).value for p in _OPERATING_POINT})
+        values = declare_fields(self, cfg, SYNTH_PARAMETERS,
+                                dict.fromkeys(SYNTH_PARAMETERS, " (default: the model's, from its synthesizer.json)"))
+        return cfg, values
 
-    def _apply(self, values: dict) -> None:
-        """Operating-point parameters -> the config, and the synthesizer's once loaded (refuses
-        what the config refuses)."""
-        changes = {_OPERATING_POINT[k]: v for k, v in values.items()}
-        self.config.replace(**changes)  # raises ValueError with the reason (e.g. an unknown noise mode)
-        for k, v in changes.items():
-            setattr(self.config, k, v)
-        if self.synth is not None:
-            for k, v in changes.items():
-                setattr(self.synth.config, k, v)
-            self.synth.reset()  # the KV caches hold one entry per step and W-1 frames
+    def _check_for_model(self, config, synth) -> None:
+        """What the config's ranges cannot say: the model's Temporal Adapter bounds W."""
+        temporal = getattr(getattr(synth, "model", None), "temporal", None)
+        if temporal is not None and config.window > temporal.max_frames:
+            raise ValueError(f"window {config.window} exceeds the model's Temporal Adapter "
+                             f"({temporal.max_frames} frames)")
+
+    def _use(self, config) -> None:
+        """The synthesizer runs ``config``'s operating point from its next frame (under ``lock``).
+        A new config object replaces the synthesizer's (and its model's, which share it), never
+        patched in place; the KV caches, one entry per step and W-1 frames, start afresh."""
+        s = self.synth
+        s.model.config = s.config = s.config.replace(**{n: getattr(config, n) for n in SYNTH_PARAMETERS})
+        s.reset()
 
     def _on_params(self, params):
-        # ranges and read-only flags are in the descriptors; what they cannot say is checked here
-        synth = {p.name: p.value for p in params if p.name in _OPERATING_POINT}
-        receiver = {p.name: p.value for p in params if p.name in ("jitter_frames", "jitter_timeout_s",
-                                                                  "lowres_wait_s", "request_interval_s")}
+        # validate, then apply: rclpy has checked the descriptors' ranges and read-only flags;
+        # each new config is built and checked whole (what a range cannot say included) before
+        # either is swapped in, so a refused set leaves everything as it was
+        synth = {p.name: p.value for p in params if p.name in SYNTH_PARAMETERS}
+        receiver = {p.name: p.value for p in params if p.name in RECEIVER_PARAMETERS}
         try:
-            if synth:
-                with self.lock:
-                    self._apply(synth)
-            if receiver:
-                cfg = ReceiverConfig(**{**self.receiver.config.__dict__, **receiver})
-                self.receiver.config = cfg
+            config = self.config.replace(**synth)
+            receiver_config = self.receiver.config.replace(**receiver)
+            with self.lock:
+                self._check_for_model(config, self.synth)
         except (ValueError, TypeError) as exc:
             return set_result(False, str(exc))
+        if synth:
+            with self.lock:
+                self.config = config
+                if self.synth is not None:
+                    self._use(config)
+        self.receiver.config = receiver_config
         return set_result(True)
 
     def _now_ns(self) -> int:

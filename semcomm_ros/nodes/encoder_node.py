@@ -6,14 +6,15 @@ Subscribes ``camera/image_raw`` and ``labels`` (paired by stamp, bounded caches)
 (LowResFrame; a frame the low-res rate control skips is not sent) and ``link_stats`` (LinkStats,
 once per frame).
 
-Parameters (defaults: ``SenderConfig``, = config/robot.yaml; ranges in the descriptors):
-``xi`` contour tolerance px, ``iframe_period`` P, ``q_symbols`` Q, ``lowres_kbps``,
-``lowres_scale`` (re-opens the low-res encoder: next frame is a keyframe), ``target_kbps``
-(0 = rate controller off; otherwise it drives xi and the low-res rate, see link_budget.py),
-``lowres_share``, ``fps`` (stream rate the kbps windows assume), ``window_s`` (LinkStats sliding
-window), ``min_refresh_s`` (keyframe requests honoured at most this often). Read-only:
-``profile`` (``tracked``, or ``paper`` for the paper's exact scheme, which also takes the paper's
-xi = 6 and P = 4 unless they are set), ``lowres_codec``.
+Parameters: one per ``SenderConfig`` field, of the same name; defaults, ranges and descriptions
+from ``SenderConfig`` and its ``RANGES`` (= config/robot.yaml): ``xi`` contour tolerance px,
+``period`` P, ``q_symbols`` Q, ``lowres_kbps``, ``lowres_scale`` (re-opens the low-res encoder:
+next frame is a keyframe), ``target_kbps`` (0 = rate controller off; otherwise it drives xi and the
+low-res rate, see link_budget.py), ``lowres_share``, ``fps`` (stream rate the kbps windows
+assume), ``window_s`` (LinkStats sliding window), ``min_refresh_s`` (keyframe requests honoured at
+most this often). Read-only: ``profile`` (``tracked``, or ``paper`` for the paper's exact scheme,
+which also takes the paper's xi = 6 and P = 4 unless they are set), ``lowres_codec``. Deprecated:
+``iframe_period`` (sets ``period``, with a warning).
 """
 
 from __future__ import annotations
@@ -27,52 +28,27 @@ from sensor_msgs.msg import Image
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
 from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, LowResFrame, SemanticFrame
-from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
+from semcomm_ros.nodes.common import NAMESPACE, declare, declare_deprecated, declare_fields, run, set_result
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import (FRAME_TYPE_I, FRAME_TYPE_P, LowResPacket, SemanticPacket,
                                      labels_from_msg, lowres_to_msg, rgb_from_msg, semantic_to_msg,
                                      stamp_from_ns, stamp_to_ns)
-from semcomm_ros.sender import LOWRES_CODECS, Sender, SenderConfig
+from semcomm_ros.sender import Sender, SenderConfig
 
-# node parameter -> SenderConfig field, where the names differ
-FIELD = {"iframe_period": "period"}
+#: old parameter name -> the SenderConfig field it sets (deprecated; removed in the next release)
+RENAMED = {"iframe_period": "period"}
 WARN_EVERY_S = 10.0
 
 
 class EncoderNode(Node):
     def __init__(self):
         super().__init__("encoder_node", namespace=NAMESPACE)
-        from semcomm_ros.codec.packet import PROFILES
-        from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
-
-        d, r = SenderConfig, SenderConfig.RANGES
-        profile = declare(self, "profile", d.profile, "semantic codec profile: tracked (ours) or paper "
-                          "(the paper's exact scheme; xi and P then default to the paper's)", read_only=True,
-                          choices=PROFILES)
-        pd = PROFILE_DEFAULTS[profile]
-        v = {"profile": profile}
-        v["xi"] = declare(self, "xi", float(pd["xi"]), "contour simplification tolerance xi, pixels "
-                          "(default: the profile's)", *r["xi"])
-        v["period"] = declare(self, "iframe_period", int(pd["period"]), "I-frame period P, frames "
-                              "(default: the profile's)", *r["period"])
-        v["q_symbols"] = declare(self, "q_symbols", d.q_symbols, "quantisation symbols Q of contour differences",
-                                 *r["q_symbols"])
-        v["lowres_kbps"] = declare(self, "lowres_kbps", d.lowres_kbps, "low-res stream rate while the rate "
-                                   "controller is off, kbit/s", *r["lowres_kbps"])
-        v["lowres_scale"] = declare(self, "lowres_scale", d.lowres_scale, "low-res downscale factor",
-                                    *r["lowres_scale"])
-        v["lowres_codec"] = declare(self, "lowres_codec", d.lowres_codec, "low-res video codec", read_only=True,
-                                    choices=LOWRES_CODECS)
-        v["target_kbps"] = declare(self, "target_kbps", d.target_kbps, "total link budget, kbit/s; 0 = rate "
-                                   "controller off", *r["target_kbps"])
-        v["lowres_share"] = declare(self, "lowres_share", d.lowres_share, "share of target_kbps planned for "
-                                    "the low-res stream under the rate controller", *r["lowres_share"])
-        v["fps"] = declare(self, "fps", d.fps, "camera frame rate the kbit/s figures assume", *r["fps"])
-        v["window_s"] = declare(self, "window_s", d.window_s, "sliding window of link_stats, seconds",
-                                *r["window_s"])
-        v["min_refresh_s"] = declare(self, "min_refresh_s", d.min_refresh_s, "keyframe requests are honoured "
-                                     "at most this often per stream, s", *r["min_refresh_s"])
-        self.sender = Sender(SenderConfig(**v))
+        # the profile first: xi and P default to its values
+        profile = declare(self, "profile", SenderConfig.profile, SenderConfig.RANGES["profile"])
+        values = declare_fields(self, SenderConfig(profile=profile),
+                                [n for n in SenderConfig.RANGES if n != "profile"])
+        values.update(declare_deprecated(self, RENAMED))
+        self.sender = Sender(SenderConfig(profile=profile, **values))
         self.add_on_set_parameters_callback(self._on_params)
         self.pub_sem = self.create_publisher(SemanticFrame, "semantic", qos.LINK)
         self.pub_low = self.create_publisher(LowResFrame, "lowres", qos.LINK)
@@ -96,18 +72,18 @@ class EncoderNode(Node):
 
     # -- parameters ----------------------------------------------------------------------------
     def _on_params(self, params):
-        # ranges are in the descriptors (rclpy refuses out-of-range values before this runs);
-        # the sender refuses what a range cannot say, e.g. a scale that does not divide the frame
-        for p in params:
-            name = FIELD.get(p.name, p.name)
-            if name not in SenderConfig.RANGES:
-                continue  # not the sender's (e.g. the QoS override parameters rclpy declares)
-            try:
-                self.sender.set(name, p.value)
-            except ValueError as exc:
-                reason = f"{p.name}={p.value!r} refused: {exc}"
-                self.get_logger().warning(reason)
-                return set_result(False, reason)
+        # ranges are in the descriptors (rclpy refuses out-of-range values before this runs); the
+        # sender checks the whole new config and what a range cannot say (a scale that does not
+        # divide the frame) before it swaps it in, so a refused set changes nothing
+        changes = {p.name: p.value for p in params if p.name in SenderConfig.RANGES}
+        if not changes:  # not the sender's (a deprecated name comes with its new one, QoS overrides, ...)
+            return set_result(True)
+        try:
+            self.sender.reconfigure(**changes)
+        except ValueError as exc:
+            reason = f"{', '.join(f'{k}={v!r}' for k, v in changes.items())} refused: {exc}"
+            self.get_logger().warning(reason)
+            return set_result(False, reason)
         return set_result(True)
 
     # -- feedback ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ bits actually delivered over a sliding window, and the drops. ``keyframe_request
 (the feedback channel is tiny; route it through a second emulator if it must be impaired).
 Parameters (run-time changeable): ``bandwidth_kbps`` (0 = unlimited), ``latency_ms``,
 ``loss_rate``, ``reorder_rate``, ``max_delay_s`` (longest wait for the cap; a bandwidth change
-re-times what is queued), ``window_s``; read-only ``seed``. Defaults are ``LinkParams``'.
+re-times what is queued), ``window_s``; read-only ``seed``. The link's parameters are
+``LinkParams`` fields of the same name (defaults, ranges, descriptions from ``LinkParams``).
 """
 
 from __future__ import annotations
@@ -20,29 +21,28 @@ from rclpy.node import Node
 from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.link import DeliveryWindow, LinkParams, SimulatedLink
 from semcomm_ros.msg import LinkStats, LowResFrame, SemanticFrame
-from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
+from semcomm_ros.nodes.common import NAMESPACE, declare, declare_fields, run, set_result
+from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import stamp_from_ns
+
+
+#: the LinkParams fields declared as parameters of the same name
+LINK_PARAMETERS = ("bandwidth_kbps", "latency_ms", "loss_rate", "reorder_rate", "max_delay_s")
+#: the node's own parameters
+NODE_PARAMETERS = {
+    "seed": Range("random seed of loss/reordering", 0, 2**31 - 1, read_only=True),
+    "window_s": Range("window of the delivered-rate figure, s", 0.5, 600.0),
+}
 
 
 class LinkEmulator(Node):
     def __init__(self):
         super().__init__("link_emulator", namespace=NAMESPACE)
-        p = LinkParams()
-        self.params_ = {
-            "bandwidth_kbps": declare(self, "bandwidth_kbps", p.bandwidth_kbps,
-                                      "bandwidth cap, kbit/s (1000 bit/s); 0 = unlimited", 0.0, 1e6),
-            "latency_ms": declare(self, "latency_ms", p.latency_ms, "added one-way latency, ms", 0.0, 60000.0),
-            "loss_rate": declare(self, "loss_rate", p.loss_rate, "probability a packet is lost", 0.0, 1.0),
-            "reorder_rate": declare(self, "reorder_rate", p.reorder_rate,
-                                    "probability a packet is held back 100-300 ms", 0.0, 1.0),
-            "max_delay_s": declare(self, "max_delay_s", p.max_delay_s, "longest a packet may wait for the "
-                                   "bandwidth cap, s; later packets are dropped", 0.01, 600.0),
-        }
-        seed = declare(self, "seed", 0, "random seed of loss/reordering", 0, 2**31 - 1, read_only=True)
-        self.window = DeliveryWindow(declare(self, "window_s", DeliveryWindow.DEFAULT_S,
-                                             "window of the delivered-rate figure, s", 0.5, 600.0))
-        self.link = SimulatedLink(LinkParams(**self.params_), seed=seed)
+        values = declare_fields(self, LinkParams(), LINK_PARAMETERS)
+        seed = declare(self, "seed", 0, NODE_PARAMETERS["seed"])
+        self.window = DeliveryWindow(declare(self, "window_s", DeliveryWindow.DEFAULT_S, NODE_PARAMETERS["window_s"]))
+        self.link = SimulatedLink(LinkParams(**values), seed=seed)
         self.t0 = time.monotonic()
         self.add_on_set_parameters_callback(self._on_params)
         self.pub = {"semantic": self.create_publisher(SemanticFrame, "semantic", qos.LINK),
@@ -53,23 +53,23 @@ class LinkEmulator(Node):
         self.offered = 0
         self.create_timer(0.005, self._deliver)
         self.create_timer(1.0, self._stats)
-        self.get_logger().info(f"link: {self.params_}")
+        self.get_logger().info(f"link: {values}")
 
     def _now(self) -> float:
         return time.monotonic() - self.t0
 
     def _on_params(self, params):
-        # ranges are in the descriptors: rclpy refuses out-of-range values before this runs
-        changes = {p.name: p.value for p in params if p.name in self.params_}
+        # ranges are in the descriptors: rclpy refuses out-of-range values before this runs; the
+        # link checks its whole new parameter set before it takes it
+        changes = {p.name: p.value for p in params if p.name in LINK_PARAMETERS}
+        window = [float(p.value) for p in params if p.name == "window_s"]
         if changes:
             try:
                 self.link.set_params(t=self._now(), **changes)
             except ValueError as exc:
                 return set_result(False, str(exc))
-            self.params_.update(changes)
-        for p in params:
-            if p.name == "window_s":
-                self.window.window_s = float(p.value)
+        if window:
+            self.window.window_s = window[-1]
         return set_result(True)
 
     def _offer(self, stream: str, msg):
@@ -89,7 +89,7 @@ class LinkEmulator(Node):
         m.semantic_kbps, m.lowres_kbps = kbps.get("semantic", 0.0), kbps.get("lowres", 0.0)
         m.total_kbps = m.semantic_kbps + m.lowres_kbps
         m.window_s, m.window_frames = float(span), packets
-        m.target_kbps = float(self.params_["bandwidth_kbps"])
+        m.target_kbps = float(self.link.params.bandwidth_kbps)
         m.frames = self.link.delivered
         m.dropped = self.link.dropped_loss + self.link.dropped_queue
         m.bits = self.link.delivered_bits

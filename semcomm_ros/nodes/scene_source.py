@@ -14,24 +14,31 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
+from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg
+
+
+NODE_PARAMETERS = {
+    "fps": Range("frames per second published", 0.1, 60.0),
+    "width": Range("frame width in pixels (multiple of 16)", 32, 2048, step=16, read_only=True),
+    "height": Range("frame height in pixels (multiple of 16)", 32, 2048, step=16, read_only=True),
+    "seed": Range("scene seed; clip k uses seed + k", 0, 2**31 - 1, read_only=True),
+    "clip_frames": Range("frames per generated clip", 1, 100000, read_only=True),
+    "max_frames": Range("stop after this many frames (0 = never)", 0, 10**9),
+}
 
 
 class SceneSource(Node):
     def __init__(self):
         super().__init__("scene_source", namespace=NAMESPACE)
-        self.fps = declare(self, "fps", 10.0, "frames per second published", 0.1, 60.0)
-        self.width = declare(self, "width", 512, "frame width in pixels (multiple of 16)", 32, 2048, 16,
-                             read_only=True)
-        self.height = declare(self, "height", 512, "frame height in pixels (multiple of 16)", 32, 2048, 16,
-                              read_only=True)
-        self.seed = declare(self, "seed", 0, "scene seed; clip k uses seed + k", 0, 2**31 - 1,
-                            read_only=True)
-        self.clip_frames = declare(self, "clip_frames", 300, "frames per generated clip", 1, 100000,
-                                   read_only=True)
-        self.max_frames = declare(self, "max_frames", 0, "stop after this many frames (0 = never)",
-                                  0, 10**9)
+        n = NODE_PARAMETERS
+        self.fps = declare(self, "fps", 10.0, n["fps"])
+        self.width = declare(self, "width", 512, n["width"])
+        self.height = declare(self, "height", 512, n["height"])
+        self.seed = declare(self, "seed", 0, n["seed"])
+        self.clip_frames = declare(self, "clip_frames", 300, n["clip_frames"])
+        self.max_frames = declare(self, "max_frames", 0, n["max_frames"])
         self.pub_rgb = self.create_publisher(Image, "camera/image_raw", qos.ROBOT_IMAGES)
         self.pub_labels = self.create_publisher(Image, "camera/labels_gt", qos.ROBOT_IMAGES)
         self.count = 0

@@ -14,17 +14,23 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from semcomm_ros.nodes.common import NAMESPACE, declare, run
+from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, labels_from_msg, rgb_from_msg, stamp_to_ns
+
+
+NODE_PARAMETERS = {
+    "backend": Range("segmentation backend: ultralytics, labels, or '' for the config's default",
+                     choices=("", "ultralytics", "labels"), read_only=True),
+    "config": Range("segmentation YAML ('' = config/segmentation.yaml)", read_only=True),
+}
 
 
 class SegmentationNode(Node):
     def __init__(self):
         super().__init__("segmentation_node", namespace=NAMESPACE)
-        backend = declare(self, "backend", "", "segmentation backend: ultralytics, labels, or '' "
-                          "for the config's default", read_only=True, choices=("", "ultralytics", "labels"))
-        config = declare(self, "config", "", "segmentation YAML ('' = config/segmentation.yaml)",
-                         read_only=True)
+        backend = declare(self, "backend", "", NODE_PARAMETERS["backend"])
+        config = declare(self, "config", "", NODE_PARAMETERS["config"])
         from semcomm_ros.segmentation import load_segmenter
 
         self.segmenter = load_segmenter(backend or None, config=config or None)

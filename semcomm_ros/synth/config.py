@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semcomm_ros.ranges import Range, check_ranges
+
 CONFIG_NAME = "synthesizer.json"
 FORMAT_VERSION = 1
 
@@ -42,7 +44,7 @@ def default_parts() -> dict[str, str | None]:
 
 def valid_strength(value) -> bool:
     """The rule for ``SynthConfig.strength`` (also checked up front by the demo/eval options)."""
-    return isinstance(value, (int, float)) and 0 < value <= 1
+    return SynthConfig.RANGES["strength"].error("strength", value) is None
 
 
 @dataclass
@@ -91,11 +93,37 @@ class SynthConfig:
     parts: dict[str, str | None] = field(default_factory=default_parts)
     format_version: int = FORMAT_VERSION
 
+    # what each field accepts; the decoder node declares its operating-point parameters from here
+    RANGES = {
+        "num_classes": Range("label classes; a label map holds ids 0..num_classes-1", 1, 65536),
+        "label_encoding": Range("how a label map enters the ControlNet", choices=("one_hot",)),
+        "lambda_c": Range("Semantic Control weight lambda_C", 0.0, 4.0),
+        "lambda_r": Range("Restoration Adapter weight lambda_R", 0.0, 4.0),
+        "lambda_t": Range("Temporal Adapter weight lambda_T", 0.0, 4.0),
+        "lambda_rho": Range("Semantic Refiner weight lambda_rho", 0.0),
+        "consistency": Range("data consistency toward the received frame on the background", 0.0, 1.0),
+        "consistency_objects": Range("data consistency toward the received frame on the objects", 0.0, 1.0),
+        # no upper bound here: the model's Temporal Adapter sets it (motion_max_seq_length)
+        "window": Range("causal temporal window W, frames", 1),
+        "num_steps": Range("denoising steps T", 1, 50),
+        "strength": Range("share of the T steps run, starting from the received low-res frame (1 = from pure "
+                          "noise, as in the paper)", 0.0, 1.0, lo_open=True),
+        "causal": Range("temporal attention mode", choices=CAUSAL_MODES),
+        "degraded_noise": Range("how the degraded latent enters the backbone", choices=DEGRADED_NOISE),
+        "noise": Range("noise draws: per_frame (the paper) or shared (the stream's first frame's)",
+                       choices=NOISE_MODES),
+        "null_tokens": Range("tokens of the null embedding", 1),
+        "vae_class": Range("VAE architecture", choices=VAE_CLASSES),
+    }
+
     def __post_init__(self) -> None:
         self.validate()
 
     # -- checks -------------------------------------------------------------------------------
     def validate(self) -> None:
+        """Each field against ``RANGES``, then what ties fields together."""
+        check_ranges(self)
+
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ValueError(f"SynthConfig: {msg}")
@@ -106,23 +134,6 @@ class SynthConfig:
         need(self.lowres_factor >= 1 and self.height % self.lowres_factor == 0
              and self.width % self.lowres_factor == 0,
              f"lowres_factor {self.lowres_factor} must divide {self.height}x{self.width}")
-        need(1 <= self.num_classes <= 65536, f"num_classes must be in 1..65536, got {self.num_classes}")
-        need(self.label_encoding == "one_hot", f"label_encoding must be 'one_hot', got {self.label_encoding!r}")
-        for name in ("lambda_c", "lambda_r", "lambda_t", "lambda_rho"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and v >= 0, f"{name} must be a number >= 0, got {v!r}")
-        need(self.window >= 1, f"window W must be >= 1, got {self.window}")
-        need(self.num_steps >= 1, f"num_steps T must be >= 1, got {self.num_steps}")
-        for name in ("consistency", "consistency_objects"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and 0 <= v <= 1, f"{name} must be in [0, 1], got {v!r}")
-        need(valid_strength(self.strength), f"strength must be in (0, 1], got {self.strength!r}")
-        need(self.causal in CAUSAL_MODES, f"causal must be one of {CAUSAL_MODES}, got {self.causal!r}")
-        need(self.degraded_noise in DEGRADED_NOISE,
-             f"degraded_noise must be one of {DEGRADED_NOISE}, got {self.degraded_noise!r}")
-        need(self.noise in NOISE_MODES, f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
-        need(self.null_tokens >= 1, f"null_tokens must be >= 1, got {self.null_tokens}")
-        need(self.vae_class in VAE_CLASSES, f"vae_class must be one of {VAE_CLASSES}, got {self.vae_class!r}")
         need(self.format_version == FORMAT_VERSION,
              f"format_version {self.format_version} is not supported (this code reads {FORMAT_VERSION})")
         unknown = set(self.parts) - set(default_parts())
