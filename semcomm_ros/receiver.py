@@ -124,6 +124,19 @@ class Frame:
 
 
 @dataclass
+class _Claimed:
+    """A semantic frame index claimed (decoded, waiting for an I-frame, or lost), waiting for its
+    low-res frame before it is handed out as a :class:`Frame`."""
+
+    index: int
+    labels: np.ndarray | None  # the label map in force: decoded for this index, or the last good one held
+    labels_new: bool
+    stamp_ns: int | None
+    frame_id: str
+    t_labels: float
+
+
+@dataclass
 class _Packet:
     payload: bytes
     t_arrival: float
@@ -167,7 +180,7 @@ class Receiver:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._labels: np.ndarray | None = None  # last good label map (concealment)
         self._lowres: deque[tuple[int, np.ndarray]] = deque(maxlen=LOWRES_HISTORY)
-        self._pending: deque[dict] = deque()  # semantic indices claimed, waiting for their low-res frame
+        self._pending: deque[_Claimed] = deque()  # waiting for their low-res frame
         self._requests: list[Request] = []
         self._warned: dict[str, float] = {}
         self._restart = True
@@ -368,24 +381,24 @@ class Receiver:
 
     # -- frames --------------------------------------------------------------------------------
     def _claim_semantic(self, index: int, labels, stamp_ns, frame_id: str, now: float) -> None:
-        self._pending.append(dict(index=index, labels_new=labels is not None, labels=self._labels,
-                                  stamp_ns=stamp_ns, frame_id=frame_id, t_labels=now))
+        self._pending.append(_Claimed(index=index, labels=self._labels, labels_new=labels is not None,
+                                      stamp_ns=stamp_ns, frame_id=frame_id, t_labels=now))
 
     def _release(self, now: float, force: bool = False) -> list[Frame]:
         out = []
         while self._pending:
             p = self._pending[0]
-            k = p["index"]
+            k = p.index
             lowres_done = self.low.last is not None and self.low.last >= k
             semantic_moved_on = self.sem.last is not None and self.sem.last > k
-            if not (force or lowres_done or semantic_moved_on or now - p["t_labels"] >= self.config.lowres_wait_s):
+            if not (force or lowres_done or semantic_moved_on or now - p.t_labels >= self.config.lowres_wait_s):
                 break
             self._pending.popleft()
             lowres = [(i, f) for i, f in self._lowres if i <= k]
             low_index, low = lowres[-1] if lowres else (None, None)
-            f = Frame(index=k, seed_index=k - self.sem.start, labels=p["labels"], lowres=low,
-                      labels_new=p["labels_new"], lowres_new=low_index == k, restart=self._restart,
-                      stamp_ns=p["stamp_ns"], frame_id=p["frame_id"], t_labels=p["t_labels"], t_ready=now)
+            f = Frame(index=k, seed_index=k - self.sem.start, labels=p.labels, lowres=low,
+                      labels_new=p.labels_new, lowres_new=low_index == k, restart=self._restart,
+                      stamp_ns=p.stamp_ns, frame_id=p.frame_id, t_labels=p.t_labels, t_ready=now)
             self._restart = False
             self.counts["frames"] += 1
             self.counts["concealed"] += f.concealed

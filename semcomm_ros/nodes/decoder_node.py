@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
@@ -39,7 +40,7 @@ from semcomm_ros.msg import DecoderStats, KeyframeRequest, LowResFrame, Semantic
 from semcomm_ros.nodes.common import (NAMESPACE, declare, declare_deprecated, declare_fields, route_logging, run,
                                       set_result)
 from semcomm_ros.ranges import Range
-from semcomm_ros.receiver import COUNTERS, Receiver, ReceiverConfig, to_camera
+from semcomm_ros.receiver import COUNTERS, Frame, Receiver, ReceiverConfig, to_camera
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, lowres_from_msg, semantic_from_msg, stamp_from_ns
 
@@ -67,6 +68,16 @@ NODE_PARAMETERS = {
     "every_frame": Range("synthesize every frame in order (bag replay) instead of only the newest (live)",
                          read_only=True),
 }
+
+
+@dataclass
+class SynthesisJob:
+    """A frame the receiver handed out, waiting for the synthesizer."""
+
+    frame: Frame
+    stamp_ns: int  # the capture stamp, or the decode time of a frame without one (lost)
+    t_decoded_ns: int  # ROS clock
+    restart: bool  # start the synthesizer afresh first (a new stream)
 
 
 def scaled_camera_info(info: CameraInfo, width: int, height: int, header) -> CameraInfo:
@@ -139,7 +150,7 @@ class DecoderNode(Node):
         self.skipped = 0
         self._restart = False
         self._times: deque[float] = deque(maxlen=20)
-        self._queue: deque = deque(maxlen=EVERY_FRAME_QUEUE if self.every_frame else 1)
+        self._queue: deque[SynthesisJob] = deque(maxlen=EVERY_FRAME_QUEUE if self.every_frame else 1)
         self._cv = threading.Condition()
         self._stop = False
         self._worker = threading.Thread(target=self._synth_loop, daemon=True) if self.synthesize else None
@@ -273,7 +284,7 @@ class DecoderNode(Node):
         for f in self.receiver.poll(now):
             self._publish_frame(f)
 
-    def _publish_frame(self, f):
+    def _publish_frame(self, f: Frame):
         from semcomm_ros.scenes.classes import colorize
 
         t_decoded = self._now_ns()
@@ -286,19 +297,19 @@ class DecoderNode(Node):
         # a new stream starts the synthesizer afresh at its first frame synthesized, which may come
         # after frames without a label map (before the first I-frame)
         self._restart = self._restart or f.restart
-        item = dict(frame=f, stamp=stamp, t_decoded=t_decoded, restart=self._restart)
+        job = SynthesisJob(frame=f, stamp_ns=stamp, t_decoded_ns=t_decoded, restart=self._restart)
         if not self.synthesize or f.labels is None:  # nothing to synthesize from yet
-            self._publish_diag(item, None, 0.0)
+            self._publish_diag(job, None, 0.0)
             return
         self._restart = False
         with self._cv:
             if len(self._queue) == self._queue.maxlen:
                 self.skipped += 1
-                if self._queue[0]["restart"]:  # the frame is dropped, not the reset it carries
-                    (self._queue[1] if len(self._queue) > 1 else item)["restart"] = True
+                if self._queue[0].restart:  # the frame is dropped, not the reset it carries
+                    (self._queue[1] if len(self._queue) > 1 else job).restart = True
                 if self.every_frame:
                     self.get_logger().warning("synthesizer queue full: oldest frame dropped")
-            self._queue.append(item)
+            self._queue.append(job)
             self._cv.notify()
 
     def _synth_loop(self):
@@ -312,22 +323,22 @@ class DecoderNode(Node):
                     self._cv.wait(0.5)
                 if self._stop:
                     return
-                item = self._queue.popleft()
-            f = item["frame"]
+                job = self._queue.popleft()
+            f = job.frame
             try:
                 with self.lock:
-                    if item["restart"]:
+                    if job.restart:
                         self.synth.reset()
                     t0 = time.perf_counter()
                     rgb = self.synth.step(*self._model_inputs(f), seed=f.seed_index)
                     if self.output_size == "camera":
                         rgb = to_camera(rgb, f.labels, f.lowres, self.synth.config)
                     synth_ms = 1000 * (time.perf_counter() - t0)
-                msg = image_to_msg(np.ascontiguousarray(rgb), "rgb8", item["stamp"], f.frame_id)
+                msg = image_to_msg(np.ascontiguousarray(rgb), "rgb8", job.stamp_ns, f.frame_id)
                 self.pub_synth.publish(msg)
                 if self.camera_info is not None:
                     self.pub_info.publish(scaled_camera_info(self.camera_info, msg.width, msg.height, msg.header))
-                self._publish_diag(item, self._now_ns(), synth_ms)
+                self._publish_diag(job, self._now_ns(), synth_ms)
             except Exception as exc:  # noqa: BLE001 - keep synthesizing the next frames
                 self.get_logger().error(f"synthesis of frame {f.index} failed: {exc}")
 
@@ -336,20 +347,20 @@ class DecoderNode(Node):
 
         return model_inputs(f.labels, f.lowres, self.synth.output_size, self.synth.lowres_size)
 
-    def _publish_diag(self, item, t_done, synth_ms):
-        f = item["frame"]
+    def _publish_diag(self, job: SynthesisJob, t_done, synth_ms):
+        f = job.frame
         now = time.monotonic()
         self._times.append(now)
         d = DecoderStats()
-        d.header.stamp = stamp_from_ns(item["stamp"])
+        d.header.stamp = stamp_from_ns(job.stamp_ns)
         d.frame_index = f.index & 0xFFFFFFFF
         if f.stamp_ns is None:
             # no capture stamp (its semantic packet was lost): a latency of 0 here set the encoder's
             # congestion floor to 0, so that it saw a standing queue it could never drain
             d.latency_decode_ms = d.latency_total_ms = float("nan")
         else:
-            d.latency_decode_ms = (item["t_decoded"] - item["stamp"]) / 1e6
-            d.latency_total_ms = ((t_done or item["t_decoded"]) - item["stamp"]) / 1e6
+            d.latency_decode_ms = (job.t_decoded_ns - job.stamp_ns) / 1e6
+            d.latency_total_ms = ((t_done or job.t_decoded_ns) - job.stamp_ns) / 1e6
         d.synth_ms = float(synth_ms)
         d.fps = ((len(self._times) - 1) / (self._times[-1] - self._times[0])
                  if len(self._times) > 1 and self._times[-1] > self._times[0] else 0.0)
