@@ -15,18 +15,19 @@ from pathlib import Path
 
 import torch
 
+from semcomm_ros.synth import SynthConfig, SynthModel
+from semcomm_ros.synth import backbone as sbb
 from semcomm_ros.synth.adapters import adapter
+from semcomm_ros.synth.temporal_adapter import TemporalAdapter
 
+from .classes import class_names
 from .config import Preset
 from .backbone import build_scheduler, build_unet, build_vae
+from .pretrained import SD_CONTROL_EMBEDDING, SD_MOTION_HEADS, load_backbone, load_controlnet, load_motion_adapter
 
 #: ControlNet hint encoder widths of the compact backbones (diffusers' default 16/32/96/256 costs
 #: as much as the backbone at 128x128 on a CPU)
 CONTROL_EMBEDDING = (16, 32, 32, 64)
-#: an SD-sized backbone gets the public checkpoints' shapes: ControlNet's hint encoder and
-#: AnimateDiff's 8 motion heads, so that released weights load into them
-SD_CONTROL_EMBEDDING = (16, 32, 96, 256)
-SD_MOTION_HEADS = 8
 MODEL = "model"
 TEACHER = "teacher_temporal"
 
@@ -41,16 +42,12 @@ def adapter_shapes(unet) -> dict:
 
 
 def num_classes(preset: Preset) -> int:
-    from .sources import class_names
-
     return len(class_names(preset.data))
 
 
 def build_model(preset: Preset, unet, vae, scheduler=None, null_embedding: torch.Tensor | None = None,
                 window: int | None = None, controlnet="new", temporal="new"):
     """The synthesizer model of ``preset`` around a backbone; adapters "new" unless given."""
-    from semcomm_ros.synth import SynthConfig, SynthModel
-
     res = preset.data.resolution
     extra = {"window": window} if window else {}
     if null_embedding is not None:
@@ -80,14 +77,8 @@ def _trained(root: Path, part: str, stage: str) -> Path:
 
 def assemble_model(preset: Preset, root: Path):
     """The backbone (trained by the vae/backbone stages, or pretrained) + fresh adapters."""
-    from semcomm_ros.synth import backbone as sbb
-
     src = preset.pretrained
     if src.backbone:
-        from semcomm_ros.synth.temporal_adapter import TemporalAdapter
-
-        from .pretrained import load_backbone, load_controlnet, load_motion_adapter
-
         unet, vae, scheduler, null = load_backbone(src.backbone, src.backbone_config)
         controlnet = temporal = "new"
         if src.controlnet:
@@ -106,8 +97,6 @@ def assemble_model(preset: Preset, root: Path):
 
 def load_model(preset: Preset, root: Path):
     """The run's model directory, assembled on first use."""
-    from semcomm_ros.synth import SynthModel
-
     path = root / MODEL
     if not (path / "synthesizer.json").is_file():
         assemble_model(preset, root).save_pretrained(path)

@@ -20,7 +20,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from semcomm_ros.synth.backbone import SINGLE_FILE_SUFFIXES
+from semcomm_ros.scenes.classes import PALETTE
+from semcomm_ros.synth.backbone import SINGLE_FILE_SUFFIXES, _require_dir, load_sd_backbone
+from semcomm_ros.synth.temporal_adapter import _sites
+
+#: an SD-sized backbone gets the public checkpoints' shapes: ControlNet's hint encoder and
+#: AnimateDiff's 8 motion heads, so that released weights load into them
+SD_CONTROL_EMBEDDING = (16, 32, 96, 256)
+SD_MOTION_HEADS = 8
 
 
 def _exists(path: Path, what: str) -> Path:
@@ -32,8 +39,6 @@ def _exists(path: Path, what: str) -> Path:
 def load_backbone(source: str | Path, config_dir: str | Path = ""):
     """(unet, vae, training scheduler, null embedding) from a local SD folder or single file
     (``synth.backbone.load_sd_backbone``, which ``SynthModel.from_sd_checkpoint`` uses too)."""
-    from semcomm_ros.synth.backbone import load_sd_backbone
-
     return load_sd_backbone(source, config_dir=config_dir or None)
 
 
@@ -41,9 +46,6 @@ def load_backbone(source: str | Path, config_dir: str | Path = ""):
 def load_motion_adapter(source: str | Path, unet):
     """A diffusers MotionAdapter from a folder, or from an original AnimateDiff motion-module file."""
     from diffusers import MotionAdapter
-
-    from semcomm_ros.synth.backbone import _require_dir
-    from semcomm_ros.synth.temporal_adapter import _sites
 
     path = _exists(Path(source), "motion adapter")
     if path.is_dir():
@@ -73,8 +75,6 @@ def _motion_from_file(path: Path, unet):
     """Original AnimateDiff keys -> diffusers (diffusers' own mapping); the config read off the weights."""
     from diffusers import MotionAdapter
     from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
-
-    from .assembly import SD_MOTION_HEADS
 
     raw = _read_state_dict(path)
     pe = next((v for k, v in raw.items() if "pos_encoder.pe" in k), None)
@@ -113,8 +113,6 @@ def load_controlnet(source: str | Path, unet, num_classes: int, data=None):
     """A local diffusers ControlNet as the initial psi: one-hot input, or an RGB one with the palette folded in."""
     from diffusers import ControlNetModel
 
-    from semcomm_ros.synth.backbone import _require_dir
-
     path = _require_dir(_exists(Path(source), "ControlNet"), "controlnet")
     cn = ControlNetModel.from_pretrained(path, local_files_only=True)
     for key in ("block_out_channels", "cross_attention_dim", "layers_per_block"):
@@ -139,8 +137,6 @@ def label_palette(num_classes: int, data=None) -> torch.Tensor:
         doc = yaml.safe_load(Path(data.classes).read_text())
         colours = doc.get("palette") if isinstance(doc, dict) else None
     if colours is None:
-        from semcomm_ros.scenes.classes import PALETTE
-
         colours = PALETTE
     if len(colours) < num_classes:
         raise ValueError(f"an RGB ControlNet needs a colour per class: {num_classes} classes, {len(colours)} "

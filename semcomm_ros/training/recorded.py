@@ -28,6 +28,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from semcomm_ros.segmentation import load_segmenter
+
+from .classes import class_names
 from .config import DataConfig
 from .data import CACHE_DIR, DEGRADATIONS, ClipSet, _key, codec_degrade, realesrgan_degrade
 
@@ -127,6 +130,7 @@ def _image_from_ros(msg, msgtype: str, mono: bool) -> np.ndarray:
 
 def _bag(path: Path, image_topic: str, label_topic: str, backlog: int = 64) -> Iterator[Frame]:
     """Camera frames in recorded order, each with its label map (same header stamp) when a label topic is given."""
+    # deferred: only a rosbag2 --data reads through the ROS layer; training imports without it
     from semcomm_ros.ros import bag
 
     meta = bag.info(path)["topics"]
@@ -208,8 +212,6 @@ def build_recorded_clipset(cfg: DataConfig, degradation: str = "codec", cache: b
     ``pseudo_labels=False``: frames without a label map are an error instead of segmented."""
     from tqdm.auto import tqdm
 
-    from .sources import class_names
-
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; expected one of {', '.join(DEGRADATIONS)}")
     src = Path(cfg.source)
@@ -282,8 +284,6 @@ class _Labeller:
         if not self.allowed:
             raise ValueError(f"{self.cfg.source}: frames without label maps; give a --label-topic or NAME_labels/ PNGs")
         if self.seg is None:
-            from semcomm_ros.segmentation import load_segmenter
-
             self.seg = load_segmenter(config=self.cfg.segmenter or None)
             if tuple(self.seg.class_names) != tuple(self.names):
                 raise ValueError(f"frames without labels are labelled by the segmenter, whose classes "

@@ -6,40 +6,13 @@ are cut, cached and sampled exactly like the procedural ones.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from .classes import class_names  # noqa: F401 -- its home before classes.py; callers still import it from here
 from .config import DataConfig
 from .data import ClipSet, build_clipset
-
-
-def class_names(data: DataConfig) -> tuple[str, ...]:
-    """The class list (id = index, 0 = background): the YAML ``data.classes`` or the tabletop classes."""
-    from semcomm_ros.scenes import CLASS_NAMES
-
-    if not data.classes:
-        return tuple(CLASS_NAMES)
-    return load_class_file(data.classes)
-
-
-def load_class_file(path: str | Path) -> tuple[str, ...]:
-    """``classes: [background, name1, ...]`` from a YAML file (a bare list is accepted too)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class list {path} does not exist (a YAML file with `classes: [background, ...]`)")
-    doc = yaml.safe_load(path.read_text())
-    names = doc.get("classes") if isinstance(doc, dict) else doc
-    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) and n for n in names):
-        raise ValueError(f"{path}: expected `classes:` as a list of at least 2 class names (id 0 = background)")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: class names must be unique, got {names}")
-    return tuple(names)
+from .recorded import build_recorded_clipset
 
 
 def load_clips(data: DataConfig, degradation: str = "codec", progress: bool = True) -> ClipSet:
     if not data.source:
         return build_clipset(data, degradation=degradation, progress=progress)
-    from .recorded import build_recorded_clipset
-
     return build_recorded_clipset(data, degradation=degradation, progress=progress)
