@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import ClassMap, Segmenter, check_rgb, merge_masks
+from .labels_backend import LabelsSegmenter
+from .ultralytics_backend import UltralyticsSegmenter
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -79,15 +81,11 @@ def load_segmenter(backend: str | None = None, *, config: str | Path | dict | No
         elif backend == "labels":
             settings.setdefault("class_names", tuple(names))
     if backend == "ultralytics":
-        from .ultralytics_backend import UltralyticsSegmenter
-
         if "class_map" not in settings:
             raise ValueError("ultralytics backend needs a class_map (model class -> codec class)")
         weights = _path("weights", settings, options) or DEFAULT_WEIGHTS
         settings.pop("weights", None)
         return UltralyticsSegmenter(weights, **settings)
-    from .labels_backend import LabelsSegmenter
-
     source = _path("source", settings, options)
     settings.pop("source", None)
     return LabelsSegmenter(source, **settings)

@@ -26,7 +26,11 @@ import numpy as np
 
 from ..scenes import CLASS_NAMES, TabletopScene
 from ..scenes.splits import SEG_TRAIN_SEED0, SEG_VAL_SEED0
+from ..training.classes import class_names
+from ..training.config import DataConfig
+from ..training.recorded import build_recorded_clipset
 from .degrade import random_degrade
+from .offline import import_ultralytics
 
 MODEL_CLASSES: tuple[str, ...] = CLASS_NAMES[1:]  # YOLO class k = codec class k + 1; the table is background
 
@@ -136,10 +140,6 @@ def prepare_recorded(out: Path, source: Path, n_train: int, n_val: int, imgsz: i
     instances are the connected regions of each class."""
     import yaml
 
-    from semcomm_ros.training.config import DataConfig
-    from semcomm_ros.training.recorded import build_recorded_clipset
-    from semcomm_ros.training.sources import class_names
-
     cfg = DataConfig(resolution=imgsz, camera_resolution=imgsz, clips=n_train + n_val, frames_per_clip=1, fps=fps,
                      source=str(source), image_topic=image_topic, label_topic=label_topic, classes=classes)
     names = class_names(cfg)
@@ -208,8 +208,6 @@ def _install(src: Path, dst: Path, log=print) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("YOLO_VERBOSE", "True")
-    from .offline import import_ultralytics
-
     import_ultralytics()
     import torch
 

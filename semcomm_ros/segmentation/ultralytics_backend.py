@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from .base import ClassMap, Segmenter, check_rgb, merge_masks
+from .offline import import_ultralytics
 
 
 class UltralyticsSegmenter(Segmenter):
@@ -47,8 +48,6 @@ class UltralyticsSegmenter(Segmenter):
         if not path.is_file():
             # a bare name like "yolo11n-seg.pt" would make ultralytics download it: never do that
             raise ValueError(f"segmentation weights not found: {path} (a local .pt file is required)")
-        from .offline import import_ultralytics
-
         import_ultralytics()
         import torch
         from ultralytics import YOLO

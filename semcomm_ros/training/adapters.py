@@ -32,11 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from semcomm_ros.synth.adapters import OMEGA, PHI, PSI
+from semcomm_ros.synth.temporal_adapter import TemporalAdapter
 
 from .assembly import MODEL, TEACHER, load_model, save_part
 from .config import Preset, StageConfig
-from .data import BatchSampler, ClipSet, flip_array
+from .data import BatchSampler, ClipSet, _key, flip_array
 from .losses import batch_generator, object_weights, weighted_mse
+from .pretrained import load_motion_adapter, load_phi_weights
+from .recorded import _fingerprint
+from .sources import load_clips
 from .trainer import Plan, count_params
 
 
@@ -107,8 +111,6 @@ def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
     """Keyed by the VAE's weights (their values, not the file: re-saving must not invalidate it)."""
     from safetensors.torch import load_file
 
-    from .data import _key
-
     vae_file = next((root / MODEL / "vae").glob("*.safetensors"))
     h = hashlib.sha1()
     for k, v in sorted(load_file(str(vae_file)).items()):
@@ -116,15 +118,11 @@ def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
         h.update(v.float().numpy().tobytes())
     h.update(_key(preset.data, degradation).encode())
     if preset.data.source:  # recordings: their files, not only their path
-        from .recorded import _fingerprint
-
         h.update(_fingerprint(Path(preset.data.source)).encode())
     return root / "cache" / f"latents_{h.hexdigest()[:12]}.pt"
 
 
 def stage_data(model, preset: Preset, cfg: StageConfig, root: Path, progress: bool):
-    from .sources import load_clips
-
     clips = load_clips(preset.data, degradation=cfg.degradation, progress=progress)
     enc = EncodedClips.build(model, clips, _cache_file(root, preset, cfg.degradation), progress=progress)
     return clips, enc
@@ -420,8 +418,6 @@ plan_restoration = partial(_clip_plan, RestorationStage)
 def plan_teacher(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
     model = load_model(preset, root)
     if preset.pretrained.motion_adapter:  # fine-tune AnimateDiff's motion module (the paper's teacher)
-        from .pretrained import load_motion_adapter, load_phi_weights
-
         load_phi_weights(model, load_motion_adapter(preset.pretrained.motion_adapter, model.unet),
                          preset.pretrained.motion_adapter)
     # kept apart from the model's phi: lcm/dmd read it as the frozen teacher
@@ -433,13 +429,9 @@ def load_teacher(preset: Preset, root: Path, unet):
     """The frozen teacher phi: the teacher stage's, else the pretrained motion adapter."""
     from diffusers import MotionAdapter
 
-    from semcomm_ros.synth.temporal_adapter import TemporalAdapter
-
     if (root / TEACHER).is_dir():
         return TemporalAdapter(MotionAdapter.from_pretrained(root / TEACHER, local_files_only=True))
     if preset.pretrained.motion_adapter:
-        from .pretrained import load_motion_adapter
-
         return TemporalAdapter(load_motion_adapter(preset.pretrained.motion_adapter, unet))
     raise FileNotFoundError(f"no teacher Temporal Adapter under {root / TEACHER}; run `semcomm train teacher` first "
                             "(or pass --motion-adapter, an AnimateDiff motion module)")
@@ -448,8 +440,6 @@ def load_teacher(preset: Preset, root: Path, unet):
 def plan_lcm(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
     model = load_model(preset, root)
     teacher = load_teacher(preset, root, model.unet)
-    from .pretrained import load_phi_weights
-
     load_phi_weights(model, teacher.motion, "the teacher")  # the student starts as the teacher
     clips, enc = stage_data(model, preset, cfg, root, progress)
     samples_file = root / "cache" / "teacher_samples.pt"

@@ -20,7 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import PRESETS, STAGES
+from .config import PRESETS, STAGES, get_preset
+from .export import export_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +115,7 @@ def _overrides(args) -> dict:
 
 
 def run(args) -> int:
-    from .config import get_preset
+    # deferred: the pipeline imports torch (~2 s), which `semcomm train --help` need not load
     from .pipeline import run_stage
 
     try:
@@ -126,9 +127,7 @@ def run(args) -> int:
         return 2
     root = Path(args.out or f"runs/{preset.name}")
     if args.stage == "export":
-        from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
-
-        from .export import export_model
+        from semcomm_ros.synth.model import DEFAULT_MODEL_DIR  # deferred: imports torch, as the pipeline does
 
         try:
             dest = export_model(root / "model", args.to or DEFAULT_MODEL_DIR)
@@ -162,8 +161,6 @@ def run(args) -> int:
             return 1
         print(f"[{st}] " + json.dumps({k: v for k, v in info.items() if k != "loss"}, default=str))
     if args.stage == "all" and getattr(args, "export", None):
-        from .export import export_model
-
-        dest = export_model(root / "model", args.export)  # noqa: F811
+        dest = export_model(root / "model", args.export)
         print(f"exported to {dest}")
     return 0

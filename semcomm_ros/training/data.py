@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from semcomm_ros.scenes import tabletop_clip
+
 from .config import SOURCE_FIELDS, DataConfig
 
 CACHE_DIR = Path(os.environ.get("SEMCOMM_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "training"
@@ -77,7 +79,7 @@ def codec_degrade(frames: np.ndarray, cfg: DataConfig) -> np.ndarray:
     -> bytes -> LowResDecoder, then area-averaged to resolution / lowres_factor as
     ``system.synthesize`` does before the synthesizer.
     """
-    try:
+    try:  # deferred: only this degradation needs the codec, and the "realesrgan" one works without it
         from semcomm_ros.codec import LowResDecoder, LowResEncoder
     except ImportError as exc:  # the low-res codec lives in another module of this package
         raise RuntimeError(
@@ -109,8 +111,6 @@ def _key(cfg: DataConfig, degradation: str) -> str:
 
 
 def render_clip(seed: int, frames: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    from semcomm_ros.scenes import tabletop_clip
-
     rgb, lab = [], []
     for f_rgb, f_lab in tabletop_clip(seed, frames, width=resolution, height=resolution):
         rgb.append(np.asarray(f_rgb, np.uint8))

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from semcomm_ros.synth.config import SynthConfig
+
 MAX_SHIPPED_MB = 50.0
 
 
@@ -21,9 +23,9 @@ def export_model(src: str | Path, dest: str | Path, stages_json: str | Path | No
                  max_mb: float | None = None) -> Path:
     """``max_mb``: size limit; default MAX_SHIPPED_MB for the repository's shipped-model path, none
     elsewhere (an SD-1.5-sized model exported for an operator station is gigabytes)."""
+    # deferred: imports torch (~2 s); `semcomm train --help` imports this module through training.cli
     from semcomm_ros.synth import CausalSynthesizer
-    from semcomm_ros.synth.config import SynthConfig
-    from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
+    from semcomm_ros.synth.model import DEFAULT_MODEL_DIR  # deferred: imports torch, as above
 
     src, dest = Path(src), Path(dest)
     if max_mb is None and dest.resolve() == DEFAULT_MODEL_DIR.resolve():

@@ -18,9 +18,15 @@ from pathlib import Path
 
 import torch
 
+from semcomm_ros.synth.backbone import load_unet, load_vae
+
 from . import adapters
+from .assembly import _trained, assemble_model
+from .backbone import BackboneStage, LatentCache, VAEStage, latent_scaling_factor, save_backbone
 from .refiner import plan_refiner
 from .config import STAGES, Preset, StageConfig
+from .data import BatchSampler, render_clip, to_tensor_images
+from .sources import load_clips
 from .trainer import Plan, Trainer, count_params
 
 
@@ -87,18 +93,11 @@ def _device_name() -> str:
 
 
 def _clips(preset: Preset, progress: bool = True):
-    from .sources import load_clips
-
     # the vae and backbone stages use no degraded frames; "realesrgan" is the cheap one to make
     return load_clips(preset.data, degradation="realesrgan", progress=progress)
 
 
 def _plan_vae(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
-    from semcomm_ros.synth.backbone import load_vae
-
-    from .backbone import VAEStage, latent_scaling_factor, save_backbone
-    from .data import BatchSampler
-
     clips = _clips(preset, progress)
     vae = None
     if cfg.init:
@@ -121,8 +120,6 @@ def vae_heldout_psnr(vae, preset: Preset, seeds=(0, 1, 2, 3), frames: int = 8) -
     """Reconstruction PSNR of the VAE on held-out clips (seeds outside the training range)."""
     import numpy as np
 
-    from .data import render_clip, to_tensor_images
-
     errs = []
     for s in seeds:
         rgb, _ = render_clip(s, frames, preset.data.resolution)
@@ -133,12 +130,6 @@ def vae_heldout_psnr(vae, preset: Preset, seeds=(0, 1, 2, 3), frames: int = 8) -
 
 
 def _plan_backbone(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
-    from semcomm_ros.synth.backbone import load_unet, load_vae
-
-    from .assembly import _trained, assemble_model
-    from .backbone import BackboneStage, LatentCache, save_backbone
-    from .data import BatchSampler
-
     clips = _clips(preset, progress)
     vae = load_vae(_trained(root, "vae", "vae"))
     sf = float(vae.config.scaling_factor)

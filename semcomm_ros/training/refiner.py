@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semcomm_ros.receiver import model_inputs
+from semcomm_ros.scenes import tabletop_clip
+from semcomm_ros.segmentation import load_segmenter
+from semcomm_ros.synth import CausalSynthesizer
+from semcomm_ros.synth.config import SynthConfig
+from semcomm_ros.system import ChainConfig, transmit
+
+from .assembly import MODEL, load_model
 from .config import Preset, StageConfig
+from .sources import load_clips
 from .trainer import Plan, count_params
 
 #: share of samples that start from E(I) instead of the denoiser's x_0 / that have no low-res frame
@@ -38,16 +47,11 @@ def _chain_inputs(preset: Preset, progress: bool):
     """Yield (camera frames, robot segmenter) per training clip: the camera's view of each scene."""
     data = preset.data
     if data.source:
-        from .sources import load_clips
-
         clips = load_clips(data, degradation="codec", progress=progress)
         for frames, labels in zip(clips.frames, clips.labels):
             truth = {id(f): lab for f, lab in zip(frames, labels)}
             yield list(frames), (lambda f, truth=truth: truth[id(f)])
         return
-    from semcomm_ros.scenes import tabletop_clip
-    from semcomm_ros.segmentation import load_segmenter
-
     seg = load_segmenter()
     for i in range(data.clips):
         clip = tabletop_clip(data.first_seed + i, data.frames_per_clip, width=data.camera_resolution,
@@ -58,10 +62,6 @@ def _chain_inputs(preset: Preset, progress: bool):
 def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.ndarray]:
     """Run the whole chain on the training clips; returns the arrays the stage trains on."""
     from tqdm.auto import tqdm
-
-    from semcomm_ros.receiver import model_inputs
-    from semcomm_ros.synth import CausalSynthesizer
-    from semcomm_ros.system import ChainConfig, transmit
 
     synth = CausalSynthesizer(model, device="cpu", dtype=torch.float32)
     h, w = synth.output_size
@@ -99,6 +99,7 @@ def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.
 class RefinerStage(nn.Module):
     def __init__(self, model, data: dict[str, np.ndarray], cfg: StageConfig):
         super().__init__()
+        # deferred: synth.refiner imports diffusers (~2 s) and only this stage builds a refiner
         from semcomm_ros.synth.refiner import SemanticRefiner
 
         self.model = model
@@ -146,8 +147,6 @@ def _data_file(root: Path, preset: Preset) -> Path:
 
 
 def plan_refiner(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
-    from .assembly import MODEL, load_model
-
     model = load_model(preset, root)
     path = _data_file(root, preset)
     # the chain's samples depend on the model: reuse them only when continuing this stage
@@ -169,8 +168,6 @@ def plan_refiner(preset: Preset, cfg: StageConfig, root: Path, resume: bool, pro
                 "flip": bool(rng.random() < 0.5)}
 
     def finish(stage) -> dict:
-        from semcomm_ros.synth.config import SynthConfig
-
         out = root / MODEL
         refiner = stage.refiner.eval().requires_grad_(False)
         refiner.save_pretrained(out / "refiner", safe_serialization=True)
