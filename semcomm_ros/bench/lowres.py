@@ -16,9 +16,11 @@ import time
 
 import numpy as np
 
+from semcomm_ros.codec.baselines import encode_baseline
 from semcomm_ros.codec.lowres import LowResDecoder, LowResEncoder, upsample
 from semcomm_ros.eval import metrics
 from semcomm_ros.eval.metrics import ms_ssim, psnr, window_kbps
+from semcomm_ros.scenes import tabletop_clip
 from semcomm_ros.scenes.splits import CODEC_BENCH
 
 
@@ -47,8 +49,6 @@ def add_arguments(parser) -> None:
 
 
 def _clips(n: int, frames: int, size: int, seed: int) -> list[list[np.ndarray]]:
-    from semcomm_ros.scenes import tabletop_clip
-
     return [[rgb for rgb, _ in tabletop_clip(seed + i, frames, size, size)] for i in range(n)]
 
 
@@ -160,8 +160,6 @@ def run(args) -> int:
                                            args, c)[0]
     base = [c for c in args.baselines.split(",") if c]
     if base:
-        from semcomm_ros.codec.baselines import encode_baseline
-
         print(f"\nfull-res baselines ({args.size}x{args.size}, {args.fps} fps) at target "
               f"{args.baseline_rate} kbps, {len(clips)} clips x {args.frames} frames:")
         print("  codec   achieved kbps (min-max)  reached  QP/CRF   PSNR  MS-SSIM")

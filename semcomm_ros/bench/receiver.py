@@ -27,6 +27,9 @@ import itertools
 import numpy as np
 
 from semcomm_ros.codec.packet import frame_bits
+from semcomm_ros.receiver import ReceiverConfig
+from semcomm_ros.scenes import tabletop_clip
+from semcomm_ros.system import ChainConfig, Session
 
 
 def add_arguments(p) -> None:
@@ -48,8 +51,6 @@ def add_arguments(p) -> None:
 
 
 def _frames(frames: int, size: int):
-    from semcomm_ros.scenes import tabletop_clip
-
     seed, left = 0, frames
     while left > 0:
         for item in tabletop_clip(4000 + seed, min(100, left), size, size):
@@ -59,9 +60,6 @@ def _frames(frames: int, size: int):
 
 
 def measure(args, jitter: int, fps: float = 10.0) -> dict:
-    from semcomm_ros.receiver import ReceiverConfig
-    from semcomm_ros.system import ChainConfig, Session
-
     cfg = ChainConfig(fps=fps, link_kbps=args.link_kbps, target_kbps=args.target_kbps, lowres_kbps=args.lowres_kbps,
                       latency_ms=args.latency_ms, loss_rate=args.loss, reorder_rate=args.reorder, seed=args.seed)
     session = Session(cfg)

@@ -20,6 +20,8 @@ import numpy as np
 
 from semcomm_ros.eval.metrics import class_iou, miou
 from semcomm_ros.scenes.splits import SEG_HELDOUT_SEED0
+from semcomm_ros.segmentation import load_segmenter
+from semcomm_ros.segmentation.degrade import down_up
 from semcomm_ros.segmentation.train import generated_frames
 
 
@@ -39,9 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from semcomm_ros.segmentation import load_segmenter
-    from semcomm_ros.segmentation.degrade import down_up
-
     opts = {}
     if args.weights:
         opts["weights"] = args.weights

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semcomm_ros.codec.contours import ONE, extract_regions, simplify
+from semcomm_ros.codec.packet import parse_header
+from semcomm_ros.codec.semantic import PROFILE_DEFAULTS, SemanticDecoder, SemanticEncoder
+from semcomm_ros.codec.semantic.intra import quantize_contour
+from semcomm_ros.codec.semantic.state import step16
 from semcomm_ros.eval.metrics import bpp, kbps, miou
+from semcomm_ros.scenes import tabletop_clip
 from semcomm_ros.scenes.splits import CODEC_BENCH
 
 XI_FULL = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
@@ -39,8 +45,6 @@ class Config:
     def name(self) -> str:
         slack = self.slack
         if slack is None and self.profile == "tracked":
-            from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
-
             slack = PROFILE_DEFAULTS["tracked"]["keep_slack"]
         extra = f" slack={slack:g}" if slack is not None else ""
         return f"{self.profile:<7} Q={self.q:<4d} P={self.period:<2d} xi={self.xi:g}{extra}"
@@ -61,8 +65,6 @@ SLACKS = (0.06, 0.1, 0.2, 0.26, 0.32)
 
 
 def _clip(seed: int, frames: int, size: int) -> list[np.ndarray]:
-    from semcomm_ros.scenes import tabletop_clip
-
     return [labels for _, labels in tabletop_clip(seed, frames, size, size)]
 
 
@@ -70,9 +72,6 @@ PAPER_POINT = Config("paper", 256, 4, 6.0)
 
 
 def _code_clip(job) -> dict:
-    from semcomm_ros.codec.packet import parse_header
-    from semcomm_ros.codec.semantic import SemanticDecoder, SemanticEncoder
-
     seed, frames, size, cfgs = job
     clip = _clip(seed, frames, size)
     out = {}
@@ -135,10 +134,6 @@ class _BoundStats:
     def after(self, enc, labels, before, iframe: bool) -> None:
         import math
 
-        from semcomm_ros.codec.contours import ONE, extract_regions, simplify
-        from semcomm_ros.codec.semantic.intra import quantize_contour
-        from semcomm_ros.codec.semantic.state import step16
-
         h, w = labels.shape
         if not iframe:
             self.n_p += 1
@@ -187,8 +182,6 @@ class _BoundStats:
 
 def speed(seeds, frames: int, size: int, profile: str, xi: float, period: int) -> tuple[float, float]:
     """Median wall and CPU ms of encode + decode of one frame (single process, one core)."""
-    from semcomm_ros.codec.semantic import SemanticDecoder, SemanticEncoder
-
     wall, cpu = [], []
     for seed in seeds:
         clip = _clip(seed, frames, size)

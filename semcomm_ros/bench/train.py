@@ -19,8 +19,15 @@ from dataclasses import replace
 import torch
 
 from semcomm_ros.synth.adapters import ADAPTERS, PHI
+from semcomm_ros.synth.backbone import sd15_unet_config
+from semcomm_ros.synth.restoration_adapter import RestorationAdapter
+from semcomm_ros.synth.temporal_adapter import build_motion_adapter
+from semcomm_ros.training import adapters as ad
 from semcomm_ros.training.assembly import random_model
+from semcomm_ros.training.backbone import BackboneStage, VAEStage
 from semcomm_ros.training.config import STAGES, get_preset
+from semcomm_ros.training.data import BatchSampler, build_clipset
+from semcomm_ros.training.trainer import Trainer, fmt_count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +56,6 @@ def sd15_parameter_table() -> dict:
     """SD-1.5-shaped backbone + ControlNet + MotionAdapter counted on the meta device."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
-    from semcomm_ros.synth.backbone import sd15_unet_config
-    from semcomm_ros.synth.restoration_adapter import RestorationAdapter
-    from semcomm_ros.synth.temporal_adapter import build_motion_adapter
-
     with torch.device("meta"):
         unet = UNet2DConditionModel(**sd15_unet_config())
         cn = ControlNetModel.from_unet(unet, conditioning_channels=13)
@@ -70,11 +73,6 @@ def sd15_parameter_table() -> dict:
 
 def time_stages(preset_name: str, steps: int) -> dict:
     import copy
-
-    from semcomm_ros.training import adapters as ad
-    from semcomm_ros.training.backbone import BackboneStage, VAEStage
-    from semcomm_ros.training.data import BatchSampler, build_clipset
-    from semcomm_ros.training.trainer import Trainer
 
     preset = get_preset(preset_name)
     clips = build_clipset(preset.data, degradation="realesrgan", cache=preset_name != "tiny", progress=False)
@@ -124,8 +122,6 @@ def time_stages(preset_name: str, steps: int) -> dict:
 
 
 def _fmt(n: int) -> str:
-    from semcomm_ros.training.trainer import fmt_count
-
     return fmt_count(int(n))
 
 

@@ -24,6 +24,9 @@ from typing import Callable
 import numpy as np
 
 from semcomm_ros.codec.errors import BitstreamError
+from semcomm_ros.codec.fuzz import lowres, semantic
+from semcomm_ros.codec.lowres import LowResDecoder
+from semcomm_ros.codec.semantic import SemanticDecoder
 
 MUTATIONS = ("bitflip", "bytes", "truncate", "extend", "random", "splice", "shuffle", "reseal", "header")
 
@@ -39,10 +42,6 @@ class Target:
 
 
 def targets() -> dict[str, Target]:
-    from semcomm_ros.codec.fuzz import lowres, semantic
-    from semcomm_ros.codec.lowres import LowResDecoder
-    from semcomm_ros.codec.semantic import SemanticDecoder
-
     return {"semantic": Target("semantic", semantic.fuzz_corpus, SemanticDecoder, semantic.fuzz_reseal),
             "lowres": Target("lowres", lowres.fuzz_corpus, LowResDecoder, lowres.fuzz_reseal,
                              none_means_lost=True)}

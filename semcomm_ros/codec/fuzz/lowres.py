@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from semcomm_ros.codec.lowres import LowResEncoder
 from semcomm_ros.codec.packet import crc8
+from semcomm_ros.scenes import tabletop_clip
 
 
 def fuzz_corpus(seed: int = 0, frames: int = 30) -> list[list[bytes]]:
     """Valid low-res packet streams (what goes on the wire: skipped frames send nothing) of short
     tabletop clips at two rates."""
-    from semcomm_ros.codec.lowres import LowResEncoder
-    from semcomm_ros.scenes import tabletop_clip
-
     streams = []
     for i, kbps in enumerate((2.0, 8.0)):
         enc = LowResEncoder(256, 256, fps=10, scale=4, kbps=kbps, keyframe_interval=10)

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from semcomm_ros.codec.packet import P_MARKER, crc8, p_check
+from semcomm_ros.codec.semantic import SemanticEncoder
 
 
 def _maps(rng: np.random.Generator, n: int, h: int, w: int) -> list[np.ndarray]:
@@ -28,8 +29,6 @@ def _maps(rng: np.random.Generator, n: int, h: int, w: int) -> list[np.ndarray]:
 
 
 def fuzz_corpus(seed: int) -> list[list[bytes]]:
-    from semcomm_ros.codec.semantic import SemanticEncoder
-
     rng = np.random.default_rng(seed)
     streams = []
     for profile in ("paper", "tracked"):
