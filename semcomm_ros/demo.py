@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from semcomm_ros.eval.options import add_chain_arguments, check_chain_arguments, chain_kwargs
+from semcomm_ros.eval.report import evaluate_clip, print_table, write_media
 from semcomm_ros.scenes.splits import EVAL_SEED0
 
 
@@ -54,8 +55,6 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"semcomm demo: {exc}", file=sys.stderr)
         return 2
-    from semcomm_ros.eval.report import print_table, write_media
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -78,8 +77,6 @@ def run(args) -> int:
 
 
 def _evaluate(args) -> dict:
-    from semcomm_ros.eval.report import evaluate_clip
-
     return evaluate_clip(
         seed=EVAL_SEED0 + args.seed, **chain_kwargs(args), xi=args.xi, period=args.period,
         q_symbols=args.q_symbols, model=args.model, baselines=_baseline_list(args), keep_frames=True,

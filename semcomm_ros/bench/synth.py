@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from semcomm_ros.synth.adapters import ADAPTERS, PHI
+from semcomm_ros.synth.config import SynthConfig
 
 
 def add_arguments(parser) -> None:
@@ -52,7 +53,7 @@ def _inputs(frames: int, res: int, num_classes: int, factor: int, seed: int = 7)
     """Label maps and degraded frames of a generated tabletop clip (random maps as a fallback)."""
     try:
         import cv2
-        from semcomm_ros.scenes import tabletop_clip
+        from semcomm_ros.scenes import tabletop_clip  # deferred: needs cv2; without it random maps stand in
 
         labels, low = [], []
         for rgb, lab in tabletop_clip(seed, frames, width=res, height=res):
@@ -116,14 +117,14 @@ def sd15_counts() -> dict[str, int]:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
+    # deferred: imports torch, which `semcomm bench synth --help` need not load
     from semcomm_ros.synth.backbone import sd15_unet_config
-    from semcomm_ros.synth.model import SynthModel
+    from semcomm_ros.synth.model import SynthModel  # deferred: imports torch
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**sd15_unet_config())
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-        from semcomm_ros.synth.config import SynthConfig
         model = SynthModel.from_components(unet, vae, SynthConfig(height=512, width=512, num_classes=13,
                                                                   vae_class="AutoencoderKL"),
                                            adapter_init="random", motion_heads=8)
@@ -138,10 +139,10 @@ def _gpu_figures(frames: int, device: str = "cuda", resolution: int = 512, unet_
     import torch
     from diffusers import AutoencoderTiny, UNet2DConditionModel
 
+    # deferred: imports torch, which `semcomm bench synth --help` need not load
     from semcomm_ros.synth.backbone import sd15_unet_config
-    from semcomm_ros.synth.config import SynthConfig
-    from semcomm_ros.synth.model import SynthModel
-    from semcomm_ros.synth.synthesizer import CausalSynthesizer
+    from semcomm_ros.synth.model import SynthModel  # deferred: imports torch
+    from semcomm_ros.synth.synthesizer import CausalSynthesizer  # deferred: imports torch
 
     cuda = device.startswith("cuda")
     torch.manual_seed(0)
@@ -198,6 +199,7 @@ def run_model_dir(args) -> int:
     """``--model DIR``: the paper's operating point of a trained model directory on ``--device``."""
     import torch
 
+    # deferred: imports torch, which `semcomm bench synth --help` need not load
     from semcomm_ros.synth.synthesizer import CausalSynthesizer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -216,6 +218,7 @@ def run_model_dir(args) -> int:
 def run(args) -> int:
     import torch
 
+    # deferred: imports torch, which `semcomm bench synth --help` need not load
     from semcomm_ros.synth.synthesizer import CausalSynthesizer
 
     torch.set_num_threads(max(1, args.threads))
@@ -228,7 +231,7 @@ def run(args) -> int:
 
     def load(res):
         if args.model == "tiny":
-            from semcomm_ros.scenes import CLASS_NAMES
+            from semcomm_ros.scenes import CLASS_NAMES  # deferred: needs cv2, as in _inputs
             return CausalSynthesizer.tiny(res, seed=0, num_classes=len(CLASS_NAMES), device=device)
         return CausalSynthesizer.from_pretrained(None if args.model == "default" else args.model, device=device)
 
@@ -284,7 +287,7 @@ def run(args) -> int:
     print(f"\nTiny model, CPU ({torch.get_num_threads()} thread(s)), T={cfg.num_steps}, W={cfg.window}, "
           f"{args.fps_frames} frames:")
     for r in [int(v) for v in args.fps_resolutions.split(",") if v]:
-        from semcomm_ros.scenes import CLASS_NAMES
+        from semcomm_ros.scenes import CLASS_NAMES  # deferred: needs cv2, as in _inputs
         tiny = CausalSynthesizer.tiny(r, seed=0, num_classes=len(CLASS_NAMES), device="cpu")
         lab, lo = _inputs(min(args.fps_frames, 20), r, tiny.config.num_classes, tiny.config.lowres_factor)
         for k in range(2):

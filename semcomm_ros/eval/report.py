@@ -16,7 +16,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from semcomm_ros.codec.baselines import encode_baseline
 from semcomm_ros.eval import metrics as M
+from semcomm_ros.receiver import model_inputs, to_camera
+from semcomm_ros.scenes import colorize, tabletop_clip
+from semcomm_ros.segmentation import load_segmenter
+from semcomm_ros.system import ChainConfig, synthesize, transmit
 
 #: Table II rows besides the classical codecs: the full model and one module switched off each.
 ABLATIONS = {
@@ -68,8 +73,6 @@ def downscaled_baseline(rgb, codec: str, kbps: float, fps: float, size: int):
     """``codec`` at the whole ``kbps`` on frames downscaled by 2, 4, 8 or 16: the size whose coded
     and upsampled video has the best PSNR among those that reach the rate (generous to the codec:
     chosen on the clip itself). Returns (frames at ``size``, bits, coded size, reached)."""
-    from semcomm_ros.codec.baselines import encode_baseline
-
     best = None
     for coded in (size // 2, size // 4, size // 8, size // 16):
         if coded < 16 or coded % 2:
@@ -86,8 +89,6 @@ def downscaled_baseline(rgb, codec: str, kbps: float, fps: float, size: int):
 
 
 def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
-    from semcomm_ros.receiver import model_inputs, to_camera
-
     out = []
     if name == "lowres-only":
         return _upsample(rx.lowres, size)
@@ -109,11 +110,8 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
                   strength: float | None = None, noise: str | None = None, references=(),
                   downscaled=()) -> dict:
     """Run one held-out clip through ours (each variant of ``variants``) and ``baselines``."""
-    from semcomm_ros.codec.baselines import encode_baseline
-    from semcomm_ros.scenes import tabletop_clip
-    from semcomm_ros.segmentation import load_segmenter
+    # deferred: imports torch (~2 s); `semcomm demo --help` and `semcomm eval --help` import this module
     from semcomm_ros.synth import CausalSynthesizer
-    from semcomm_ros.system import ChainConfig, synthesize, transmit
 
     variants = variants or {"ours": {}}
     # Load models before any work so that a missing weight file fails at once.
@@ -211,8 +209,6 @@ def print_table(methods: dict, title: str = "") -> None:
 
 def write_media(result: dict, out: Path, video: bool = True) -> dict[str, Path]:
     """PNG strip (rows: frames; columns: original | low-res | semantics | ours | baselines) and MP4."""
-    from semcomm_ros.scenes import colorize
-
     fr = result["frames"]
     size = result["clip"]["size"]
     # the strip shows ours against what the operator would see otherwise, not every ablation

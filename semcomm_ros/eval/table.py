@@ -22,6 +22,7 @@ import numpy as np
 from semcomm_ros.eval.options import add_chain_arguments, chain_kwargs, check_chain_arguments
 from semcomm_ros.eval.report import ABLATIONS, COLUMNS, DOWNSCALED, REFERENCES, evaluate_clip, print_table
 from semcomm_ros.scenes.splits import TABLE_SEED0
+from semcomm_ros.segmentation import load_segmenter
 
 BASELINES = ("hevc", "av1", "vp9")
 
@@ -41,7 +42,7 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"semcomm eval: {exc}", file=sys.stderr)
         return 2
-    from semcomm_ros.segmentation import load_segmenter
+    # deferred: imports torch (~2 s), which `semcomm eval --help` need not load
     from semcomm_ros.synth import CausalSynthesizer
 
     seg = load_segmenter()
