@@ -68,7 +68,7 @@ def run(args) -> int:
     c = result["clip"]
     print_table(result["methods"], title=f"semcomm demo: {args.frames} frames {args.size}x{args.size} "
                 f"@ {args.fps:g} fps, link {args.link_kbps:g} kbps (scene seed {EVAL_SEED0 + args.seed}); ours at "
-                f"{c['synth_resolution'][0]}x{c['synth_resolution'][1]}, T={c['steps']}, W={c['window']}, "
+                f"{c['synth_resolution'][0]}x{c['synth_resolution'][1]}, T={c['steps']}, W={c['window']}, {c['runtime']} runtime, "
                 f"strength {c['strength']:g}, noise {c['noise']}")
     print(f"link: {json.dumps(result['link'])}")
     for name, path in {**media, "metrics": out / "metrics.json"}.items():

@@ -42,7 +42,7 @@ def test_decoder_defaults_are_operator_yaml_and_the_models_operating_point():
     model = SynthConfig.load(DEFAULT_MODEL_DIR)
     operating_point = {"lambda_c": model.lambda_c, "lambda_r": model.lambda_r, "lambda_t": model.lambda_t,
                        "window": model.window, "num_steps": model.num_steps, "strength": model.strength,
-                       "noise": model.noise}
+                       "noise": model.noise, "runtime": model.runtime}
     assert {k: declared[k] for k in operating_point} == operating_point
     assert not set(params) & set(operating_point), "operator.yaml repeats the model's operating point"
     missing = set(declared) - set(params) - set(operating_point) - set(RENAMED)  # deprecated names: in no YAML

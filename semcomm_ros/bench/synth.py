@@ -28,21 +28,28 @@ import time
 import numpy as np
 
 from semcomm_ros.synth.adapters import ADAPTERS, PHI
-from semcomm_ros.synth.config import SynthConfig
+from semcomm_ros.synth.config import RUNTIMES, SynthConfig
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="tiny",
-                        help="'tiny' (random tiny model), 'default' (the shipped model) or a model directory "
-                             "(then: FPS and peak memory at T=4, W=3 on --device, fp16 on CUDA, vs the paper)")
+    parser.add_argument("--model", default=None,
+                        help="'tiny' (random tiny model; the default), 'default' (the shipped model; the default "
+                             "with --runtime) or a model directory (then: FPS and peak memory at T=4, W=3 on "
+                             "--device, fp16 on CUDA, vs the paper)")
+    parser.add_argument("--runtime", nargs="+", choices=RUNTIMES, default=None,
+                        help="time these runtimes side by side on the same clip instead (e.g. --runtime torch "
+                             "onnx): ms per part of a frame at the model's size and the camera's, pictures' "
+                             "agreement, speed-up")
+    parser.add_argument("--runtime-frames", type=int, default=30, help="frames timed per runtime (--runtime)")
+    parser.add_argument("--camera-size", type=int, default=512, help="camera resolution for --runtime")
     parser.add_argument("--frames", type=int, default=200, help="length of the latency stream")
     parser.add_argument("--resolution", type=int, default=128, help="resolution of the tiny model's stream")
     parser.add_argument("--fps-resolutions", default="64,128", help="tiny-model FPS at these resolutions")
     parser.add_argument("--fps-frames", type=int, default=20)
     parser.add_argument("--cache-frames", type=int, default=12, help="frames for the KV-cache speed-up")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: on a shared machine OpenMP threads of several "
-                             "processes spin against each other)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch and ONNX Runtime (default: 1, or 2 with --runtime; 1: on a "
+                             "shared machine OpenMP threads of several processes spin against each other)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--gpu-frames", type=int, default=50, help="frames timed at the paper's operating point")
     parser.add_argument("--skip-gpu", action="store_true")
@@ -221,7 +228,17 @@ def run(args) -> int:
     # deferred: imports torch, which `semcomm bench synth --help` need not load
     from semcomm_ros.synth.synthesizer import CausalSynthesizer
 
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(max(1, args.threads or (2 if args.runtime else 1)))
+    if args.runtime:
+        from semcomm_ros.bench.synth_runtime import run_runtimes  # deferred: imports the scenes (cv2)
+
+        args.model = args.model or "default"
+        figures = run_runtimes(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=1)
+        return 0
+    args.model = args.model or "tiny"
     if args.model not in ("tiny", "default"):
         return run_model_dir(args)
     out: dict = {"threads": torch.get_num_threads()}

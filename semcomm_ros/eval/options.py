@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from semcomm_ros.synth.config import NOISE_MODES, valid_strength
+from semcomm_ros.synth.config import NOISE_MODES, RUNTIMES, valid_strength
 from semcomm_ros.system import ChainConfig
 
 
@@ -34,6 +34,10 @@ def add_chain_arguments(p: argparse.ArgumentParser, frames: int) -> None:
                    help="robot-side segmentation: the shipped model, or ground-truth labels (the output is "
                         "always scored with the shipped segmenter)")
     p.add_argument("--device", default=None, help="torch device for synthesis (default: cuda if present, else cpu)")
+    p.add_argument("--runtime", default=None, choices=RUNTIMES,
+                   help="where the synthesizer's networks run: onnx (ONNX Runtime graphs, exported once per "
+                        "model into the user's cache) or torch (eager); default: the model's (onnx for the "
+                        "shipped one; torch, with a logged reason, where onnxruntime is missing)")
 
 
 def check_chain_arguments(args) -> None:
@@ -58,4 +62,4 @@ def chain_kwargs(args) -> dict:
     return {"frames": args.frames, "size": args.size, "fps": args.fps, "link_kbps": args.link_kbps,
             "lowres_kbps": args.lowres_kbps, "rate_control": not args.fixed_rate, "profile": args.profile,
             "segmenter": args.segmenter,
-            "device": args.device, "strength": args.strength, "noise": args.noise}
+            "device": args.device, "runtime": args.runtime, "strength": args.strength, "noise": args.noise}

@@ -105,7 +105,7 @@ def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
 def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: float, lowres_kbps: float,
                   rate_control: bool = True, profile: str = "tracked", xi: float | None = None,
                   period: int | None = None, q_symbols: int = 256,
-                  model=None, segmenter: str = "ultralytics", device=None, baselines=("hevc",),
+                  model=None, segmenter: str = "ultralytics", device=None, runtime=None, baselines=("hevc",),
                   variants: dict | None = None, keep_frames: bool = False, synth=None, seg=None,
                   strength: float | None = None, noise: str | None = None, references=(),
                   downscaled=()) -> dict:
@@ -115,7 +115,7 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
 
     variants = variants or {"ours": {}}
     # Load models before any work so that a missing weight file fails at once.
-    synth = synth or CausalSynthesizer.from_pretrained(model, device=device)
+    synth = synth or CausalSynthesizer.from_pretrained(model, device=device, runtime=runtime)
     if strength is not None:
         synth.config.strength = float(strength)
     if noise is not None:
@@ -171,7 +171,7 @@ def evaluate_clip(*, seed: int, frames: int, size: int, fps: float, link_kbps: f
         "clip": {"seed": seed, "frames": frames, "size": size, "fps": fps,
                  "synth_resolution": list(synth.output_size), "steps": synth.config.num_steps,
                  "window": synth.config.window, "strength": synth.config.strength,
-                 "noise": synth.config.noise},
+                 "noise": synth.config.noise, "runtime": synth.runtime},
         "methods": methods,
         "link": {"cap_kbps": link_kbps,
                  "semantic_kbps": M.kbps(sum(rx.semantic_bits), frames, fps),

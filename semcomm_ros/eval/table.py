@@ -46,7 +46,7 @@ def run(args) -> int:
     from semcomm_ros.synth import CausalSynthesizer
 
     seg = load_segmenter()
-    synth = CausalSynthesizer.from_pretrained(args.model, device=args.device)
+    synth = CausalSynthesizer.from_pretrained(args.model, device=args.device, runtime=args.runtime)
     per_clip = []
     for i in range(args.clips):
         seed = TABLE_SEED0 + i
@@ -63,7 +63,7 @@ def run(args) -> int:
     clip0 = per_clip[0]["clip"]
     title = (f"Table II layout: {args.clips} held-out clips x {args.frames} frames, {args.size}x{args.size} @ "
              f"{args.fps:g} fps, {args.link_kbps:g} kbps total; ours at {clip0['synth_resolution'][0]}x"
-             f"{clip0['synth_resolution'][1]}, T={clip0['steps']}, W={clip0['window']}, "
+             f"{clip0['synth_resolution'][1]}, T={clip0['steps']}, W={clip0['window']}, {clip0['runtime']} runtime, "
              f"strength {clip0['strength']:g}, noise {clip0['noise']}")
     print_table(table, title=title)
     out = Path(args.out)

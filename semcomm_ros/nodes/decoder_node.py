@@ -115,6 +115,7 @@ class DecoderNode(Node):
         # from the start, and a restarted decoder shows the scene again before it synthesizes
         self.synth = None
         self.fatal: str | None = None  # set when the model fails to load: ``run`` exits with it
+        self.runtime = self._declare_runtime()
         if self.synthesize and self.model_name == "tiny":
             self.synth = self._load_synth()  # built in-process in milliseconds
         model_config, synth_values = self._declare_operating_point()
@@ -168,9 +169,10 @@ class DecoderNode(Node):
 
         device = None if self.device == "auto" else self.device
         if self.model_name == "tiny":
-            return CausalSynthesizer.tiny(resolution=self.resolution, num_classes=NUM_CLASSES, device=device)
+            return CausalSynthesizer.tiny(resolution=self.resolution, num_classes=NUM_CLASSES, device=device,
+                                          runtime=self.runtime)
         return CausalSynthesizer.from_pretrained(None if self.model_name == "default" else self.model_name,
-                                                 device=device)
+                                                 device=device, runtime=self.runtime)
 
     def _load_model(self) -> None:
         """The synthesizer's thread: load the model, then apply the operating point in force."""
@@ -191,8 +193,20 @@ class DecoderNode(Node):
             self.synth = synth
             self._use(self.config)  # the operating point in force, changed or not while it loaded
             self.device_name = str(synth.device)
-        self.get_logger().info(f"synthesizer {self.model_name} loaded on {self.device_name} in "
-                               f"{time.perf_counter() - t0:.1f} s")
+        self.get_logger().info(f"synthesizer {self.model_name} loaded on {self.device_name} ({synth.runtime} "
+                               f"runtime) in {time.perf_counter() - t0:.1f} s")
+
+    def _declare_runtime(self) -> str:
+        from semcomm_ros.synth.config import SynthConfig  # deferred: the node imports torch only to synthesize
+
+        if self.model_name == "tiny":
+            default = "torch"  # the random test model: every instance would export graphs of its own
+        else:
+            from semcomm_ros.synth.model import DEFAULT_MODEL_DIR  # deferred: imports torch
+
+            path = DEFAULT_MODEL_DIR if self.model_name == "default" else self.model_name
+            default = SynthConfig.load(path).runtime
+        return declare(self, "runtime", default, SynthConfig.RANGES["runtime"])
 
     def _declare_operating_point(self):
         from semcomm_ros.synth.config import SynthConfig
@@ -210,19 +224,16 @@ class DecoderNode(Node):
         return cfg, values
 
     def _check_for_model(self, config, synth) -> None:
-        """What the config's ranges cannot say: the model's Temporal Adapter bounds W."""
-        temporal = getattr(getattr(synth, "model", None), "temporal", None)
-        if temporal is not None and config.window > temporal.max_frames:
-            raise ValueError(f"window {config.window} exceeds the model's Temporal Adapter "
-                             f"({temporal.max_frames} frames)")
+        """What the config's ranges cannot say (the model's Temporal Adapter bounds W), once it is loaded."""
+        if synth is not None:
+            synth.check(config)
 
     def _use(self, config) -> None:
         """The synthesizer runs ``config``'s operating point from its next frame (under ``lock``).
         A new config object replaces the synthesizer's (and its model's, which share it), never
         patched in place; the KV caches, one entry per step and W-1 frames, start afresh."""
         s = self.synth
-        s.model.config = s.config = s.config.replace(**{n: getattr(config, n) for n in SYNTH_PARAMETERS})
-        s.reset()
+        s.use(s.config.replace(**{n: getattr(config, n) for n in SYNTH_PARAMETERS}))
 
     def _on_params(self, params):
         # validate, then apply: rclpy has checked the descriptors' ranges and read-only flags;

@@ -26,6 +26,8 @@ DEGRADED_NOISE = ("forward", "none")
 #: Values of ``SynthConfig.noise``.
 NOISE_MODES = ("per_frame", "shared")
 VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")
+#: where a frame's networks run: ONNX Runtime graphs (synth/runtime.py) or eager PyTorch
+RUNTIMES = ("onnx", "torch")
 
 
 def default_parts() -> dict[str, str | None]:
@@ -90,6 +92,9 @@ class SynthConfig:
     #: tokens of the null (empty-prompt) embedding fed to cross-attention
     null_tokens: int = 1
     vae_class: str = "AutoencoderTiny"
+    #: "onnx" (the default: 3-4x the frames of eager PyTorch on a CPU; falls back to "torch", with one
+    #: logged line, where onnxruntime is missing or the model does not export) or "torch"
+    runtime: str = "onnx"
     parts: dict[str, str | None] = field(default_factory=default_parts)
     format_version: int = FORMAT_VERSION
 
@@ -114,6 +119,9 @@ class SynthConfig:
                        choices=NOISE_MODES),
         "null_tokens": Range("tokens of the null embedding", 1),
         "vae_class": Range("VAE architecture", choices=VAE_CLASSES),
+        "runtime": Range("where the frame's networks run: onnx (ONNX Runtime graphs, exported once per model "
+                         "into the user's cache; torch where unavailable) or torch (eager)", choices=RUNTIMES,
+                         read_only=True),
     }
 
     def __post_init__(self) -> None:

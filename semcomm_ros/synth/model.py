@@ -225,8 +225,10 @@ class SynthModel(nn.Module):
         [-1, 1] (zeros where none was received). Without both, or with lambda_rho 0, D(x_0) as is.
         """
         images = self.decode_latents(latents)
-        weight = float(self.config.lambda_rho if lambda_rho is None else lambda_rho)
-        if self.refiner is None or condition is None or weight == 0:
+        weight = self.config.lambda_rho if lambda_rho is None else lambda_rho
+        # a 0-d tensor stays an input of an exported graph (lambda_rho is live)
+        weight = weight if isinstance(weight, torch.Tensor) else float(weight)
+        if self.refiner is None or condition is None or (not isinstance(weight, torch.Tensor) and weight == 0):
             return images
         lead = images.shape[:-3]
         flat = images.reshape(-1, *images.shape[-3:])

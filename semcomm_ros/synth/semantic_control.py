@@ -81,16 +81,18 @@ def controlnet_residuals(controlnet, sample, timestep, encoder_hidden_states, co
 
     ``cond_is_embedding``: ``cond`` is already ``condition_embedding(controlnet, one_hot)``; the
     streaming synthesizer computes it once per frame instead of once per denoising step.
+    ``lambda_c`` may be a 0-d tensor: an exported graph then keeps it as an input (a live ROS parameter).
     """
+    scale = lambda_c if isinstance(lambda_c, torch.Tensor) else float(lambda_c)
     if cond_is_embedding:
         original = controlnet.controlnet_cond_embedding
         controlnet.controlnet_cond_embedding = _Embedded()
         try:
             down, mid = controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                                   controlnet_cond=cond, conditioning_scale=float(lambda_c), return_dict=False)
+                                   controlnet_cond=cond, conditioning_scale=scale, return_dict=False)
         finally:
             controlnet.controlnet_cond_embedding = original
     else:
         down, mid = controlnet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                               controlnet_cond=cond, conditioning_scale=float(lambda_c), return_dict=False)
+                               controlnet_cond=cond, conditioning_scale=scale, return_dict=False)
     return list(down), mid

@@ -10,6 +10,7 @@ noise), identically in both paths.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import torch.nn.functional as F
 
 from .model import SynthModel
 from .runstate import TemporalRun
-from .semantic_control import condition_embedding
+from .config import RUNTIMES
+from .runtime import FrameGraphs, RuntimeUnavailable
+from .semantic_control import check_labels, condition_embedding
 from .tiny import tiny_model
 
 
@@ -35,6 +38,9 @@ def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
     return device, dtype
 
 
+log = logging.getLogger(__name__)
+
+
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
     """[..., 3, H, W] in [-1, 1] -> [..., H, W, 3] uint8."""
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -44,7 +50,10 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 class CausalSynthesizer:
     """Frame-by-frame synthesis from decoded label maps and degraded low-res frames."""
 
-    def __init__(self, model: SynthModel, device=None, dtype=None):
+    def __init__(self, model: SynthModel, device=None, dtype=None, runtime: str | None = None):
+        """runtime: "onnx" (the frame's networks as ONNX Runtime graphs; falls back to "torch" with
+        one logged line when onnxruntime is missing or the model does not export) or "torch";
+        None: the config's ``runtime``."""
         self.device, self.dtype = default_device_dtype(device, dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         # convolutions run faster channels-last on CPU (oneDNN) and on GPU (cuDNN): ~7 % of a
@@ -53,21 +62,61 @@ class CausalSynthesizer:
             if part is not None:
                 part.to(memory_format=torch.channels_last)
         self.config = model.config
+        self.graphs: FrameGraphs | None = None
+        self.runtime = self._start_runtime(runtime or self.config.runtime)
         self.reset()
+
+    def _start_runtime(self, runtime: str) -> str:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime == "onnx":
+            try:
+                self.graphs = FrameGraphs.load(self.model, self.device, self.dtype)
+            except RuntimeUnavailable as exc:
+                log.warning("synthesizer runtime: torch (onnx unavailable: %s)", exc)
+                return "torch"
+            except Exception as exc:  # an exporter or runtime error on an unusual model
+                log.warning("synthesizer runtime: torch (the model did not export to ONNX: %s: %s)",
+                            type(exc).__name__, exc)
+                return "torch"
+        return runtime
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, device=None, dtype=None) -> "CausalSynthesizer":
+    def from_pretrained(cls, path: str | Path | None = None, device=None, dtype=None,
+                        runtime: str | None = None) -> "CausalSynthesizer":
         """Load a model directory; without ``path`` the shipped model in synth/default_model/."""
-        return cls(SynthModel.from_pretrained(path), device=device, dtype=dtype)
+        return cls(SynthModel.from_pretrained(path), device=device, dtype=dtype, runtime=runtime)
 
     @classmethod
-    def tiny(cls, resolution: int = 64, seed: int = 0, device=None, dtype=None, **config) -> "CausalSynthesizer":
-        """Same architecture with tiny random weights (tests, benchmarks; ``tiny.tiny_model``)."""
-        return cls(tiny_model(resolution=resolution, seed=seed, **config), device=device, dtype=dtype)
+    def tiny(cls, resolution: int = 64, seed: int = 0, device=None, dtype=None, runtime: str = "torch",
+             **config) -> "CausalSynthesizer":
+        """Same architecture with tiny random weights (tests, benchmarks; ``tiny.tiny_model``); torch
+        unless asked, since every new tiny model would export its own graphs."""
+        return cls(tiny_model(resolution=resolution, seed=seed, **config), device=device, dtype=dtype,
+                   runtime=runtime)
 
     def save_pretrained(self, path: str | Path) -> Path:
         return self.model.save_pretrained(path)
+
+    def check(self, config) -> None:
+        """ValueError for what a config's own ranges cannot say: the model's Temporal Adapter bounds W."""
+        temporal = self.model.temporal
+        if temporal is not None and config.window > temporal.max_frames:
+            raise ValueError(f"window {config.window} exceeds the model's Temporal Adapter "
+                             f"({temporal.max_frames} frames)")
+
+    def use(self, config) -> None:
+        """Run ``config``'s operating point from the next frame: a new stream (the KV caches start
+        afresh). The config replaces the synthesizer's and its model's (they share it), never patched
+        in place. A new window W changes the graphs' cache layout: the onnx runtime loads (or exports)
+        the graphs for it, seconds once per W."""
+        self.check(config)
+        old = self.config
+        self.model.config = self.config = config
+        if self.graphs is not None and config.window != old.window:
+            self.graphs = FrameGraphs.load(self.model, self.device, self.dtype)
+        self.reset()
 
     # -- state ----------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -77,6 +126,8 @@ class CausalSynthesizer:
         self.frame_index = 0
         self._last_latent: torch.Tensor | None = None
         self._stream_seed: int | None = None  # the first frame's seed (noise="shared")
+        if self.graphs is not None:
+            self.graphs.reset(self.config.num_steps)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -99,8 +150,8 @@ class CausalSynthesizer:
         draws = [torch.randn(shape, generator=gen) for _ in range(c.num_steps + 1)]
         return torch.cat(draws).to(self.device, self.dtype)
 
-    def _degraded_images(self, lowres) -> torch.Tensor:
-        """Degraded frames [F, h, w, 3] uint8 (checked) -> [F, 3, h, w] in [-1, 1], fp32."""
+    def _check_lowres(self, lowres) -> np.ndarray:
+        """Degraded frames [F, h, w, 3] uint8, checked."""
         if isinstance(lowres, torch.Tensor):
             lowres = lowres.cpu().numpy()
         lowres = np.asarray(lowres)
@@ -110,6 +161,11 @@ class CausalSynthesizer:
                              f"{self.config.height}x{self.config.width}), got shape {lowres.shape[1:]}")
         if lowres.dtype != np.uint8:
             raise ValueError(f"degraded frame must be uint8, got {lowres.dtype}")
+        return lowres
+
+    def _degraded_images(self, lowres) -> torch.Tensor:
+        """Degraded frames [F, h, w, 3] uint8 (checked) -> [F, 3, h, w] in [-1, 1], fp32."""
+        lowres = self._check_lowres(lowres)
         x = torch.from_numpy(np.ascontiguousarray(lowres)).to(self.device).permute(0, 3, 1, 2)
         return x.to(torch.float32) / 127.5 - 1
 
@@ -121,6 +177,8 @@ class CausalSynthesizer:
         output size before the VAE encoder, because the backbone's features only exist at the
         latent size of full frames.
         """
+        if self.graphs is not None and len(lowres) == 1:
+            return self.graphs.encode(self._check_lowres(lowres))
         small = self._degraded_images(lowres)
         x = F.interpolate(small, size=self.output_size, mode="bilinear", align_corners=False)
         return self.model.encode_images(x.to(self.dtype)), small.to(self.dtype)
@@ -128,6 +186,10 @@ class CausalSynthesizer:
     def _condition(self, labels) -> tuple[torch.Tensor | None, bool, torch.Tensor]:
         """One-hot label maps -> (the ControlNet's conditioning embedding, embedded?, the one-hot maps
         the Semantic Refiner reads), once per frame."""
+        if self.graphs is not None and len(labels) == 1:
+            labels = check_labels(labels, self.config.num_classes, self.output_size)
+            emb, onehot = self.graphs.condition(labels)
+            return emb, self.model.controlnet is not None, onehot
         cond = self.model.labels_to_condition(labels)
         if self.model.controlnet is None or self.config.lambda_c == 0:
             return cond, False, cond
@@ -174,15 +236,23 @@ class CausalSynthesizer:
             t = t_steps[s]
             tt = torch.full((1,), t, device=self.device, dtype=torch.long)
             deg = model.degraded_input(deg0, tt, noise[steps:steps + 1]) if deg0 is not None else None
-            run = TemporalRun(mode="sliding", frames=1, lambda_t=float(cfg.lambda_t), window=cfg.window,
-                              cache=self._caches[s], tables=self._tables)
-            eps = model.denoise_rows(x, tt, cond, deg, float(cfg.lambda_c), float(cfg.lambda_r), run, embedded)
+            eps = self._denoise(s, x, tt, cond, deg, embedded)
             x = model.lcm_step(s, t_steps, x, eps, noise[s + 1:s + 2] if s + 1 < steps else None)
         self.frame_index += 1
         self._last_latent = x
         return self._output(x, output, onehot, small)[0]
 
     __call__ = step
+
+    def _denoise(self, s: int, x, tt, cond, deg, embedded: bool) -> torch.Tensor:
+        """eps at denoising step s of the current frame; phi reads and extends step s's KV cache."""
+        cfg = self.config
+        lambdas = (float(cfg.lambda_c), float(cfg.lambda_r), float(cfg.lambda_t))
+        if self.graphs is not None:
+            return self.graphs.denoise(s, x, tt, cond, deg, lambdas)
+        run = TemporalRun(mode="sliding", frames=1, lambda_t=lambdas[2], window=cfg.window, cache=self._caches[s],
+                          tables=self._tables)
+        return self.model.denoise_rows(x, tt, cond, deg, lambdas[0], lambdas[1], run, embedded)
 
     @torch.inference_mode()
     def reconstruct(self, image, labels, lowres=None) -> np.ndarray:
@@ -205,7 +275,12 @@ class CausalSynthesizer:
     def _output(self, latents: torch.Tensor, output: str, onehot=None, degraded=None):
         if output == "latent":
             return latents
-        images = self.model.render(latents, onehot, degraded)
+        if self.graphs is not None and latents.shape[0] == 1 and onehot is not None:
+            images, pixels = self.graphs.render(latents, onehot, degraded, float(self.config.lambda_rho))
+            if output == "uint8":
+                return pixels
+        else:
+            images = self.model.render(latents, onehot, degraded)
         if output == "float":
             return images.float()
         if output == "uint8":

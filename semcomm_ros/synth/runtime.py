@@ -1,0 +1,397 @@
+"""The graph runtime: a frame's networks exported to ONNX and run by ONNX Runtime.
+
+At the shipped model's sizes (16x16 latents, 32-64 channels) eager PyTorch spends most of a frame
+in per-operator overhead; the same networks as ONNX graphs run 3-4x faster on the same cores
+(docs/synth.md, "Runtime"). ``CausalSynthesizer`` keeps the frame's glue (seeds and noise, strength,
+the LCM updates) in one place for both runtimes and hands the networks to ``FrameGraphs``:
+
+| graph | inputs | outputs |
+|---|---|---|
+| ``condition`` | label map (int64 [1, H, W]) | psi's conditioning embedding, one-hot map |
+| ``encoder`` | degraded frame (uint8 [1, h, w, 3]) | x~ = E(upsampled frame), the frame in [-1, 1] |
+| ``denoiser_f{n}`` | x_t, t, embedding, x~, lambda_C, lambda_R, lambda_T, KV cache of n frames | eps, KV cache |
+| ``render`` | x_0, one-hot map, degraded frame, lambda_rho | D(x_0) refined by rho, in [-1, 1] |
+
+One denoising call is the UNet with omega's rows and phi's motion modules plus psi: the streaming
+path of ``SynthModel.denoise_rows``, traced. phi's KV cache is an explicit state (``KVCache``, one
+per denoising step): the content keys/values of the last ``n`` frames at every motion-module
+attention; a stream's first W-1 frames see fewer cached frames, so there is one graph per fill
+level n = 0..W-1 (they share no state, only weights). lambda_C, lambda_R, lambda_T and lambda_rho are
+graph inputs, so they stay live. A module switched off by a lambda of 0 is multiplied by 0 in the
+graph instead of skipped (same result; the torch runtime also skips the work and, for lambda_T = 0,
+the cache update).
+
+Graphs are exported once per model (the TorchScript exporter, a few seconds) into the user's cache
+directory (``$SEMCOMM_CACHE_DIR`` or ``$XDG_CACHE_HOME/semcomm_ros``, default ``~/.cache/semcomm_ros``)
+under a key of the weights' hash, the model's shape and the exporter's version, so a read-only model
+directory works and a retrained model exports anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import RUNTIMES  # noqa: F401  (re-exported: the runtime's users look here)
+from .runstate import TemporalRun
+from .semantic_control import condition_embedding
+
+log = logging.getLogger(__name__)
+
+#: bump when the exported graphs change (invalidates every cached export)
+EXPORT_VERSION = 2
+OPSET = 18
+_LAMBDAS = ("lambda_c", "lambda_r", "lambda_t")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The graph runtime cannot run this model here (the message says why)."""
+
+
+def onnx_unavailable_reason(device: torch.device) -> str | None:
+    """None when ONNX Runtime can run on ``device``; else why not, in one phrase."""
+    try:
+        import onnxruntime as ort  # deferred: optional dependency, and heavy
+    except ImportError as exc:
+        return f"onnxruntime is not installed ({exc})"
+    provider = _provider(device)
+    if provider not in ort.get_available_providers():
+        return f"onnxruntime has no {provider} here (available: {', '.join(ort.get_available_providers())})"
+    return None
+
+
+def _provider(device: torch.device) -> str:
+    return "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+
+
+def cache_root() -> Path:
+    """Where exported graphs live: $SEMCOMM_CACHE_DIR, else $XDG_CACHE_HOME/semcomm_ros, else ~/.cache/semcomm_ros."""
+    env = os.environ.get("SEMCOMM_CACHE_DIR")
+    if env:
+        return Path(env) / "onnx"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "semcomm_ros" / "onnx"
+
+
+def model_key(model, dtype: torch.dtype) -> str:
+    """Hash of everything an exported graph bakes in: weights, shapes, dtype, exporter versions."""
+    h = hashlib.sha256()
+    cfg = model.config.to_dict()
+    for live in (*_LAMBDAS, "lambda_rho", "strength", "noise", "num_steps", "consistency", "consistency_objects",
+                 "runtime"):
+        cfg.pop(live, None)
+    meta = {"export": EXPORT_VERSION, "opset": OPSET, "torch": torch.__version__, "dtype": str(dtype), "config": cfg,
+            "timesteps": model.scheduler.config.get("num_train_timesteps")}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class KVCache:
+    """phi's KV cache at one denoising step: the content keys and values x_j W^K, x_j W^V of the
+    last ``fill`` frames, one [pixels, fill, D] pair per motion-module attention (graph order)."""
+
+    fill: int = 0
+    tensors: tuple[np.ndarray, ...] = ()
+
+
+@dataclass
+class GraphSpec:
+    """What ``export`` wrote: graph files, the cache layout and the graphs' input names."""
+
+    key: str
+    window: int
+    cache_shapes: list[tuple[int, int]] = field(default_factory=list)  # (pixels, D) per cache tensor
+    has_control: bool = True
+    has_restoration: bool = True
+    has_temporal: bool = True
+    has_refiner: bool = True
+    lowres: tuple[int, int] = (0, 0)
+
+    def save(self, path: Path) -> None:
+        (path / "spec.json").write_text(json.dumps(self.__dict__, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> "GraphSpec":
+        data = json.loads((path / "spec.json").read_text())
+        data["cache_shapes"] = [tuple(s) for s in data["cache_shapes"]]
+        data["lowres"] = tuple(data["lowres"])
+        return cls(**data)
+
+    @property
+    def fills(self) -> range:
+        return range(self.window) if self.has_temporal else range(1)
+
+
+# -- the exported modules ---------------------------------------------------------------------------
+
+class _Condition(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, labels):
+        # one_hot's movedim exports a Transpose with a negative axis that ONNX Runtime rejects
+        classes = torch.arange(self.model.config.num_classes, device=labels.device)
+        onehot = (labels[:, None] == classes[None, :, None, None]).to(self.model.unet.dtype)
+        if self.model.controlnet is None:
+            return onehot, onehot
+        return condition_embedding(self.model.controlnet, onehot), onehot
+
+
+class _Encoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, lowres):
+        small = lowres.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+        cfg = self.model.config
+        x = nn.functional.interpolate(small, size=(cfg.height, cfg.width), mode="bilinear", align_corners=False)
+        dtype = self.model.unet.dtype
+        return self.model.encode_images(x.to(dtype)), small.to(dtype)
+
+
+class _Denoiser(nn.Module):
+    """The streaming denoiser call with ``fill`` cached frames; the cache goes in and out as tensors."""
+
+    def __init__(self, model, keys, fill: int):
+        super().__init__()
+        self.model, self.keys, self.fill = model, keys, fill
+
+    def forward(self, x, t, cond, deg, lambda_c, lambda_r, lambda_t, *cache):
+        cfg = self.model.config
+        run = TemporalRun(mode="sliding", frames=1, lambda_t=lambda_t, window=cfg.window, cache={}, tables={})
+        if self.fill:
+            for i, key in enumerate(self.keys):
+                run.cache[key] = (cache[2 * i], cache[2 * i + 1])
+        eps = self.model.denoise_rows(x, t, cond, deg, lambda_c, lambda_r, run, self.model.controlnet is not None)
+        return (eps, *[c for key in self.keys for c in run.cache[key]])
+
+
+class _Render(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, latents, onehot, degraded, lambda_rho):
+        images = self.model.render(latents, onehot, degraded, lambda_rho=lambda_rho)
+        # the uint8 frame too: a 128x128 round trip through eager ops costs more than the graph's tail
+        pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return images, pixels
+
+
+def _scalar(value: float = 0.5) -> torch.Tensor:
+    # non-zero at export: a 0 would let the tracer drop the module it switches off
+    return torch.tensor(float(value), dtype=torch.float32)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape checks that are constant per graph
+        torch.onnx.export(module, args, str(path), opset_version=OPSET, dynamo=False, input_names=inputs,
+                          output_names=outputs, do_constant_folding=True)
+
+
+@torch.inference_mode(False)
+@torch.no_grad()
+def export(model, device: torch.device, dtype: torch.dtype, out: Path, key: str) -> GraphSpec:
+    """Trace the frame's networks of ``model`` (already on ``device``/``dtype``) into ``out``."""
+    cfg = model.config
+    spec = GraphSpec(key=key, window=cfg.window, has_control=model.controlnet is not None,
+                     has_restoration=model.restoration is not None, has_temporal=model.temporal is not None,
+                     has_refiner=model.refiner is not None, lowres=tuple(cfg.lowres_size))
+    h, w = cfg.lowres_size
+    labels = torch.zeros(1, cfg.height, cfg.width, dtype=torch.long, device=device)
+    labels[:, : cfg.height // 2] = min(1, cfg.num_classes - 1)
+    lowres = torch.full((1, h, w, 3), 128, dtype=torch.uint8, device=device)
+    _export(_Condition(model), (labels,), out / "condition.onnx", ["labels"], ["embedding", "onehot"])
+    _export(_Encoder(model), (lowres,), out / "encoder.onnx", ["lowres"], ["latents", "degraded"])
+    cond, onehot = _Condition(model)(labels)
+    deg0, small = _Encoder(model)(lowres)
+    x = torch.randn(deg0.shape, device=device).to(dtype)
+    t = torch.full((1,), int(model.timesteps()[0]), dtype=torch.long, device=device)
+    lam = (_scalar(cfg.lambda_c or 0.5), _scalar(cfg.lambda_r or 0.5), _scalar(cfg.lambda_t or 0.5))
+    # the cache's layout comes from one eager call: every motion-module attention leaves one entry
+    probe = TemporalRun(mode="sliding", frames=1, lambda_t=lam[2], window=cfg.window, cache={}, tables={})
+    deg = deg0 if spec.has_restoration else None
+    model.denoise_rows(x, t, cond, deg, lam[0], lam[1], probe, spec.has_control)
+    keys = list(probe.cache)
+    spec.cache_shapes = [(int(c.shape[0]), int(c.shape[2])) for key in keys for c in probe.cache[key]]
+    names = ["x", "t", "condition", "degraded", *_LAMBDAS]
+    if not spec.has_restoration:
+        names.remove("degraded")
+    for fill in spec.fills:
+        cache = [torch.randn(p, fill, d, device=device).to(dtype) for p, d in spec.cache_shapes] if fill else []
+        args = (x, t, cond, deg, *lam, *cache)
+        cache_in = [f"cache_{i}" for i in range(len(cache))]
+        cache_out = [f"cache_out_{i}" for i in range(len(spec.cache_shapes))]
+        module = _Denoiser(model, keys, fill)
+        if not spec.has_restoration:
+            module = _NoDegraded(module)
+            args = (x, t, cond, *lam, *cache)
+        _export(module, args, out / f"denoiser_f{fill}.onnx", names + cache_in, ["eps", *cache_out])
+    _export(_Render(model), (x, onehot, small, _scalar(cfg.lambda_rho or 0.5)), out / "render.onnx",
+            ["latents", "onehot", "degraded", "lambda_rho"], ["images", "pixels"])
+    spec.save(out)
+    return spec
+
+
+class _NoDegraded(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, t, cond, *rest):
+        return self.inner(x, t, cond, None, *rest)
+
+
+# -- running them ------------------------------------------------------------------------------------
+
+class _Session:
+    """An InferenceSession fed by name: inputs a graph does not read (the exporter drops them, e.g.
+    the one-hot map of a render without rho) are left out."""
+
+    def __init__(self, session):
+        self.session = session
+        self.inputs = {i.name for i in session.get_inputs()}
+
+    def run(self, feeds: dict) -> list[np.ndarray]:
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+class FrameGraphs:
+    """ONNX Runtime sessions for one model's frame, and the KV cache state of a stream."""
+
+    def __init__(self, path: Path, spec: GraphSpec, device: torch.device, dtype: torch.dtype, steps: int,
+                 threads: int | None = None):
+        import onnxruntime as ort  # deferred: optional dependency, and heavy
+
+        self.path, self.spec, self.device, self.dtype = path, spec, device, dtype
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        # idle workers spinning between the frame's graph calls would take the cores from the eager glue
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = [_provider(device)]
+
+        def session(name):
+            return _Session(ort.InferenceSession(str(path / f"{name}.onnx"), opts, providers=providers))
+
+        self.condition_session = session("condition")
+        self.encoder_session = session("encoder")
+        self.render_session = session("render")
+        self.denoisers = [session(f"denoiser_f{n}") for n in spec.fills]
+        self._np_dtype = np.float16 if dtype == torch.float16 else np.float32
+        self.caches = [KVCache() for _ in range(steps)]
+
+    @classmethod
+    def load(cls, model, device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None) -> "FrameGraphs":
+        """The model's graphs from the cache, exported first when missing. Raises RuntimeUnavailable."""
+        reason = onnx_unavailable_reason(device)
+        if reason:
+            raise RuntimeUnavailable(reason)
+        key = model_key(model, dtype)
+        root = Path(cache_dir) if cache_dir is not None else cache_root()
+        path = root / key
+        if (path / "spec.json").is_file():
+            try:
+                return cls(path, GraphSpec.load(path), device, dtype, model.config.num_steps)
+            except Exception as exc:  # a cache damaged on disk: export again
+                log.warning("cached ONNX graphs in %s are unusable (%s): exporting again", path, exc)
+                shutil.rmtree(path, ignore_errors=True)
+        path = _export_into(model, device, dtype, root, key)
+        return cls(path, GraphSpec.load(path), device, dtype, model.config.num_steps)
+
+    def reset(self, steps: int) -> None:
+        """A new stream of T = ``steps`` denoising steps: every step's cache empty."""
+        self.caches = [KVCache() for _ in range(steps)]
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(self.device)
+
+    def condition(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb, onehot = self.condition_session.run({"labels": _numpy(labels.long())})
+        return self._tensor(emb), self._tensor(onehot)
+
+    def encode(self, lowres: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        latents, small = self.encoder_session.run({"lowres": np.ascontiguousarray(lowres)})
+        return self._tensor(latents), self._tensor(small)
+
+    def denoise(self, step: int, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, deg: torch.Tensor | None,
+                lambdas: tuple[float, float, float]) -> torch.Tensor:
+        spec, cache = self.spec, self.caches[step]
+        feeds = {"x": _numpy(x), "t": _numpy(t), "condition": _numpy(cond)}
+        lambda_r = lambdas[1]
+        if spec.has_restoration:
+            if deg is None:  # no degraded frame for this one: omega's rows weighted 0
+                deg, lambda_r = torch.zeros_like(x), 0.0
+            feeds["degraded"] = _numpy(deg)
+        for name, value in zip(_LAMBDAS, (lambdas[0], lambda_r, lambdas[2])):
+            feeds[name] = np.asarray(value, np.float32)
+        for i, c in enumerate(cache.tensors):
+            feeds[f"cache_{i}"] = c
+        out = self.denoisers[cache.fill].run(feeds)
+        if spec.has_temporal:
+            self.caches[step] = KVCache(min(cache.fill + 1, spec.window - 1), tuple(out[1:]))
+        return self._tensor(out[0])
+
+    def render(self, latents: torch.Tensor, onehot: torch.Tensor, degraded: torch.Tensor | None,
+               lambda_rho: float) -> tuple[torch.Tensor, np.ndarray]:
+        """The frame in [-1, 1] [N, 3, H, W] and as uint8 [N, H, W, 3]."""
+        if degraded is None:  # none received yet: zeros, as SynthModel.render
+            degraded = torch.zeros((latents.shape[0], 3, *self.spec.lowres), dtype=latents.dtype)
+        images, pixels = self.render_session.run({"latents": _numpy(latents), "onehot": _numpy(onehot),
+                                                 "degraded": _numpy(degraded),
+                                                 "lambda_rho": np.asarray(lambda_rho, np.float32)})
+        return self._tensor(images), pixels
+
+
+def _export_into(model, device, dtype, root: Path, key: str) -> Path:
+    """Export into ``root/key`` atomically (a temporary folder renamed), or into a temporary folder
+    of this process when ``root`` is not writable."""
+    t0 = time.perf_counter()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+    except OSError as exc:
+        tmp = Path(tempfile.mkdtemp(prefix=f"semcomm-onnx-{key}-"))
+        log.warning("cache directory %s is not writable (%s): exporting into %s for this process", root, exc, tmp)
+        root = None
+    log.info("exporting the synthesizer's graphs to ONNX (once per model, a few seconds)")
+    try:
+        export(model, device, dtype, tmp, key)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported in %.1f s", time.perf_counter() - t0)
+    if root is None:
+        return tmp
+    final = root / key
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another process exported the same model meanwhile: use its graphs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
