@@ -37,8 +37,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from semcomm_ros.codec import LowResDecoder, SemanticDecoder
 from semcomm_ros.codec.errors import BitstreamError
+from semcomm_ros.codec.lowres import parse_header
+from semcomm_ros.codec.packet import FrameLostError
 from semcomm_ros.ranges import Range, check_ranges
+from semcomm_ros.synth.upsample import to_camera as upsample
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +175,6 @@ class Receiver:
     """
 
     def __init__(self, config: ReceiverConfig | None = None, logger=None):
-        from semcomm_ros.codec import LowResDecoder, SemanticDecoder
-
         self.config = config or ReceiverConfig()
         self.logger = logger or log
         self.sem_dec, self.low_dec = SemanticDecoder(), LowResDecoder()
@@ -288,8 +290,6 @@ class Receiver:
             if not copy.payload:
                 return False
             try:
-                from semcomm_ros.codec.lowres import parse_header
-
                 hdr = parse_header(copy.payload)
             except BitstreamError:
                 return True  # decoding it reports the damage
@@ -323,8 +323,6 @@ class Receiver:
 
     def _decode(self, s: _Stream, index: int, packet: _Packet, now: float) -> bool:
         """Decode one copy; True when ``index`` is claimed by it."""
-        from semcomm_ros.codec.packet import FrameLostError
-
         startup = s.last_good is None
         try:
             value = (self.sem_dec if s is self.sem else self.low_dec).decode(packet.payload)
@@ -426,8 +424,6 @@ def to_camera(frame: np.ndarray, labels: np.ndarray, lowres: np.ndarray | None =
     """A synthesized frame at the camera's size, which is the decoded label map's: label-guided
     upsampling (``synth.upsample.to_camera``: edges from the full-resolution label map), with the
     data-consistency step toward the received frame that the model's ``SynthConfig`` asks for."""
-    from semcomm_ros.synth.upsample import to_camera as upsample
-
     H, W = labels.shape
     if frame.shape[:2] == (H, W):
         return frame

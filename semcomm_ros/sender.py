@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semcomm_ros.codec import LowResEncoder, SemanticEncoder
+from semcomm_ros.codec.lowres import parse_header
 from semcomm_ros.codec.packet import MAX_Q, PROFILES, frame_bits
+from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
 from semcomm_ros.link_budget import CongestionControl, RateController, SlidingWindow
 from semcomm_ros.ranges import Range, check_ranges
 
@@ -64,8 +67,6 @@ class SenderConfig:
     }
 
     def __post_init__(self):
-        from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
-
         if self.profile in PROFILE_DEFAULTS:  # an unknown profile is refused below, naming it
             if self.xi is None:
                 object.__setattr__(self, "xi", float(PROFILE_DEFAULTS[self.profile]["xi"]))
@@ -98,8 +99,6 @@ def codec_kbps(kbps: float) -> float:
 
 class Sender:
     def __init__(self, cfg: SenderConfig | None = None):
-        from semcomm_ros.codec import SemanticEncoder
-
         self.cfg = cfg or SenderConfig()
         c = self.cfg
         self.sem = SemanticEncoder(xi=c.xi, period=c.period, q_symbols=c.q_symbols, profile=c.profile)
@@ -140,8 +139,6 @@ class Sender:
     def reconfigure(self, **changes) -> None:
         """Change parameters between frames. The new config is checked whole first (ValueError
         with the reason, nothing changed), then swapped in and its effects applied."""
-        from semcomm_ros.codec import LowResEncoder  # deferred: PyAV, as in encode()
-
         unknown = sorted(set(changes) - set(SenderConfig.RANGES))
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown}")
@@ -241,9 +238,6 @@ class Sender:
     def encode(self, rgb: np.ndarray, labels: np.ndarray, t: float | None = None) -> Sent:
         """One frame; ``t`` (seconds, any origin) times the keyframe-request and congestion logic
         (default: frame index / fps)."""
-        from semcomm_ros.codec import LowResEncoder
-        from semcomm_ros.codec.lowres import parse_header
-
         c = self.cfg
         if rgb.shape[:2] != labels.shape:
             raise ValueError(f"image {rgb.shape[:2]} and labels {labels.shape} differ in size")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semcomm_ros.codec import lowres
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
 from semcomm_ros.codec.packet import frame_bits, parse_header
@@ -264,8 +265,6 @@ def check_lowres(p: LowResPacket, against_payload: bool = True) -> LowResPacket:
     if len(p.payload) > MAX_PAYLOAD_BYTES:
         raise BitstreamError(f"LowResFrame.payload of {len(p.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     if against_payload:
-        from semcomm_ros.codec import lowres
-
         hdr = lowres.parse_header(p.payload)
         if bool(hdr["key"]) != bool(p.keyframe):
             raise BitstreamError(f"LowResFrame.keyframe = {p.keyframe} contradicts the payload "
