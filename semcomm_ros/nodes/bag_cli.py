@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import sys
 
+from semcomm_ros.ros import bag
+
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
@@ -45,8 +47,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from semcomm_ros.ros import bag
-
     if args.action == "record":
         topics = bag.resolve(args.topics, args.namespace)
         counts = bag.record(topics, args.output, args.duration, args.max_messages, args.storage)
@@ -66,7 +66,7 @@ def run(args) -> int:
                             labels=np.stack([lab for _, lab in frames]))
         print(f"{len(frames)} label maps -> {args.output}")
         return 0
-    from semcomm_ros.nodes.bag_replay import main as replay_main
+    from semcomm_ros.nodes.bag_replay import main as replay_main  # deferred: rclpy; info and decode run without ROS
 
     ros_args = ["semcomm-bag-replay", "--ros-args", "-r", f"__ns:={args.namespace}", "-p", f"bag:={args.bag}",
                 "-p", f"rate:={args.rate}", "-p", f"loop:={'true' if args.loop else 'false'}",

@@ -28,6 +28,8 @@ from rclpy.node import Node
 from semcomm_ros.nodes.common import NAMESPACE, declare, run
 from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
+from semcomm_ros.ros.bag import LINK_TOPICS, read
+from semcomm_ros.ros.topic import msg_class
 
 #: how often /clock is published, s (a sim-time timer cannot run finer than this)
 CLOCK_PERIOD_S = 0.01
@@ -57,8 +59,6 @@ class BagReplay(Node):
         from rosgraph_msgs.msg import Clock as ClockMsg
 
         from semcomm_ros.msg import DecoderStats
-        from semcomm_ros.ros.bag import LINK_TOPICS, read
-        from semcomm_ros.ros.topic import msg_class
 
         n = NODE_PARAMETERS
         self.bag = declare(self, "bag", "", n["bag"])

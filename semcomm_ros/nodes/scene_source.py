@@ -17,6 +17,7 @@ from semcomm_ros.nodes.common import NAMESPACE, declare, run, set_result
 from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg
+from semcomm_ros.scenes import tabletop_clip
 
 
 NODE_PARAMETERS = {
@@ -49,8 +50,6 @@ class SceneSource(Node):
         self.get_logger().info(f"publishing {self.width}x{self.height} tabletop frames at {self.fps} fps")
 
     def _new_clip(self):
-        from semcomm_ros.scenes import tabletop_clip
-
         it = tabletop_clip(self.seed + self._clip, self.clip_frames, width=self.width, height=self.height)
         self._clip += 1
         return it

@@ -17,6 +17,7 @@ from semcomm_ros.nodes.common import NAMESPACE, declare, run
 from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, labels_from_msg, rgb_from_msg, stamp_to_ns
+from semcomm_ros.segmentation import load_segmenter
 
 
 NODE_PARAMETERS = {
@@ -31,8 +32,6 @@ class SegmentationNode(Node):
         super().__init__("segmentation_node", namespace=NAMESPACE)
         backend = declare(self, "backend", "", NODE_PARAMETERS["backend"])
         config = declare(self, "config", "", NODE_PARAMETERS["config"])
-        from semcomm_ros.segmentation import load_segmenter
-
         self.segmenter = load_segmenter(backend or None, config=config or None)
         self.backend = type(self.segmenter).__name__
         self.pub = self.create_publisher(Image, "labels", qos.ROBOT_IMAGES)

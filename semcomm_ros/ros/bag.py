@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from semcomm_ros.ros.topic import msg_class
+
 LINK_TOPICS = {
     "semantic": "semcomm_ros/msg/SemanticFrame",
     "lowres": "semcomm_ros/msg/LowResFrame",
@@ -70,8 +72,6 @@ def record(topics: dict[str, str], path: str | Path, duration: float, max_messag
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from semcomm_ros.ros.topic import msg_class
-
     store = typestore()
     path = Path(path)
     if path.exists():
@@ -126,16 +126,15 @@ def deserialize(data: bytes, msgtype: str):
     """CDR bytes -> the rclpy message (through rclpy's own deserializer)."""
     from rclpy.serialization import deserialize_message
 
-    from semcomm_ros.ros.topic import msg_class
-
     return deserialize_message(data, msg_class(msgtype))
 
 
 def decode_labels(path: str | Path, topic: str = "semantic"):
     """Decode the semantic stream of a bag offline (no DDS): ``[(frame_index, labels)]``, with
     the decoder node's loss rules (stale frames dropped, a gap waits for the next I-frame)."""
+    # deferred: the codec loads numpy, OpenCV and constriction; `semcomm bag info/record` need none of them
     from semcomm_ros.codec import BitstreamError, SemanticDecoder
-    from semcomm_ros.ros.convert import semantic_from_msg
+    from semcomm_ros.ros.convert import semantic_from_msg  # deferred: as the codec above
 
     dec, last, out = SemanticDecoder(), None, []
     for _, msgtype, _, data in read(path, [topic]):

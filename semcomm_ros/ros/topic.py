@@ -32,6 +32,7 @@ def msg_class(type_name: str):
 
 
 def to_jsonable(msg):
+    # deferred: convert loads numpy, OpenCV and the codec, which ros.bag (it imports msg_class) does without
     from semcomm_ros.ros.convert import msg_to_dict
 
     def enc(v):
@@ -61,7 +62,7 @@ def fill(msg, fields: dict):
 
 
 def _qos(name: str):
-    from semcomm_ros.ros import qos
+    from semcomm_ros.ros import qos  # deferred: imports rclpy; ros.bag reads bags without ROS
 
     return qos.BY_NAME[name]
 
