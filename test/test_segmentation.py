@@ -1,5 +1,10 @@
+import logging
 import os
+import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,24 +14,42 @@ from semcomm_ros.bench.seg import heldout_frames
 from semcomm_ros.eval.metrics import miou
 from semcomm_ros.scenes import CLASS_NAMES, tabletop_clip
 from semcomm_ros.segmentation import DEFAULT_WEIGHTS, ClassMap, load_config, load_segmenter, merge_masks
+from semcomm_ros.segmentation import onnx_runtime
+from semcomm_ros.segmentation.degrade import down_up
 
 CONFIG = load_config()
 MODEL_CLASSES = list(CONFIG["backends"]["ultralytics"]["class_map"])
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection or resolve a name fails the test."""
+def refuse_network_and_installs(mp: pytest.MonkeyPatch) -> list:
+    """Any connection, name look-up or pip/uv run is refused and recorded in the list returned."""
     attempts = []
 
     def refuse(*args, **kwargs):
         attempts.append(args)
         raise AssertionError(f"network access attempted: {args[:2]}")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    mp.setattr(socket.socket, "connect", refuse)
+    mp.setattr(socket.socket, "connect_ex", refuse)
+    mp.setattr(socket, "create_connection", refuse)
+    mp.setattr(socket, "getaddrinfo", refuse)
+    popen_init = subprocess.Popen.__init__
+
+    def no_install(self, args, *rest, **kwargs):
+        argv = [str(a) for a in (args if isinstance(args, (list, tuple)) else str(args).split())]
+        if {"pip", "uv", "install"} & {Path(a).name for a in argv}:
+            attempts.append(argv)
+            raise AssertionError(f"package install attempted: {argv}")
+        popen_init(self, args, *rest, **kwargs)
+
+    mp.setattr(subprocess.Popen, "__init__", no_install)
+    return attempts
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection, resolve a name or install a package fails the test."""
+    attempts = refuse_network_and_installs(monkeypatch)
     yield attempts
     assert not attempts, f"network access attempted: {attempts}"
 
@@ -110,8 +133,40 @@ def test_unknown_backend_and_missing_weights(tmp_path):
 
 # ------------------------------------------------------------------ shipped model, offline
 @pytest.fixture(scope="module")
-def shipped():
-    return load_segmenter()
+def onnx_export(tmp_path_factory):
+    """The module's one export of the shipped weights: from a read-only copy of their folder, into a
+    fresh SEMCOMM_CACHE_DIR (kept for the module), with the network and package installs refused."""
+    root = tmp_path_factory.mktemp("seg-onnx")
+    folder = root / "weights"
+    folder.mkdir()
+    weights = folder / DEFAULT_WEIGHTS.name
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    folder.chmod(0o555)  # (root may still write there: the folder's mtime below catches any file made)
+    before = (sorted(folder.iterdir()), folder.stat().st_mtime_ns)
+    old = os.environ.get("SEMCOMM_CACHE_DIR")
+    os.environ["SEMCOMM_CACHE_DIR"] = str(root / "cache")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            attempts = refuse_network_and_installs(mp)
+            seg = load_segmenter(weights=weights)
+        yield {"seg": seg, "weights": weights, "folder": folder, "before": before, "attempts": attempts,
+               "cache": root / "cache"}
+    finally:
+        folder.chmod(0o755)
+        if old is None:
+            os.environ.pop("SEMCOMM_CACHE_DIR", None)
+        else:
+            os.environ["SEMCOMM_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def shipped(onnx_export):
+    return load_segmenter()  # the default runtime, onnx: the same weights' bytes, so the export above serves
+
+
+@pytest.fixture(scope="module")
+def shipped_torch():
+    return load_segmenter(runtime="torch")
 
 
 def test_shipped_model_is_small_and_maps_all_classes(shipped):
@@ -138,10 +193,70 @@ def test_shipped_model_rejects_bad_images(shipped):
         shipped(np.zeros((64, 64, 3), np.float32))
 
 
-def test_tiny_training_run_stays_offline(tmp_path, no_network):
-    """Data preparation + ultralytics training from the model YAML, with all sockets refused."""
+# ------------------------------------------------------------------ runtimes: onnx (default) and torch
+def test_onnx_export_from_a_read_only_folder_into_the_cache_offline(onnx_export, monkeypatch):
+    seg, weights, cache = onnx_export["seg"], onnx_export["weights"], onnx_export["cache"]
+    assert not onnx_export["attempts"]
+    assert seg.runtime == "onnx" and seg.model is None
+    key = onnx_runtime.export_key(weights)
+    assert seg.graph.path == cache / "yolo" / f"{weights.stem}-{key}.onnx" == onnx_runtime.cached_path(weights)
+    assert seg.graph.key == key and seg.graph.provider == "CPUExecutionProvider"
+    assert sorted(p.name for p in (cache / "yolo").iterdir()) == [seg.graph.path.name]  # no temporary left
+    folder = onnx_export["folder"]
+    assert (sorted(folder.iterdir()), folder.stat().st_mtime_ns) == onnx_export["before"]  # nothing written there
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
+    assert load_segmenter(weights=weights).runtime == "onnx"  # once per weights file
+
+
+def test_onnx_and_torch_label_maps_agree(shipped, shipped_torch):
+    assert shipped.runtime == "onnx" and shipped_torch.runtime == "torch"
+    frames = heldout_frames(4)
+    frames.append((down_up(frames[0][0], 128), frames[0][1]))  # degraded like a decoded frame
+    diffs = []
+    for rgb, lab in frames:
+        a, b = shipped(rgb), shipped_torch(rgb)
+        assert np.mean(a == b) >= 0.99
+        diffs.append(miou(a, lab) - miou(b, lab))
+    assert abs(np.mean(diffs)) <= 0.005, diffs
+    rgb, _ = next(tabletop_clip(123, 1, 384, 256))  # not square: the same letterbox in both runtimes
+    assert np.mean(shipped(rgb) == shipped_torch(rgb)) >= 0.99
+
+
+def test_onnx_falls_back_to_torch_without_onnxruntime(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with caplog.at_level(logging.INFO):
+        seg = load_segmenter(runtime="onnx")
+    assert seg.runtime == "torch" and seg.graph is None and seg.model is not None
+    lines = [r for r in caplog.records if r.name.startswith("semcomm_ros")]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING, [r.getMessage() for r in lines]
+    message = lines[0].getMessage()
+    assert "torch instead of onnx" in message and "onnxruntime is not importable" in message
+
+
+def test_onnx_on_cuda_needs_the_cuda_provider(onnx_export, caplog):
+    if onnx_runtime.unavailable_reason("cuda") is None:
+        pytest.skip("onnxruntime has a CUDA provider here")
+    with caplog.at_level(logging.INFO):
+        seg = load_segmenter(weights=onnx_export["weights"], runtime="onnx", device="cuda")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("semcomm_ros")]
+    assert seg.runtime == "torch" and len(lines) == 1 and "CUDAExecutionProvider" in lines[0], lines
+
+
+def test_runtime_must_be_known():
+    with pytest.raises(ValueError, match=r"runtime must be one of \['onnx', 'torch'\]"):
+        load_segmenter(runtime="tensorrt")
+
+
+def test_tiny_training_run_stays_offline(tmp_path, no_network, monkeypatch):
+    """Data preparation + ultralytics training from the model YAML, then the ONNX export beside the
+    installed weights, with all sockets and package installs refused."""
     from semcomm_ros import cli
 
+    monkeypatch.setenv("SEMCOMM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "seg"
     rc = cli.main(["seg-train", "--out", str(out), "--train-images", "4", "--val-images", "2", "--epochs", "1",
                    "--imgsz", "64", "--batch", "2", "--workers", "0", "--install", str(out / "tiny.pt")])
@@ -153,4 +268,6 @@ def test_tiny_training_run_stays_offline(tmp_path, no_network):
     assert 0 <= int(first[0]) < len(CLASS_NAMES) - 1 and len(first) >= 7
     seg = load_segmenter("ultralytics", weights=out / "tiny.pt", imgsz=64)
     assert seg(next(tabletop_clip(1, 1, 64, 64))[0]).shape == (64, 64)
+    # seg-train exported what it installed: the segmenter runs that graph, nothing exported at load
+    assert seg.runtime == "onnx" and seg.graph.path == out / "tiny.onnx" and not (tmp_path / "cache").exists()
     assert os.environ.get("YOLO_OFFLINE") == "1"

@@ -64,7 +64,8 @@ def load_segmenter(backend: str | None = None, *, config: str | Path | dict | No
     """Build a segmenter from the config, with ``options`` overriding the backend's settings.
 
     ``backend``: "ultralytics" (YOLO-seg weights from a local path) or "labels" (ground-truth label
-    images); None = the config's ``default_backend``.
+    images); None = the config's ``default_backend``. The ultralytics backend's ``runtime`` option is
+    "onnx" (ONNX Runtime, the config's default) or "torch"; ``seg.runtime`` says which is in force.
     """
     cfg = config if isinstance(config, dict) else load_config(config)
     backend = backend or cfg.get("default_backend", "ultralytics")

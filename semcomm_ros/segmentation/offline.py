@@ -4,7 +4,8 @@ By default ultralytics downloads fonts (plots), checkpoints (AMP check, ``YOLO("
 checks PyPI for updates and sends telemetry. Here there is no network and nothing may reach it, so
 every entry point into ultralytics goes through :func:`import_ultralytics`, which first sets
 ``YOLO_OFFLINE=1`` and a settings directory inside the repository (or the user cache when the
-package is installed read-only), turns telemetry off, and replaces ``check_font`` (called by every
+package is installed read-only), turns telemetry and AutoUpdate (pip-installing a requirement it
+finds missing, e.g. onnxslim when exporting) off, and replaces ``check_font`` (called by every
 dataset check, plots or not, and which probes github.com for Arial.ttf) by a local look-up that
 falls back to matplotlib's bundled DejaVu Sans. Training also passes ``amp=False``
 and ``plots=False`` (see ``train.py``).
@@ -12,6 +13,7 @@ and ``plots=False`` (see ``train.py``).
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -34,6 +36,8 @@ def config_dir() -> Path:
 def import_ultralytics():
     """Import ultralytics configured for offline use and return the module."""
     os.environ["YOLO_OFFLINE"] = "1"
+    # a requirement it finds missing (onnxslim, onnxruntime-gpu, ...) it would otherwise pip-install
+    os.environ["YOLO_AUTOINSTALL"] = "False"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir()))
     Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_VERBOSE", "False")
@@ -42,6 +46,8 @@ def import_ultralytics():
 
     if SETTINGS.get("sync", False):
         SETTINGS.update({"sync": False})
+    checks = importlib.import_module("ultralytics.utils.checks")
+    checks.AUTOINSTALL = False  # the variable is read once, at import: ultralytics may have been imported already
     _patch_check_font()
     return ultralytics
 
@@ -61,8 +67,6 @@ def local_font(font: str = "Arial.ttf"):
 
 
 def _patch_check_font() -> None:
-    import importlib
-
     for mod in ("ultralytics.utils.checks", "ultralytics.data.utils", "ultralytics.utils.plotting"):
         m = importlib.import_module(mod)
         if getattr(m, "check_font", None) is not local_font:

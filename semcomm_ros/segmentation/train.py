@@ -6,7 +6,8 @@ written in the YOLO segmentation format (one polygon per instance region, normal
 hole is joined to its outline by a zero-width cut so that the polygon keeps the hole).
 Training: ultralytics from its model YAML (``yolo11n-seg.yaml``, random init, no download), on the
 CPU, offline (``YOLO_OFFLINE=1``, ``amp=False``, ``plots=False``). ``last.pt`` is written every
-epoch, so ``--resume`` continues an interrupted run.
+epoch, so ``--resume`` continues an interrupted run. The final weights (``--install``, else ``last.pt``)
+are also exported to ONNX beside them (``onnx_runtime.py``), the graph the segmenter's onnx runtime runs.
 
     semcomm seg-train --out .cache/seg-train --train-images 1000 --epochs 12 --imgsz 320 \
         --install semcomm_ros/segmentation/weights/tabletop-yolo11n-seg.pt
@@ -31,6 +32,7 @@ from ..training.config import DataConfig
 from ..training.recorded import build_recorded_clipset
 from .degrade import random_degrade
 from .offline import import_ultralytics
+from .onnx_runtime import export_onnx
 
 MODEL_CLASSES: tuple[str, ...] = CLASS_NAMES[1:]  # YOLO class k = codec class k + 1; the table is background
 
@@ -194,6 +196,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--classes", default="", help="class list YAML (`classes: [background, ...]`); default tabletop")
 
 
+def _export_beside(weights: Path, log=print) -> None:
+    """The ONNX graph beside the weights, where the segmenter's onnx runtime finds it without exporting
+    (a read-only install, a robot without the exporter's dependencies)."""
+    dest = weights.with_suffix(".onnx")
+    try:
+        export_onnx(weights, dest)
+    except Exception as exc:  # the weights are what training makes; the segmenter can still export them later
+        log(f"ONNX export of {weights} failed ({type(exc).__name__}: {exc}); the segmenter exports on first use "
+            "or runs the .pt in torch")
+        return
+    log(f"exported {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+
+
 def _install(src: Path, dst: Path, log=print) -> None:
     """Copy a checkpoint without its optimizer state (ultralytics' strip_optimizer: fp16, a few MB)."""
     from ultralytics.utils.torch_utils import strip_optimizer
@@ -275,5 +290,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"training done in {(time.perf_counter() - t1) / 60:.1f} min", flush=True)
     if args.install is not None:
         _install(last, args.install)
+    _export_beside(args.install if args.install is not None else last)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Mapping
 
@@ -9,6 +10,9 @@ import numpy as np
 
 from .base import ClassMap, Segmenter, check_rgb, merge_masks
 from .offline import import_ultralytics
+from .onnx_runtime import RUNTIMES, RuntimeUnavailable, load_graph
+
+log = logging.getLogger(__name__)
 
 
 class UltralyticsSegmenter(Segmenter):
@@ -18,6 +22,12 @@ class UltralyticsSegmenter(Segmenter):
     inference size (the image is letterboxed to it; masks come back at the input size),
     ``merge`` the paint order of overlapping masks (see ``merge_masks``), ``class_map`` maps the
     model's class names to codec classes (every model class must be mapped or ignored).
+
+    ``runtime``: "onnx" runs the weights exported to ONNX in ONNX Runtime with ``threads`` intra-op
+    threads (``onnx_runtime.py``: exported once per weights file into the user's cache), "torch" the
+    ``.pt`` in PyTorch. "onnx" falls back to "torch", with one warning that says why, where
+    onnxruntime is not importable, has no provider for ``device`` or the export fails;
+    ``self.runtime`` is the one in force.
     """
 
     backend = "ultralytics"
@@ -35,6 +45,7 @@ class UltralyticsSegmenter(Segmenter):
         max_det: int = 50,
         threads: int | None = 2,
         device: str = "cpu",
+        runtime: str = "onnx",
     ):
         if not 0.0 <= float(conf) <= 1.0:
             raise ValueError(f"conf must be in [0, 1], got {conf}")
@@ -44,21 +55,29 @@ class UltralyticsSegmenter(Segmenter):
             raise ValueError(f"imgsz must be a multiple of 32 and >= 32, got {imgsz}")
         if merge not in ("confidence", "area"):
             raise ValueError(f"merge must be 'confidence' or 'area', got {merge!r}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
         path = Path(weights)
         if not path.is_file():
             # a bare name like "yolo11n-seg.pt" would make ultralytics download it: never do that
             raise ValueError(f"segmentation weights not found: {path} (a local .pt file is required)")
         import_ultralytics()
-        import torch
-        from ultralytics import YOLO
+        self.weights, self.model, self.graph, self.runtime = path, None, None, "torch"
+        if runtime == "onnx":
+            try:
+                self.graph, self.runtime = load_graph(path, threads, str(device)), "onnx"
+            except RuntimeUnavailable as exc:
+                log.warning("segmentation runtime: torch instead of onnx: %s", exc)
+        if self.graph is None:
+            import torch  # deferred: heavy
+            from ultralytics import YOLO  # deferred: import_ultralytics() configures ultralytics offline first
 
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.weights = path
-        self.model = YOLO(str(path), task="segment")
+            if threads:
+                torch.set_num_threads(int(threads))
+            self.model = YOLO(str(path), task="segment")
         self.class_map = class_map if isinstance(class_map, ClassMap) else ClassMap(class_map, ignore)
         self.class_names = self.class_map.class_names
-        self.model_names = dict(self.model.names)
+        self.model_names = dict(self.graph.names if self.graph is not None else self.model.names)
         self.lut = self.class_map.lut(self.model_names)  # raises on unmapped model classes
         self.conf, self.iou, self.imgsz = float(conf), float(iou), int(imgsz)
         self.merge, self.max_det, self.device = merge, int(max_det), device
@@ -66,6 +85,8 @@ class UltralyticsSegmenter(Segmenter):
     def detect(self, rgb: np.ndarray):
         """``(masks N x H x W bool, model classes N, scores N)`` at the input image size."""
         rgb = check_rgb(rgb)
+        if self.graph is not None:
+            return self.graph.predict(rgb, self.imgsz, self.conf, self.iou, self.max_det)
         res = self.model.predict(
             np.ascontiguousarray(rgb[..., ::-1]),  # ultralytics takes numpy images as BGR
             imgsz=self.imgsz,
