@@ -305,7 +305,7 @@ rclpy.spin(node)
 
 def test_lockstep_replays_synthesize_identical_frames(tmp_path):
     """Record the link topics of the chain to a bag, then replay it twice in lockstep into a fresh
-    decoder (tiny model, CPU, every_frame, on the replay's /clock): every frame of the bag is
+    decoder (tiny model, CPU, the onnx runtime, every_frame, on the replay's /clock): every frame of the bag is
     synthesized, none skipped, the two replays' synthesized frames are bit-identical, and latency
     is measured from the replay clock (tens of ms), not from the recording (seconds ago)."""
     import json
@@ -337,10 +337,12 @@ def test_lockstep_replays_synthesize_identical_frames(tmp_path):
         got: list[dict] = []
         with processes(tmp_path / run, ros_env()) as P:
             P.node("decoder", "decoder_node", ns2, {"model": "tiny", "resolution": 64, "every_frame": True,
-                                                     "use_sim_time": True})
+                                                     "use_sim_time": True, "runtime": "onnx"})
             probe = P.start("digests", ["-c", _DIGESTS, ns2], stdout=subprocess.PIPE)
             threading.Thread(target=lambda: [got.append(json.loads(x)) for x in probe.stdout], daemon=True).start()
-            wait_for(lambda: "decoder ready" in P.log("decoder"), 90, "the decoder", P)
+            # the first replay's decoder exports the tiny model's graphs into the user's cache
+            wait_for(lambda: "decoder ready" in P.log("decoder"), 180, "the decoder", P)
+            assert "(onnx runtime)" in P.log("decoder"), P.log("decoder")
             started = time.monotonic()
             r = P.node("replay", "bag_replay", ns2, {"bag": str(recorded), "lockstep": True,
                                                      "exit_when_done": True, "start_delay_s": 2.0})

@@ -40,9 +40,11 @@ from semcomm_ros.msg import DecoderStats, KeyframeRequest, LowResFrame, Semantic
 from semcomm_ros.nodes.common import (NAMESPACE, declare, declare_deprecated, declare_fields, route_logging, run,
                                       set_result)
 from semcomm_ros.ranges import Range
-from semcomm_ros.receiver import COUNTERS, Frame, Receiver, ReceiverConfig, to_camera
+from semcomm_ros.receiver import COUNTERS, Frame, Receiver, ReceiverConfig, model_inputs, to_camera
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, lowres_from_msg, semantic_from_msg, stamp_from_ns
+from semcomm_ros.scenes.classes import NUM_CLASSES, colorize
+from semcomm_ros.synth.config import SynthConfig
 
 OUTPUT_SIZES = ("camera", "model")
 #: frames waiting for the synthesizer with ``every_frame`` (a replay paces itself on the output)
@@ -158,13 +160,14 @@ class DecoderNode(Node):
         if self._worker:
             self._worker.start()
         size = "model" if self.output_size == "model" or not self.synthesize else "camera"
+        runtime = f" ({self.synth.runtime} runtime)" if self.synth is not None else ""
         self.get_logger().info(f"decoder ready; synthesizer: {self.model_name if self.synthesize else 'off'} "
-                               f"on {self.device_name}, output at the {size}'s size"
+                               f"on {self.device_name}{runtime}, output at the {size}'s size"
                                + (", every frame" if self.every_frame else ""))
 
     # -- setup ---------------------------------------------------------------------------------
     def _load_synth(self):
-        from semcomm_ros.scenes.classes import NUM_CLASSES
+        # deferred: torch and diffusers, loaded only to synthesize (in a thread of its own: decoding starts at once)
         from semcomm_ros.synth import CausalSynthesizer
 
         device = None if self.device == "auto" else self.device
@@ -197,8 +200,6 @@ class DecoderNode(Node):
                                f"runtime) in {time.perf_counter() - t0:.1f} s")
 
     def _declare_runtime(self) -> str:
-        from semcomm_ros.synth.config import SynthConfig  # deferred: the node imports torch only to synthesize
-
         if self.model_name == "tiny":
             default = "torch"  # the random test model: every instance would export graphs of its own
         else:
@@ -209,14 +210,12 @@ class DecoderNode(Node):
         return declare(self, "runtime", default, SynthConfig.RANGES["runtime"])
 
     def _declare_operating_point(self):
-        from semcomm_ros.synth.config import SynthConfig
-
         if self.synth:
             cfg = self.synth.config
         elif self.model_name == "tiny":
             cfg = SynthConfig()
         else:  # the model's operating point, read without its weights (loaded later, or never)
-            from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
+            from semcomm_ros.synth.model import DEFAULT_MODEL_DIR  # deferred: imports torch
 
             cfg = SynthConfig.load(DEFAULT_MODEL_DIR if self.model_name == "default" else self.model_name)
         values = declare_fields(self, cfg, SYNTH_PARAMETERS,
@@ -296,8 +295,6 @@ class DecoderNode(Node):
             self._publish_frame(f)
 
     def _publish_frame(self, f: Frame):
-        from semcomm_ros.scenes.classes import colorize
-
         t_decoded = self._now_ns()
         stamp = f.stamp_ns if f.stamp_ns is not None else t_decoded  # a lost frame has no capture stamp
         if f.labels_new:
@@ -354,8 +351,6 @@ class DecoderNode(Node):
                 self.get_logger().error(f"synthesis of frame {f.index} failed: {exc}")
 
     def _model_inputs(self, f):
-        from semcomm_ros.receiver import model_inputs
-
         return model_inputs(f.labels, f.lowres, self.synth.output_size, self.synth.lowres_size)
 
     def _publish_diag(self, job: SynthesisJob, t_done, synth_ms):
