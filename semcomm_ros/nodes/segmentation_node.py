@@ -3,6 +3,7 @@
 ``backend`` picks the segmenter (semcomm_ros.segmentation.load_segmenter): "ultralytics" (the
 shipped tabletop YOLO11n-seg, CPU), "labels" (ground truth from ``camera/labels_gt``, e.g. a
 simulator's label camera), or "" for the default of ``config`` (config/segmentation.yaml).
+``runtime`` runs the ultralytics model in ONNX Runtime ("onnx") or PyTorch ("torch").
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from semcomm_ros.nodes.common import NAMESPACE, declare, run
 from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, labels_from_msg, rgb_from_msg, stamp_to_ns
-from semcomm_ros.segmentation import load_segmenter
+from semcomm_ros.segmentation import load_config, load_segmenter
 
 
 NODE_PARAMETERS = {
     "backend": Range("segmentation backend: ultralytics, labels, or '' for the config's default",
                      choices=("", "ultralytics", "labels"), read_only=True),
     "config": Range("segmentation YAML ('' = config/segmentation.yaml)", read_only=True),
+    "runtime": Range("ultralytics backend's runtime: onnx (ONNX Runtime), torch, or '' for the config's; onnx "
+                     "falls back to torch, with a warning saying why, where it cannot run",
+                     choices=("", "onnx", "torch"), read_only=True),
 }
 
 
@@ -32,7 +36,11 @@ class SegmentationNode(Node):
         super().__init__("segmentation_node", namespace=NAMESPACE)
         backend = declare(self, "backend", "", NODE_PARAMETERS["backend"])
         config = declare(self, "config", "", NODE_PARAMETERS["config"])
-        self.segmenter = load_segmenter(backend or None, config=config or None)
+        runtime = declare(self, "runtime", "", NODE_PARAMETERS["runtime"])
+        # the labels backend has no runtime: the option goes only where the backend in force is ultralytics
+        ultralytics = (backend or load_config(config or None).get("default_backend", "ultralytics")) == "ultralytics"
+        options = {"runtime": runtime} if runtime and ultralytics else {}
+        self.segmenter = load_segmenter(backend or None, config=config or None, **options)
         self.backend = type(self.segmenter).__name__
         self.pub = self.create_publisher(Image, "labels", qos.ROBOT_IMAGES)
         self.create_subscription(Image, "camera/image_raw", self._on_image, **qos.overridable(qos.ROBOT_IMAGES))
@@ -42,7 +50,8 @@ class SegmentationNode(Node):
         if self.uses_gt:
             self.create_subscription(Image, "camera/labels_gt", self._on_gt, **qos.overridable(qos.ROBOT_IMAGES))
         self.frames, self.seconds = 0, 0.0
-        self.get_logger().info(f"segmenter: {self.backend}")
+        runtime = getattr(self.segmenter, "runtime", None)
+        self.get_logger().info(f"segmenter: {self.backend}" + (f", runtime {runtime}" if runtime else ""))
 
     def _on_gt(self, msg):
         stamp = stamp_to_ns(msg.header.stamp)
