@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from semcomm_ros.cache import cache_dir
+
 from .config import RUNTIMES  # noqa: F401  (re-exported: the runtime's users look here)
 from .runstate import TemporalRun
 from .semantic_control import condition_embedding
@@ -77,12 +79,8 @@ def _provider(device: torch.device) -> str:
 
 
 def cache_root() -> Path:
-    """Where exported graphs live: $SEMCOMM_CACHE_DIR, else $XDG_CACHE_HOME/semcomm_ros, else ~/.cache/semcomm_ros."""
-    env = os.environ.get("SEMCOMM_CACHE_DIR")
-    if env:
-        return Path(env) / "onnx"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "semcomm_ros" / "onnx"
+    """Where exported graphs live: the user's cache folder (``semcomm_ros.cache``), ``onnx/``."""
+    return cache_dir("onnx")
 
 
 def model_key(model, dtype: torch.dtype) -> str:
