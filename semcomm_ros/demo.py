@@ -15,9 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from semcomm_ros.eval.options import add_chain_arguments, check_chain_arguments, chain_kwargs
+from semcomm_ros.eval.options import add_chain_arguments, chain_kwargs, check_chain_arguments
 from semcomm_ros.eval.report import evaluate_clip, print_table, write_media
 from semcomm_ros.scenes.splits import EVAL_SEED0
 
@@ -33,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--q-symbols", type=int, default=256, help="quantization symbols Q")
     p.add_argument("--baselines", default="hevc", help="comma-separated classical codecs at the same rate "
                    "(hevc, av1, vp9; 'none' to skip)")
-    p.add_argument("--no-video", action="store_true", help="skip the MP4 (the PNG strip and metrics are still written)")
+    p.add_argument("--no-video", action="store_true",
+                   help="skip the MP4 (the PNG strip and metrics are still written)")
 
 
 def _check(args) -> None:
@@ -68,8 +67,8 @@ def run(args) -> int:
     c = result["clip"]
     print_table(result["methods"], title=f"semcomm demo: {args.frames} frames {args.size}x{args.size} "
                 f"@ {args.fps:g} fps, link {args.link_kbps:g} kbps (scene seed {EVAL_SEED0 + args.seed}); ours at "
-                f"{c['synth_resolution'][0]}x{c['synth_resolution'][1]}, T={c['steps']}, W={c['window']}, {c['runtime']} runtime, "
-                f"strength {c['strength']:g}, noise {c['noise']}")
+                f"{c['synth_resolution'][0]}x{c['synth_resolution'][1]}, T={c['steps']}, W={c['window']}, "
+                f"{c['runtime']} runtime, strength {c['strength']:g}, noise {c['noise']}")
     print(f"link: {json.dumps(result['link'])}")
     for name, path in {**media, "metrics": out / "metrics.json"}.items():
         print(f"wrote {name}: {path}")

@@ -20,7 +20,8 @@ def test_help_lists_every_subcommand_and_benchmark(capsys):
 
 
 def test_python_dash_m_matches_console_script():
-    via_module = subprocess.run([sys.executable, "-m", "semcomm_ros", "--help"], capture_output=True, text=True, cwd=ROOT)
+    via_module = subprocess.run([sys.executable, "-m", "semcomm_ros", "--help"], capture_output=True, text=True,
+                                cwd=ROOT)
     assert via_module.returncode == 0, via_module.stderr
     assert "usage: semcomm" in via_module.stdout
     assert via_module.stdout == subprocess.run(

@@ -72,9 +72,9 @@ def _write_sequences(root: Path) -> tuple[np.ndarray, np.ndarray]:
     rgb, lab = render_clip(7, 8, CAM)
     (root / "walk").mkdir(parents=True)
     (root / "walk_labels").mkdir()
-    for i, (f, l) in enumerate(zip(rgb, lab)):
+    for i, (f, lb) in enumerate(zip(rgb, lab)):
         cv2.imwrite(str(root / "walk" / f"{i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "walk_labels" / f"{i:04d}.png"), l)
+        cv2.imwrite(str(root / "walk_labels" / f"{i:04d}.png"), lb)
     with av.open(str(root / "pan.mp4"), "w") as c:
         s = c.add_stream("libx264", rate=10)
         s.width, s.height, s.pix_fmt = CAM, CAM, "yuv420p"
@@ -114,9 +114,8 @@ def test_training_stage_on_the_bag(camera_bag, tmp_path):
     """`semcomm train control --data BAG` trains on the recorded clips (paper-tiny, SD folder backbone)."""
     import json
 
-    from test_pretrained import _parser, tiny_paper_preset, write_sd_folder
-
     from semcomm_ros.training import cli
+    from test_pretrained import _parser, tiny_paper_preset, write_sd_folder
 
     sd = write_sd_folder(tmp_path / "w")
     preset = tmp_path / "p.json"
@@ -179,9 +178,9 @@ def test_one_class_list_for_the_segmenter_and_training(tmp_path):
     own = np.minimum(lab, 2)  # floor 0, box 1, cup 2
     (tmp_path / "rec" / "seq").mkdir(parents=True)
     (tmp_path / "gt").mkdir()
-    for i, (f, l) in enumerate(zip(rgb, own)):
+    for i, (f, lb) in enumerate(zip(rgb, own)):
         cv2.imwrite(str(tmp_path / "rec" / "seq" / f"{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(tmp_path / "gt" / f"{i:03d}.png"), l)
+        cv2.imwrite(str(tmp_path / "gt" / f"{i:03d}.png"), lb)
     seg_yaml = tmp_path / "segmentation.yaml"
     seg_yaml.write_text(f"classes: [floor, box, cup]\ndefault_backend: labels\nbackends:\n  labels:\n"
                         f"    source: {tmp_path / 'gt'}\n")

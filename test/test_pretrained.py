@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from semcomm_ros.training import cli
-from semcomm_ros.training.config import DataConfig, PretrainedConfig, StageConfig, get_preset
+from semcomm_ros.training.config import DataConfig, PretrainedConfig, get_preset
 
 torch.set_num_threads(1)
 RES = 32  # frames; latents 4x4
@@ -128,8 +128,10 @@ def ldm_checkpoint(unet, vae, text_encoder) -> dict:
         key = k.replace("conv_norm_out", "norm_out")
         key = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", key)
         key = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", key)
-        key = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{n_up - 1 - int(m[1])}.block.", key)
-        key = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{n_up - 1 - int(m[1])}.upsample.", key)
+        key = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.",
+                     lambda m: f"decoder.up.{n_up - 1 - int(m[1])}.block.", key)
+        key = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+                     lambda m: f"decoder.up.{n_up - 1 - int(m[1])}.upsample.", key)
         key = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", key)
         key = key.replace("conv_shortcut", "nin_shortcut")
         if "mid_block.attentions.0." in key:
@@ -163,7 +165,8 @@ def weights(tmp_path_factory):
 
     pipe = StableDiffusionPipeline.from_pretrained(sd, local_files_only=True, safety_checker=None)
     save_file(ldm_checkpoint(pipe.unet, pipe.vae, pipe.text_encoder), str(root / "sd_tiny.safetensors"))
-    return {"single_file": root / "sd_tiny.safetensors","root": root, "sd": sd, "motion_adapter": root / "motion_adapter", "mm_file": root / "mm_tiny.safetensors",
+    return {"single_file": root / "sd_tiny.safetensors", "root": root, "sd": sd,
+            "motion_adapter": root / "motion_adapter", "mm_file": root / "mm_tiny.safetensors",
             "motion": ma, "controlnet": root / "controlnet_rgb"}
 
 

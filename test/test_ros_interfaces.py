@@ -149,8 +149,14 @@ def _lowres_packets():
 
 def test_link_message_refusals():
     from semcomm_ros.codec import BitstreamError
-    from semcomm_ros.ros.convert import (LowResPacket, SemanticPacket, lowres_from_msg,
-                                         lowres_to_msg, semantic_from_msg, semantic_to_msg)
+    from semcomm_ros.ros.convert import (
+        LowResPacket,
+        SemanticPacket,
+        lowres_from_msg,
+        lowres_to_msg,
+        semantic_from_msg,
+        semantic_to_msg,
+    )
 
     sp = SemanticPacket(payload=b"\x01\x02", frame_index=3, frame_type=0, width=64, height=48,
                         xi=6.0, iframe_period=4, q_symbols=256, stamp_ns=5_000_000_123)
@@ -208,7 +214,8 @@ def test_semantic_message_checked_against_its_payload():
     check_semantic(packet(pframe, frame_index=17, frame_type=1))  # index 17 = 1 mod 16
     for payload, kw, what in ((iframe, dict(width=32), r"width = 32 contradicts the payload header \(64\)"),
                               (iframe, dict(frame_index=5), r"frame_index = 5 contradicts"),
-                              (pframe, dict(frame_index=1, frame_type=0), r"frame_type I contradicts the payload header \(1\)"),
+                              (pframe, dict(frame_index=1, frame_type=0),
+                               r"frame_type I contradicts the payload header \(1\)"),
                               (pframe, dict(frame_index=1, frame_type=1, bitstream_version=1),
                                r"bitstream_version = 1 contradicts"),
                               (iframe[:-1] + bytes([iframe[-1] ^ 1]), {}, r"checksum")):

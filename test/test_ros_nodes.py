@@ -224,7 +224,6 @@ def test_bag_replay_gives_identical_label_maps(tmp_path):
     topics into a fresh decoder: its label maps equal the live ones bit for bit, and equal the
     bag decoded offline."""
     import subprocess
-    import sys
 
     from semcomm_ros.ros import bag
     from semcomm_ros.ros.convert import image_from_msg

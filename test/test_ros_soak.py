@@ -47,7 +47,8 @@ def test_one_minute_soak(tmp_path, monkeypatch, capsys):
     assert fig["encoder"]["keyframe_requests_received"] > 0
     # every gap of 1 s or more between label maps is explained or listed: a codec recovery (a
     # frame lost, the gap ends on an I-frame) or not
-    hist, why = fig["output"]["decoded_labels"]["gaps_s_histogram"], fig["output"]["decoded_labels"]["over_1s_explained"]
+    hist = fig["output"]["decoded_labels"]["gaps_s_histogram"]
+    why = fig["output"]["decoded_labels"]["over_1s_explained"]
     assert why["codec_recoveries"] + why["unexplained"] == hist["1.0-2.0"] + hist["2.0-5.0"] + hist["5.0-inf"], why
     # the budget in force holds in every window but those where an encoder started (its first
     # I-frame and keyframe are sized for a 10 s window: the first window, and the restart's); a

@@ -105,7 +105,8 @@ def test_cli_writes_png(tmp_path):
     from semcomm_ros import cli
 
     out = tmp_path / "s.png"
-    assert cli.main(["scenes", "--seed", "1", "--frames", "4", "--width", "64", "--height", "64", "--every", "2", "--out", str(out)]) == 0
+    assert cli.main(["scenes", "--seed", "1", "--frames", "4", "--width", "64", "--height", "64", "--every", "2",
+                     "--out", str(out)]) == 0
     import cv2
 
     img = cv2.imread(str(out))

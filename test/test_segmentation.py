@@ -13,8 +13,7 @@ import pytest
 from semcomm_ros.bench.seg import heldout_frames
 from semcomm_ros.eval.metrics import miou
 from semcomm_ros.scenes import CLASS_NAMES, tabletop_clip
-from semcomm_ros.segmentation import DEFAULT_WEIGHTS, ClassMap, load_config, load_segmenter, merge_masks
-from semcomm_ros.segmentation import onnx_runtime
+from semcomm_ros.segmentation import DEFAULT_WEIGHTS, ClassMap, load_config, load_segmenter, merge_masks, onnx_runtime
 from semcomm_ros.segmentation.degrade import down_up
 
 CONFIG = load_config()

@@ -253,12 +253,14 @@ def test_sd_layout_checkpoint_loads_from_local_directory(tmp_path):
 
     tiny_unet(RES).save_pretrained(tmp_path / "unet")
     tiny_vae(vae_class="AutoencoderKL").save_pretrained(tmp_path / "vae")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(tmp_path / "scheduler")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(
+        tmp_path / "scheduler")
     null = torch.randn(1, 3, 32)
     model = SynthModel.from_sd_checkpoint(tmp_path, SynthConfig(height=RES, width=RES), null_embedding=null)
     assert model.config.vae_class == "AutoencoderKL" and model.config.null_tokens == 3
     assert torch.equal(model.null_embedding, null)
-    eps = model.predict_noise(torch.randn(1, 2, 4, RES // 8, RES // 8), 500, torch.zeros(1, 2, RES, RES, dtype=torch.long))
+    eps = model.predict_noise(torch.randn(1, 2, 4, RES // 8, RES // 8), 500,
+                              torch.zeros(1, 2, RES, RES, dtype=torch.long))
     assert eps.shape == (1, 2, 4, RES // 8, RES // 8)
     model.save_pretrained(tmp_path / "out")  # the non-zero null embedding travels with the model
     assert torch.equal(SynthModel.from_pretrained(tmp_path / "out").null_embedding, null)

@@ -112,7 +112,8 @@ def test_diffusion_object_weight_weights_object_cells(preset):
     assert w[0, 0, 0, 0] == pytest.approx(5.0) and w[0, 0, 1, 1] == pytest.approx(3.0)
     assert torch.all(w[1] == 1.0) and losses.object_weights(labels, (4, 4), 0.0) is None
     pred, target = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
-    assert losses.weighted_mse(pred, target, torch.ones(2, 1, 4, 4)) == pytest.approx(float(((pred - target) ** 2).mean()))
+    assert losses.weighted_mse(pred, target, torch.ones(2, 1, 4, 4)) == pytest.approx(
+        float(((pred - target) ** 2).mean()))
     assert float(losses.weighted_mse(pred, target, w)) != pytest.approx(float(((pred - target) ** 2).mean()))
 
     torch.manual_seed(0)

@@ -12,9 +12,9 @@ from semcomm_ros.training.data import BatchSampler, build_clipset, codec_degrade
 
 
 def test_codec_degradation_is_the_real_lowres_stream():
-    from semcomm_ros.codec import LowResDecoder, LowResEncoder
-
     import cv2
+
+    from semcomm_ros.codec import LowResDecoder, LowResEncoder
 
     # the robot codes camera frames (here 256x256); the synthesizer (64x64) gets them area-averaged
     # to 16x16, as system.synthesize hands them over
@@ -67,9 +67,9 @@ def test_presets_round_trip_and_cover_every_stage(tmp_path):
 
 
 def test_cli_reports_bad_options(tmp_path, capsys):
-    from semcomm_ros.training import cli
-
     import argparse
+
+    from semcomm_ros.training import cli
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)

@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label:<28}" + "".join(f"{fig[n]['miou_' + key]:>12.4f}" for n in segs))
     print(f"latency per 512x512 frame, --threads {args.threads} (load average {load_before:.1f} -> {load_after:.1f} "
           f"on {os.cpu_count()} cores; CPU time = all threads, the contention-free cost):")
-    for n, seg in segs.items():
+    # seg outlives the loop: the class names below are the last segmenter's
+    for n, seg in segs.items():  # noqa: B007
         f = fig[n]
         fallback = f" (fell back to {f['runtime']})" if f["runtime"] not in (None, n) else ""
         print(f"  {n + fallback}, {f['threads_in_effect']}: wall median {f['ms_per_frame_median']:.1f} ms, "

@@ -216,7 +216,8 @@ def plot(results: dict, path: str) -> None:
         curve(axes[1], [c for c in cfgs if c.profile == "paper" and c.q == 256 and c.period == p], f"P={p}")
     axes[1].set_title("paper profile, Q=256: effect of P")
     curve(axes[2], [c for c in cfgs if c.profile == "paper" and c.q == 256 and c.period == 4], "paper (Q=256, P=4)")
-    curve(axes[2], [c for c in cfgs if c.profile == "tracked" and c.slack is None], "tracked (Q=256, P=32, slack 0.14), xi swept")
+    curve(axes[2], [c for c in cfgs if c.profile == "tracked" and c.slack is None],
+          "tracked (Q=256, P=32, slack 0.14), xi swept")
     curve(axes[2], [c for c in cfgs if c.profile == "tracked" and (c.slack is not None or c.xi == 4.0)],
           "tracked, xi=4, slack swept 0.06..0.32", ls="--")
     op = PAPER_POINT

@@ -89,13 +89,14 @@ def time_stages(preset_name: str, steps: int) -> dict:
         if cfg.batch_size <= 0:
             continue
         sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=0)
+        # the lambdas below read this iteration's cfg, and the Trainer runs them in this iteration (B023)
         batch_fn, phases = sampler.batch, None
         if stage == "vae":
             mod = VAEStage(preset.backbone)
         elif stage == "backbone":
             lat = enc.clean.shape[-1]
             mod = BackboneStage(preset.backbone, lat)
-            batch_fn = lambda s: {"latents": enc.clean[:, 0, 0][:cfg.batch_size]}  # noqa: E731
+            batch_fn = lambda s: {"latents": enc.clean[:, 0, 0][:cfg.batch_size]}  # noqa: E731, B023
         elif stage == "control":
             mod = ad.ControlStage(random_model(preset), enc, cfg)
         elif stage == "restoration":
@@ -107,7 +108,7 @@ def time_stages(preset_name: str, steps: int) -> dict:
             samples = ad.sample_teacher(m, teacher, enc, clips, replace(cfg, teacher_samples=2, teacher_steps=2),
                                         progress=False)
             mod = ad.LCMStage(m, enc, cfg, teacher, samples)
-            batch_fn = lambda s: {"sample": [0, 1][:cfg.batch_size] * cfg.batch_size}  # noqa: E731
+            batch_fn = lambda s: {"sample": [0, 1][:cfg.batch_size] * cfg.batch_size}  # noqa: E731, B023
         else:
             m = random_model(preset)
             mod = ad.DMDStage(m, enc, cfg, teacher, copy.deepcopy(teacher))

@@ -5,7 +5,8 @@
     semcomm bag record out_bag --topics semantic lowres decoded_labels --namespace /semcomm
     semcomm bag info out_bag
     semcomm bag decode out_bag labels.npz                    # the semantic stream's label maps, offline
-    semcomm bag replay out_bag --rate 1.0                    # = ros2 run semcomm_ros bag_replay --ros-args -p bag:=out_bag
+    semcomm bag replay out_bag --rate 1.0                    # = ros2 run semcomm_ros bag_replay
+                                                             #   --ros-args -p bag:=out_bag
     semcomm bag replay out_bag --lockstep --start-delay 2    # frame by frame into a decoder with every_frame:=true
 """
 

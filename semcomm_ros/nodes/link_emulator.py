@@ -26,7 +26,6 @@ from semcomm_ros.ranges import Range
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import stamp_from_ns
 
-
 #: the LinkParams fields declared as parameters of the same name
 LINK_PARAMETERS = ("bandwidth_kbps", "latency_ms", "loss_rate", "reorder_rate", "max_delay_s")
 #: the node's own parameters

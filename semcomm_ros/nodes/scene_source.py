@@ -19,7 +19,6 @@ from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg
 from semcomm_ros.scenes import tabletop_clip
 
-
 NODE_PARAMETERS = {
     "fps": Range("frames per second published", 0.1, 60.0),
     "width": Range("frame width in pixels (multiple of 16)", 32, 2048, step=16, read_only=True),

@@ -20,7 +20,6 @@ from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, labels_from_msg, rgb_from_msg, stamp_to_ns
 from semcomm_ros.segmentation import load_config, load_segmenter
 
-
 NODE_PARAMETERS = {
     "backend": Range("segmentation backend: ultralytics, labels, or '' for the config's default",
                      choices=("", "ultralytics", "labels"), read_only=True),

@@ -295,7 +295,7 @@ class TabletopScene:
                     cv2.fillPoly(shadow, sp, 1, cv2.LINE_8, _SHIFT)
             drawn.append((o, polys))
         np.copyto(rgb, self.shadow_u8, where=shadow[..., None].astype(bool))
-        for k, (o, polys) in enumerate(drawn, start=1):
+        for o, polys in drawn:
             iid = self.objs.index(o) + 1
             for (_, colour, lab), pp in zip(o.parts, polys):
                 cv2.fillPoly(rgb, pp, colour, cv2.LINE_AA, _SHIFT)

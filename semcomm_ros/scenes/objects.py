@@ -34,7 +34,8 @@ def _circle(r: float, cx: float = 0.0, cy: float = 0.0, n: int = 36) -> np.ndarr
 
 def _rounded_rect(w: float, h: float, r: float, cx: float = 0.0, cy: float = 0.0, n: int = 6) -> np.ndarray:
     pts = []
-    corners = [(w / 2 - r, h / 2 - r, 0.0), (-w / 2 + r, h / 2 - r, 0.5), (-w / 2 + r, -h / 2 + r, 1.0), (w / 2 - r, -h / 2 + r, 1.5)]
+    corners = [(w / 2 - r, h / 2 - r, 0.0), (-w / 2 + r, h / 2 - r, 0.5), (-w / 2 + r, -h / 2 + r, 1.0),
+               (w / 2 - r, -h / 2 + r, 1.5)]
     for x, y, a0 in corners:
         t = np.linspace(a0 * np.pi, (a0 + 0.5) * np.pi, n)
         pts.append(np.stack([cx + x + r * np.cos(t), cy + y + r * np.sin(t)], 1))
@@ -59,12 +60,14 @@ def _shade(rgb, k: float):
 def _box(w, h, base, prints) -> list[Part]:
     """A box seen from above: darker bevel, face, then its print."""
     inset = min(w, h) * 0.07
-    parts: list[Part] = [([_rect(w, h)], _shade(base, 0.72), True), ([_rect(w - 2 * inset, h - 2 * inset)], base, False)]
+    parts: list[Part] = [([_rect(w, h)], _shade(base, 0.72), True),
+                         ([_rect(w - 2 * inset, h - 2 * inset)], base, False)]
     return parts + [(p, c, False) for p, c in prints]
 
 
 def _can(r, rim, lid, extra=()) -> list[Part]:
-    parts: list[Part] = [([_circle(r)], _shade(rim, 0.8), True), ([_circle(r * 0.9)], rim, False), ([_circle(r * 0.75)], lid, False)]
+    parts: list[Part] = [([_circle(r)], _shade(rim, 0.8), True), ([_circle(r * 0.9)], rim, False),
+                         ([_circle(r * 0.75)], lid, False)]
     return parts + [(p, c, False) for p, c in extra]
 
 

@@ -57,7 +57,8 @@ class ClassMap:
         self.ignore = frozenset(str(n) for n in ignore)
         self.mapping: dict[str, int] = {}
         if not isinstance(mapping, Mapping):
-            raise ValueError(f"class_map must be a mapping of model class -> codec class, got {type(mapping).__name__}")
+            raise ValueError(
+                f"class_map must be a mapping of model class -> codec class, got {type(mapping).__name__}")
         for src, dst in mapping.items():
             self.mapping[str(src)] = self._codec_id(str(src), dst)
 
@@ -65,13 +66,15 @@ class ClassMap:
         if isinstance(dst, str):
             if dst not in self.class_names:
                 raise ValueError(
-                    f"class_map maps {src!r} to unknown codec class {dst!r}; codec classes are {list(self.class_names)}"
+                    f"class_map maps {src!r} to unknown codec class {dst!r}; "
+                    f"codec classes are {list(self.class_names)}"
                 )
             return self.class_names.index(dst)
         if isinstance(dst, (int, np.integer)) and not isinstance(dst, bool) and 0 <= int(dst) < len(self.class_names):
             return int(dst)
         raise ValueError(
-            f"class_map maps {src!r} to {dst!r}, which is not a codec class name or an id in 0..{len(self.class_names) - 1}"
+            f"class_map maps {src!r} to {dst!r}, which is not a codec class name or an id in "
+            f"0..{len(self.class_names) - 1}"
         )
 
     def lut(self, source_names: Mapping[int, str] | Iterable[str]) -> np.ndarray:

@@ -69,12 +69,14 @@ class LabelsSegmenter(Segmenter):
                 raise ValueError(f"id_map: simulator id {sim_id} is outside 0..255")
             if isinstance(dst, str):
                 if dst not in self.class_names:
-                    raise ValueError(f"id_map maps {sim_id} to unknown codec class {dst!r}; codec classes are {list(self.class_names)}")
+                    raise ValueError(f"id_map maps {sim_id} to unknown codec class {dst!r}; "
+                                     f"codec classes are {list(self.class_names)}")
                 lut[sid] = self.class_names.index(dst)
             elif 0 <= int(dst) < len(self.class_names):
                 lut[sid] = int(dst)
             else:
-                raise ValueError(f"id_map maps {sim_id} to {dst!r}, not a codec class id in 0..{len(self.class_names) - 1}")
+                raise ValueError(
+                    f"id_map maps {sim_id} to {dst!r}, not a codec class id in 0..{len(self.class_names) - 1}")
         return lut
 
     def _convert(self, labels, where: str = "labels") -> np.ndarray:

@@ -117,7 +117,8 @@ def prepare(out: Path, n_train: int, n_val: int, imgsz: int, log=print) -> Path:
             img = random_degrade(rgb, aug) if split == "train" else rgb
             img = cv2.resize(img, (imgsz, imgsz), interpolation=cv2.INTER_AREA)
             name = f"{seed}_{t:03d}"
-            cv2.imwrite(str(idir / f"{name}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(str(idir / f"{name}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
             h, w = lab.shape
             lines = []
             for cls, poly in instance_polygons(lab, inst):

@@ -104,7 +104,8 @@ class UltralyticsSegmenter(Segmenter):
         if masks.shape[1:] != (h, w):
             import cv2
 
-            masks = np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0 for m in masks])
+            masks = np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+                              for m in masks])
         return masks, res.boxes.cls.cpu().numpy().astype(np.int64), res.boxes.conf.cpu().numpy().astype(np.float32)
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ cross-attention layer. Real checkpoints load from LOCAL diffusers-layout directo
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 
 import torch
@@ -196,7 +195,8 @@ SD_FOLDER_PARTS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
-def load_sd_backbone(path: str | Path, null_embedding: torch.Tensor | None = None, config_dir: str | Path | None = None):
+def load_sd_backbone(path: str | Path, null_embedding: torch.Tensor | None = None,
+                     config_dir: str | Path | None = None):
     """(unet, AutoencoderKL, DDPM training scheduler, null embedding) of a LOCAL Stable Diffusion checkpoint.
 
     ``path``: a diffusers folder (``unet/``, ``vae/``, ``scheduler/``, and ``text_encoder/`` +
@@ -221,7 +221,8 @@ def load_sd_backbone(path: str | Path, null_embedding: torch.Tensor | None = Non
             if not (path / part).is_dir():
                 raise FileNotFoundError(
                     f"{path} is not a complete diffusers Stable Diffusion folder: missing {path / part} (expected "
-                    f"{', '.join(p + '/' for p in SD_FOLDER_PARTS)} and model_index.json, as in stable-diffusion-v1-5)")
+                    f"{', '.join(p + '/' for p in SD_FOLDER_PARTS)} and model_index.json, "
+                    "as in stable-diffusion-v1-5)")
         unet = load_unet(path / "unet")
         vae = load_vae(path / "vae")
         sched_file = path / "scheduler" / "scheduler_config.json"

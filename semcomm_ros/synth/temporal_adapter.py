@@ -87,7 +87,8 @@ def _sites(unet, motion) -> list[tuple[str, nn.Module, nn.Module]]:
         block_sites(f"down_blocks.{i}", b, mb)
     if motion.mid_block is not None:
         if unet.mid_block is None or not hasattr(unet.mid_block, "attentions"):
-            raise ValueError("Temporal Adapter has a mid-block motion module but the backbone mid block has no attention")
+            raise ValueError("Temporal Adapter has a mid-block motion module "
+                             "but the backbone mid block has no attention")
         block_sites("mid_block", unet.mid_block, motion.mid_block)
     for i, (b, mb) in enumerate(zip(unet.up_blocks, motion.up_blocks)):
         block_sites(f"up_blocks.{i}", b, mb)
@@ -136,11 +137,11 @@ def _stream_tables(attn, pe: torch.Tensor, run: TemporalRun, key) -> dict:
     if entry is None:
         w = run.window
         weight = torch.cat([attn.to_q.weight, attn.to_k.weight, attn.to_v.weight])
-        biases = [l.bias for l in (attn.to_q, attn.to_k, attn.to_v)]
+        biases = [lin.bias for lin in (attn.to_q, attn.to_k, attn.to_v)]
         bias = None
         if any(b is not None for b in biases):
-            bias = torch.cat([b if b is not None else weight.new_zeros(l.out_features)
-                              for b, l in zip(biases, (attn.to_q, attn.to_k, attn.to_v))])
+            bias = torch.cat([b if b is not None else weight.new_zeros(lin.out_features)
+                              for b, lin in zip(biases, (attn.to_q, attn.to_k, attn.to_v))])
         entry = {"weight": weight, "bias": bias,
                  "q": F.linear(pe[:w], attn.to_q.weight), "k": F.linear(pe[:w], attn.to_k.weight),
                  "v": F.linear(pe[:w], attn.to_v.weight)}
@@ -244,7 +245,7 @@ class TemporalAdapter(nn.Module):
     def attach(self, unet, state: RunState) -> list:
         """Register the motion modules after their backbone anchors; returns the hook handles."""
         handles = []
-        for idx, (name, anchor, mm) in enumerate(_sites(unet, self.motion)):
+        for idx, (_name, anchor, mm) in enumerate(_sites(unet, self.motion)):
             handles.append(anchor.register_forward_hook(_make_hook(mm, state, idx)))
         return handles
 

@@ -320,8 +320,8 @@ class DMDStage(_DistillStage):
             tt = torch.full((b,), int(t), device=dev, dtype=torch.long)
             last = i == len(steps) - 1
             with torch.set_grad_enabled(last and torch.is_grad_enabled()):
-                eps = self.model.predict_noise(**self.conditioned(x, tt, labels, d0, self.noise(d0.shape, generator, dev),
-                                                                  "causal"))
+                eps = self.model.predict_noise(
+                    **self.conditioned(x, tt, labels, d0, self.noise(d0.shape, generator, dev), "causal"))
                 x = self.model.lcm_step(i, steps, x, eps, self.noise(shape, generator, dev))
         return x
 
@@ -345,7 +345,8 @@ class DMDStage(_DistillStage):
                 target = fake.detach() - grad
             return 0.5 * F.mse_loss(fake, target)
         if phase == "critic":
-            fake = self._fake if self._fake is not None else self.generate(x0.shape, labels, d0, generator, dev).detach()
+            fake = (self._fake if self._fake is not None
+                    else self.generate(x0.shape, labels, d0, generator, dev).detach())
             t = self.timesteps(b, generator, dev)
             eps = self.noise(fake.shape, generator, dev)
             kw = self.conditioned(self.model.add_noise(fake, t, eps), t, labels, d0,
@@ -470,4 +471,5 @@ def plan_dmd(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progres
     sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
     return Plan(st, sampler.batch, _finish(root, PHI.symbol),
                 phases={"student": st.student_parameters(), "critic": st.critic_parameters()},
-                phase_lr={"critic": cfg.critic_lr or cfg.lr}, info={"critic_params": count_params(st.critic_parameters())})
+                phase_lr={"critic": cfg.critic_lr or cfg.lr},
+                info={"critic_params": count_params(st.critic_parameters())})

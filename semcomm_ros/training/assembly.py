@@ -20,9 +20,9 @@ from semcomm_ros.synth import backbone as sbb
 from semcomm_ros.synth.adapters import adapter
 from semcomm_ros.synth.temporal_adapter import TemporalAdapter
 
+from .backbone import build_scheduler, build_unet, build_vae
 from .classes import class_names
 from .config import Preset
-from .backbone import build_scheduler, build_unet, build_vae
 from .pretrained import SD_CONTROL_EMBEDDING, SD_MOTION_HEADS, load_backbone, load_controlnet, load_motion_adapter
 
 #: ControlNet hint encoder widths of the compact backbones (diffusers' default 16/32/96/256 costs

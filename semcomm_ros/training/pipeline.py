@@ -23,9 +23,9 @@ from semcomm_ros.synth.backbone import load_unet, load_vae
 from . import adapters
 from .assembly import _trained, assemble_model
 from .backbone import BackboneStage, LatentCache, VAEStage, latent_scaling_factor, save_backbone
-from .refiner import plan_refiner
 from .config import STAGES, Preset, StageConfig
 from .data import BatchSampler, render_clip, to_tensor_images
+from .refiner import plan_refiner
 from .sources import load_clips
 from .trainer import Plan, Trainer, count_params
 
@@ -89,7 +89,8 @@ def _device_name() -> str:
     import os
     import platform
 
-    return f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
+    return (f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()} "
+            f"(torch threads {torch.get_num_threads()})")
 
 
 def _clips(preset: Preset, progress: bool = True):

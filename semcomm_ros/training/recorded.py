@@ -218,7 +218,8 @@ def build_recorded_clipset(cfg: DataConfig, degradation: str = "codec", cache: b
     if not src.exists():
         raise FileNotFoundError(f"--data {src} does not exist")
     names = class_names(cfg)
-    key = hashlib.sha1(json.dumps([_key(cfg, degradation), _fingerprint(src), pseudo_labels]).encode()).hexdigest()[:12]
+    key = hashlib.sha1(
+        json.dumps([_key(cfg, degradation), _fingerprint(src), pseudo_labels]).encode()).hexdigest()[:12]
     path = CACHE_DIR / f"recorded_{key}.npz"
     if cache and path.is_file():
         with np.load(path) as z:
@@ -282,7 +283,8 @@ class _Labeller:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         if not self.allowed:
-            raise ValueError(f"{self.cfg.source}: frames without label maps; give a --label-topic or NAME_labels/ PNGs")
+            raise ValueError(
+                f"{self.cfg.source}: frames without label maps; give a --label-topic or NAME_labels/ PNGs")
         if self.seg is None:
             self.seg = load_segmenter(config=self.cfg.segmenter or None)
             if tuple(self.seg.class_names) != tuple(self.names):

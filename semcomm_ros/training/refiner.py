@@ -72,8 +72,9 @@ def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.
         robot_labels: dict[int, np.ndarray] = {}
 
         def robot(frame, segment=segment):
-            # kept for the object weights: segmenting each frame once is the stage's main cost
-            robot_labels[id(frame)] = out = segment(frame)
+            # kept for the object weights: segmenting each frame once is the stage's main cost;
+            # transmit calls it within this iteration, so this iteration's robot_labels is the one (B023)
+            robot_labels[id(frame)] = out = segment(frame)  # noqa: B023
             return out
 
         rx = transmit(frames, robot, ChainConfig(fps=preset.data.fps, lowres_kbps=preset.data.lowres_kbps,
