@@ -8,7 +8,8 @@ import pytest
 
 from semcomm_ros.codec import BitstreamError, SemanticDecoder, SemanticEncoder
 from semcomm_ros.codec.fuzz import run_fuzz, targets
-from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, frame_bits, pack, parse_header, payload_of
+from semcomm_ros.codec.packet import (FRAME_I, FRAME_P, FrameLostError, crc8, frame_bits, pack, parse_header,
+                                     payload_of)
 from semcomm_ros.codec.semantic import PROFILES, tracked
 from semcomm_ros.eval.metrics import bpp, kbps
 
@@ -261,7 +262,7 @@ def test_one_byte_pframe_header_and_old_version_refused():
     enc = SemanticEncoder(profile="tracked")
     still = scene(t=0)
     i_pkt = enc.encode(still)
-    assert i_pkt[0] >> 6 == 0b10 and (i_pkt[0] >> 2) & 3 == 2  # I-frame: magic 0xA, version 2
+    assert i_pkt[0] >> 6 == 0b10 and (i_pkt[0] >> 2) & 3 == 3  # I-frame: magic 0xA, version 3
     p_pkt = enc.encode(still)
     h = parse_header(p_pkt)
     assert (h.frame_type, h.header_bytes, h.frame_index) == (FRAME_P, 1, 1)
@@ -274,9 +275,110 @@ def test_one_byte_pframe_header_and_old_version_refused():
     # the 2-bit check: a flipped check bit is caught
     with pytest.raises(BitstreamError, match="check mismatch"):
         SemanticDecoder().decode(bytes([p_pkt[0] ^ 1]) + p_pkt[1:])
-    # version-1 packets (first byte 0xA4 I / 0xA5 P) are refused by name
-    for b0 in (0xA4, 0xA5):
-        with pytest.raises(BitstreamError, match="unsupported bitstream version 1"):
+    # version-1 packets (first byte 0xA4 I / 0xA5 P) and version-2 I-frames (0xA8) are refused by name
+    for b0, v in ((0xA4, 1), (0xA5, 1), (0xA8, 2)):
+        with pytest.raises(BitstreamError, match=f"bitstream version {v} \\(this decoder reads 3"):
             SemanticDecoder().decode(bytes([b0]) + i_pkt[1:])
-    with pytest.raises(BitstreamError, match="foreign packet"):
-        SemanticDecoder().decode(bytes([0x41]) + i_pkt[1:])
+    for b0 in (0x81, 0x91, 0xB1):
+        with pytest.raises(BitstreamError, match="foreign packet"):
+            SemanticDecoder().decode(bytes([b0]) + i_pkt[1:])
+
+
+def _acked_stream(profile, maps, delay=3, lost=(), forged=None):
+    """Encode ``maps`` predicting from acknowledged frames: the decoder's acknowledgement of frame
+    k reaches the encoder ``delay`` frames later; ``lost`` never reach the decoder; ``forged``:
+    (at frame, acknowledged index) an acknowledgement the decoder never sent. Returns the packets
+    and what the decoder made of each (None: refused)."""
+    enc = SemanticEncoder(xi=2, period=32, profile=profile)
+    enc.predict_from_acked = True
+    dec = SemanticDecoder()
+    pkts, out, acks = [], [], {}
+    for k, m in enumerate(maps):
+        if forged and forged[0] == k:
+            enc.acknowledge(forged[1])
+        for i in [i for i in acks if i + delay <= k]:
+            enc.acknowledge(acks.pop(i))
+        pkts.append(enc.encode(m))
+        if k in lost:
+            out.append(None)
+            continue
+        try:
+            out.append(dec.decode(pkts[-1]))
+        except FrameLostError:
+            out.append(None)
+            enc.force_iframe()  # the receiver's refresh request, honoured at once
+            continue
+        acks[k] = k
+    return pkts, out
+
+
+@pytest.mark.parametrize("profile", PROFILES_)
+def test_pframes_from_the_acknowledged_frame_survive_a_loss(profile):
+    maps = moving(16)
+    pkts, out = _acked_stream(profile, maps, lost=(6, 9))
+    full = SemanticDecoder()
+    want = [full.decode(p) for p in pkts]
+    # only the lost frames are missing; every other frame decodes exactly as without the loss
+    assert [k for k, o in enumerate(out) if o is None] == [6, 9]
+    assert all(np.array_equal(o, w) for o, w in zip(out, want) if o is not None)
+    hdrs = [parse_header(p) for p in pkts]
+    assert any(h.reference > 1 for h in hdrs)  # long P-frames named an older reference
+    # the same losses without reference selection: every P-frame after a loss waits for an I-frame
+    enc, dec, refused = SemanticEncoder(xi=2, period=32, profile=profile), SemanticDecoder(), 0
+    for k, m in enumerate(maps):
+        p = enc.encode(m)
+        if k in (6, 9):
+            continue
+        try:
+            dec.decode(p)
+        except FrameLostError:
+            refused += 1
+    assert refused == 8  # 7, 8 and 10..15
+
+
+def test_long_pframe_header():
+    enc = SemanticEncoder(profile="tracked")
+    enc.predict_from_acked = True
+    maps = moving(20)
+    pkts = [enc.encode(maps[k]) for k in range(18)]
+    assert all(p[0] >> 6 == 0b11 or p[0] >> 6 == 0b10 for p in pkts)  # nothing acknowledged: short form
+    enc.acknowledge(14)
+    p = enc.encode(maps[18])
+    h = parse_header(p)
+    assert (h.frame_type, h.header_bytes, h.frame_index, h.reference, h.index_modulo) == (FRAME_P, 2, 18, 4, 256)
+    assert p[0] >> 7 == 0 and enc.last_reference == 4
+    assert pack(FRAME_P, 300, b"", reference=7)[1] == (300 & 0xF0) | 7
+    with pytest.raises(ValueError):
+        pack(FRAME_P, 3, b"", reference=16)
+    with pytest.raises(BitstreamError, match="check mismatch"):
+        parse_header(bytes([p[0] ^ 2]) + p[1:])
+    with pytest.raises(BitstreamError, match="truncated P-frame"):
+        parse_header(p[:1])
+    bad = bytearray(p)
+    bad[1] = bad[1] & 0xF0 | 1  # a distance of 1 belongs in the short form
+    bad[0] = bad[0] & 0xF8
+    bad[0] |= crc8(bytes(bad)) & 7
+    with pytest.raises(BitstreamError, match="reference distance 1"):
+        parse_header(bytes(bad))
+
+
+@pytest.mark.parametrize("profile", PROFILES_)
+def test_a_forged_acknowledgement_is_refused_and_refreshed_never_decoded(profile):
+    """The encoder takes an acknowledgement of a frame the decoder lost: the P-frame predicted
+    from it is refused (FrameLostError, state untouched), the refresh brings the stream back."""
+    maps = moving(16)
+    pkts, out = _acked_stream(profile, maps, lost=(7,), forged=(9, 7))
+    assert parse_header(pkts[9]).reference == 2  # predicted from the lost frame 7
+    assert out[7] is None and out[9] is None
+    assert parse_header(pkts[10]).is_iframe  # the refresh asked for at the refusal
+    full = SemanticDecoder()
+    want = [full.decode(p) for p in pkts]
+    assert all(np.array_equal(o, w) for o, w in zip(out, want) if o is not None)
+    assert all(o is not None for o in out[10:])
+    # stale and future acknowledgements are ignored
+    enc = SemanticEncoder(profile=profile)
+    for m in maps[:5]:
+        enc.encode(m)
+    assert enc.acknowledge(3) and not enc.acknowledge(2) and not enc.acknowledge(5) and enc.acked == 3
+    enc.force_iframe()
+    assert enc.acked is None and not enc.acknowledge(4)  # from before the refresh: no longer trusted

@@ -1,6 +1,6 @@
 """Packet framing of the semantic video codec: header, checksum, accounting.
 
-Layout of one packet (one frame), bitstream version 2, all fields byte aligned::
+Layout of one packet (one frame), bitstream version 3, all fields byte aligned::
 
     I-frames:
     byte 0      magic (high nibble, 0xA = 1010b) | version (2 bits) | frame type (2 bits, 0 = I)
@@ -12,14 +12,21 @@ Layout of one packet (one frame), bitstream version 2, all fields byte aligned::
     [2 bytes]   Q (uint16, big endian)                when Q code == 15
     ...         range-coded payload (constriction), trailing bytes trimmed (see entropy.py)
     last byte   CRC-8 of everything before it
-    P-frames:
+    P-frames predicted from the previous frame (short form):
     byte 0      marker 11b (2 bits) | frame index modulo 16 (4 bits) | check (2 bits: the low two
                 bits of the CRC-8 of the packet with these two bits zeroed)
     ...         range-coded payload (may be empty: every instance kept)
+    P-frames predicted from an older frame (reference picture selection, long form):
+    byte 0      marker 0b (1 bit) | frame index modulo 16 (4 bits) | check (3 bits: the low three
+                bits of the CRC-8 of the packet with these three bits zeroed)
+    byte 1      frame index bits 4..7 (4 bits) | reference distance d (4 bits, 2 .. 15: the frame
+                this one is predicted from is frame index - d)
+    ...         range-coded payload
 
-An I-frame's first byte starts with 10b, a P-frame's with 11b, so the two never mix up, and a
-version-1 packet (first byte 0xA4 / 0xA5) is refused as "unsupported bitstream version 1".
-P-frames carry no version, size or parameters: they cannot be decoded without the I-frame they
+An I-frame's first byte starts with 10b, a short P-frame's with 11b, a long one's with 0b, so none
+mix up; 1000b, 1001b and 1011b are foreign. A version-1 packet (first byte 0xA4 / 0xA5) or a
+version-2 I-frame (0xA8) is refused as "unsupported bitstream version N (this decoder reads 3...)".
+P-frames carry no version, size or parameters: they cannot be decoded without the frame they
 extend, which carries all of them. At 10 fps one byte a frame costs 0.078 kbps, 16 % of the
 tracked profile's 0.5 kbps budget, hence the one-byte P-frame header. The trade-off: its 4-bit
 index still detects every gap of 1..8 frames (9..15 behind reads as out of order), but its 2-bit
@@ -28,6 +35,11 @@ acceptable because the packet does not travel bare: DDS over UDP checksums every
 the ROS message (SemanticFrame) repeats the full frame index, type and version, which
 ``ros.convert.check_semantic`` compares against this header. I-frames, the resynchronisation
 points, keep the full 8-bit index and a CRC-8.
+
+Version 3 adds the long form: under loss the encoder predicts from the newest frame the decoder
+acknowledged (``SemanticEncoder.acknowledge``), a few frames back; the one byte more is paid only
+then (a clean link sends the short form, byte for byte version 2's). It carries the index modulo
+256, so the decoder finds the reference by its full 8 bits and refuses one it does not hold.
 """
 
 from __future__ import annotations
@@ -37,8 +49,12 @@ from dataclasses import dataclass
 from semcomm_ros.codec.errors import BitstreamError
 
 MAGIC = 0xA
-VERSION = 2
-P_MARKER = 0b11  # top two bits of a P-frame's only header byte (an I-frame's are 10b)
+VERSION = 3
+P_MARKER = 0b11  # top two bits of a short P-frame's only header byte (an I-frame's are 10b)
+P_LONG_MARKER = 0  # top bit of a long P-frame's first byte (predicted from an older frame)
+#: the farthest frame a long P-frame may be predicted from (4 bits of distance); a decoder keeps
+#: this many decoded frames
+MAX_REFERENCE = 15
 FRAME_I = 0
 FRAME_P = 1
 FRAME_TYPE_NAMES = {FRAME_I: "I", FRAME_P: "P"}
@@ -88,7 +104,7 @@ def crc8(data: bytes) -> int:
 class FrameHeader:
     """What a packet says about itself, readable without decoding the payload."""
 
-    frame_index: int  # modulo 256 (I-frames) or 16 (P-frames)
+    frame_index: int  # modulo 256 (I-frames, long P-frames) or 16 (short P-frames)
     frame_type: int  # FRAME_I or FRAME_P
     version: int = VERSION
     profile: str | None = None  # I-frames only
@@ -99,6 +115,7 @@ class FrameHeader:
     period: int | None = None
     header_bytes: int = 1  # bytes before the payload
     packet_bytes: int = 0
+    reference: int = 0  # P-frames: predicted from frame index - reference (1 = the previous frame)
 
     @property
     def is_iframe(self) -> bool:
@@ -107,6 +124,11 @@ class FrameHeader:
     @property
     def frame_type_name(self) -> str:
         return FRAME_TYPE_NAMES[self.frame_type]
+
+    @property
+    def index_modulo(self) -> int:
+        """What ``frame_index`` counts modulo: 16 in a short P-frame, 256 otherwise."""
+        return 16 if self.frame_type == FRAME_P and self.header_bytes == 1 else 256
 
     @property
     def bits(self) -> int:
@@ -119,8 +141,10 @@ class FrameHeader:
 
 
 def p_check(packet: bytes) -> int:
-    """The 2-bit check of a P-frame: low two bits of the CRC-8 with the check bits zeroed."""
-    return crc8(bytes([packet[0] & 0xFC]) + bytes(packet[1:])) & 3
+    """The check bits of a P-frame: the low two (short form) or three (long form) bits of the
+    CRC-8 of the packet with those bits zeroed."""
+    mask = 3 if packet[0] >> 6 == P_MARKER else 7
+    return crc8(bytes([packet[0] & ~mask & 0xFF]) + bytes(packet[1:])) & mask
 
 
 def _q_code(q: int) -> int:
@@ -140,9 +164,15 @@ def pack(
     q_symbols: int = 256,
     xi: float = 0.0,
     period: int = 1,
+    reference: int = 1,
 ) -> bytes:
     if frame_type == FRAME_P:
-        out = bytearray([(P_MARKER << 6) | ((frame_index & 0xF) << 2)]) + payload
+        if reference == 1:
+            out = bytearray([(P_MARKER << 6) | ((frame_index & 0xF) << 2)]) + payload
+        elif 2 <= reference <= MAX_REFERENCE:
+            out = bytearray([((frame_index & 0xF) << 3), (frame_index & 0xF0) | reference]) + payload
+        else:
+            raise ValueError(f"P-frame reference distance must be in [1, {MAX_REFERENCE}], got {reference}")
         out[0] |= p_check(bytes(out))
         return bytes(out)
     if frame_type != FRAME_I:
@@ -174,17 +204,26 @@ def parse_header(packet: bytes) -> FrameHeader:
     if not data:
         raise BitstreamError("truncated packet: 0 bytes, a packet has at least 1")
     b0 = data[0]
-    if b0 >> 6 == P_MARKER:
-        check = p_check(data)
-        if check != b0 & 3:
-            raise BitstreamError(
-                f"P-frame check mismatch ({check} != {b0 & 3}): corrupt or truncated packet"
-            )
-        return FrameHeader((b0 >> 2) & 0xF, FRAME_P, VERSION, header_bytes=1, packet_bytes=len(data))
+    if b0 >> 6 == P_MARKER or b0 >> 7 == P_LONG_MARKER:
+        short = b0 >> 6 == P_MARKER
+        if not short and len(data) < 2:
+            raise BitstreamError("truncated P-frame: 1 byte, a P-frame predicted from an older frame has 2 or more")
+        check, got = p_check(data), b0 & (3 if short else 7)
+        if check != got:
+            raise BitstreamError(f"P-frame check mismatch ({check} != {got}): corrupt or truncated packet")
+        if short:
+            return FrameHeader((b0 >> 2) & 0xF, FRAME_P, VERSION, header_bytes=1, packet_bytes=len(data),
+                               reference=1)
+        reference = data[1] & 0xF
+        if reference < 2:
+            raise BitstreamError(f"P-frame reference distance {reference}: a long P-frame predicts from 2 to "
+                                 f"{MAX_REFERENCE} frames back")
+        return FrameHeader((data[1] & 0xF0) | ((b0 >> 3) & 0xF), FRAME_P, VERSION, header_bytes=2,
+                           packet_bytes=len(data), reference=reference)
     if b0 >> 4 != MAGIC:
         raise BitstreamError(
             f"foreign packet: first byte 0x{b0:02X} is neither an I-frame (magic nibble 0x{MAGIC:X}) "
-            f"nor a P-frame (marker bits 11)"
+            f"nor a P-frame (marker bits 11 or 0)"
         )
     version = (b0 >> 2) & 3
     if version != VERSION:
@@ -195,7 +234,7 @@ def parse_header(packet: bytes) -> FrameHeader:
     ftype = b0 & 3
     if ftype != FRAME_I:
         raise BitstreamError(
-            f"frame type {ftype} in an I-frame header (version {VERSION} P-frames start with marker bits 11)"
+            f"frame type {ftype} in an I-frame header (version {VERSION} P-frames start with marker bits 11 or 0)"
         )
     if len(data) < 6:
         raise BitstreamError(f"truncated I-frame: {len(data)} bytes, the I-frame header alone needs 6")

@@ -198,8 +198,8 @@ def check_semantic(p: SemanticPacket, against_payload: bool = True) -> SemanticP
             if got is not None and got != value:  # P-frames carry no size
                 raise BitstreamError(f"SemanticFrame.{field} = {value} contradicts the payload "
                                      f"header ({got})")
-        # the packet carries the index modulo 256 (I-frames) or 16 (P-frames)
-        modulo = 256 if p.is_iframe else 16
+        # the packet carries the index modulo 256 (I-frames, long P-frames) or 16 (short P-frames)
+        modulo = hdr.index_modulo
         if hdr.frame_index != p.frame_index % modulo:
             raise BitstreamError(f"SemanticFrame.frame_index = {p.frame_index} contradicts the "
                                  f"payload header ({hdr.frame_index} = index mod {modulo})")

@@ -1,5 +1,6 @@
-"""``SemanticEncoder``: label maps to packets; the I/P decision and the closed loop, then the
-profile's writer."""
+"""``SemanticEncoder``: label maps to packets; the I/P decision, the reference each P-frame is
+predicted from (the previous frame, or the newest one the decoder acknowledged) and the closed
+loop, then the profile's writer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 
 from semcomm_ros.codec import entropy as ent
 from semcomm_ros.codec.contours import extract_regions, simplify
-from semcomm_ros.codec.packet import FRAME_I, FRAME_P, MAX_Q, MAX_SIDE, PROFILES, FrameHeader, pack
+from semcomm_ros.codec.packet import FRAME_I, FRAME_P, MAX_Q, MAX_REFERENCE, MAX_SIDE, PROFILES, FrameHeader, pack
 from semcomm_ros.codec.semantic import intra
 from semcomm_ros.codec.semantic.decoder import SemanticDecoder
 from semcomm_ros.codec.semantic.profiles import CODERS, PROFILE_DEFAULTS
@@ -25,6 +26,12 @@ class SemanticEncoder:
     Tracked-profile knobs: ``keep_slack`` / ``update_slack`` (IoU an instance may lose against its
     intra refresh before its pose is corrected / before it is re-sent as a new contour; default
     0.14 each).
+
+    Reference picture selection: ``acknowledge(index)`` records that the decoder decoded frame
+    ``index``; with ``predict_from_acked`` set, each P-frame is predicted from the newest frame
+    acknowledged (if it is at most ``MAX_REFERENCE`` frames back and coded under the same
+    profile, Q and size), so a lost packet costs the decoder that frame alone instead of every
+    frame up to the next I-frame. Without it (the default) a P-frame extends the previous frame.
     """
 
     def __init__(
@@ -50,9 +57,16 @@ class SemanticEncoder:
         self.stats = {"I": 0, "P": 0, "forced_I": 0, "keep": 0, "update": 0, "intra": 0, "drop": 0, "new": 0, "move": 0}
         self._force = True
         self._since_i = 0
+        self.predict_from_acked = False
+        self.last_reference = 0  # frames back the last P-frame was predicted from (0: an I-frame)
+        # the decoder's ring, decoded here too (closed loop): every frame's state under its index
         self._mirror = SemanticDecoder()
         self._sent: tuple | None = None  # (profile, Q, H, W) of the last I-frame
-        self._reference = None  # what the profile kept from the last I-frame for its P-frames
+        # per frame index still in the ring: its (profile, Q, H, W), and what the profile kept from
+        # the I-frame it descends from for its P-frames
+        self._coded: dict[int, tuple[tuple, object]] = {}
+        self._acked: int | None = None  # newest frame index the decoder acknowledged
+        self._ack_floor = 0  # acknowledgements of frames before this one are no longer trusted
         self._validate()
 
     def _validate(self) -> None:
@@ -73,8 +87,28 @@ class SemanticEncoder:
         self._validate()
 
     def force_iframe(self) -> None:
-        """Make the next frame an I-frame (e.g. on a keyframe request after loss)."""
+        """Make the next frame an I-frame (e.g. on a keyframe request after loss). Acknowledgements
+        so far are forgotten: the decoder asked because it lacks a reference, so what it
+        acknowledged is no longer trusted (a forged or stale one costs a refresh, never a wrong
+        map)."""
         self._force = True
+        self._acked = None
+        self._ack_floor = self.frame_index
+
+    def acknowledge(self, index: int) -> bool:
+        """The decoder decoded frame ``index`` (the encoder's count, ``frame_index`` at its
+        encode). Acknowledgements of frames never sent, older than the newest one, or from before
+        the last forced I-frame are ignored; returns whether this one was taken."""
+        index = int(index)
+        if not self._ack_floor <= index < self.frame_index or (self._acked is not None and index <= self._acked):
+            return False
+        self._acked = index
+        return True
+
+    @property
+    def acked(self) -> int | None:
+        """The newest frame index acknowledged (None: none since the last forced I-frame)."""
+        return self._acked
 
     def encode(self, labels: np.ndarray) -> bytes:
         labels = np.asarray(labels)
@@ -98,6 +132,11 @@ class SemanticEncoder:
             self._force = False
             self._since_i = 0
         self._mirror.decode(packet)  # closed loop: the encoder predicts from what the decoder has
+        self._coded[self.frame_index] = (key, self._reference)
+        for k in [k for k in self._coded if not self._mirror.holds(k)]:
+            del self._coded[k]
+        if iframe:
+            self.last_reference = 0
         self._since_i += 1
         self.frame_index += 1
         self.last_frame_type = "I" if iframe else "P"
@@ -121,12 +160,32 @@ class SemanticEncoder:
         return pack(FRAME_I, self.frame_index, wr.finish(), profile=self.profile, height=h, width=w,
                     q_symbols=int(self.q_symbols), xi=float(self.xi), period=int(self.period))
 
+    def _references(self, key: tuple) -> list[int]:
+        """Frames back a P-frame may be predicted from, in the order to try: the newest frame
+        acknowledged (when asked to and usable), then the previous frame."""
+        out = []
+        if self.predict_from_acked and self._acked is not None:
+            d = self.frame_index - self._acked
+            if 1 < d <= MAX_REFERENCE and self._coded.get(self._acked, (None,))[0] == key:
+                out.append(d)
+        if self._coded.get(self.frame_index - 1, (None,))[0] == key:
+            out.append(1)
+        return out
+
     def _encode_p(self, labels: np.ndarray) -> bytes | None:
-        st = self._mirror._state
-        if st is None:
-            return None
-        payload, counts = CODERS[self.profile].write_pframe(labels, st, self._reference, self.xi, self.keep_slack,
-                                                           self.update_slack)
-        for mode, n in counts.items():
-            self.stats[mode] += n
-        return None if payload is None else pack(FRAME_P, self.frame_index, payload)
+        h, w = labels.shape
+        key = (self.profile, int(self.q_symbols), h, w)
+        coder = CODERS[self.profile]
+        for d in self._references(key):
+            index = self.frame_index - d
+            st = coder.extrapolate(self._mirror._ring[index], d - 1)
+            ref = self._coded[index][1]
+            payload, counts = coder.write_pframe(labels, st, ref, self.xi, self.keep_slack, self.update_slack)
+            if payload is None:
+                continue  # the paper profile: a class appeared since that frame; an I-frame if none is left
+            for mode, n in counts.items():
+                self.stats[mode] += n
+            self._reference = ref
+            self.last_reference = d
+            return pack(FRAME_P, self.frame_index, payload, reference=d)
+        return None

@@ -153,6 +153,12 @@ def iframe_reference(labels: np.ndarray, canvas: int) -> dict:
 
 
 # -- P-frame ------------------------------------------------------------------------------------
+def extrapolate(st: PaperState, frames: int) -> PaperState:
+    """A paper P-frame codes each class's shift since the I-frame, not since the frame before:
+    predicted from an older frame it needs nothing carried forward."""
+    return st
+
+
 def write_pframe(labels: np.ndarray, st: PaperState, ref: dict, xi: float, keep_slack: float,
                  update_slack: float) -> tuple[bytes | None, dict[str, int]]:
     """(the P-frame payload for ``labels``, {}), or (None, {}) when only an I-frame describes them.

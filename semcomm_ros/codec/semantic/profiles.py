@@ -1,7 +1,8 @@
 """The profiles by name (the packet header's ``profile`` field). Each is a module with the same
 functions: ``write_iframe`` / ``read_iframe`` (contours), ``iframe_reference`` (what the encoder
-keeps from an I-frame for its P-frames), ``write_pframe`` (the encoder's parameters in, the payload
-and what it counted out) / ``read_pframe`` and ``DEFAULTS``."""
+keeps from an I-frame for its P-frames), ``extrapolate`` (a decoded state carried some frames forward:
+where a P-frame predicted from an older frame starts), ``write_pframe`` (the encoder's parameters in,
+the payload and what it counted out) / ``read_pframe`` and ``DEFAULTS``."""
 
 from semcomm_ros.codec.packet import PROFILES
 from semcomm_ros.codec.semantic import paper, tracked

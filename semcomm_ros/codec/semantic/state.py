@@ -59,7 +59,6 @@ class State:
         self.profile = hdr.profile
         self.canvas = canvas
         self.instances: list[Instance] = []
-        self.next_index = (hdr.frame_index + 1) & 0xFF
 
     def header(self) -> FrameHeader:
         """The I-frame header this state's contours are coded under."""

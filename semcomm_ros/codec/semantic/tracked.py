@@ -12,6 +12,7 @@ what an intra refresh gives (``pose_search``).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -200,6 +201,23 @@ def iframe_reference(labels: np.ndarray, canvas: int) -> None:
 
 
 # -- P-frame ------------------------------------------------------------------------------------
+def extrapolate(st: TrackedState, frames: int) -> TrackedState:
+    """``st`` carried ``frames`` frames forward as if every instance had been kept (each KEEP moves
+    it by its decaying velocity): a P-frame predicted from an older frame starts from here, so an
+    instance that only drifted since costs what a chain of KEEPs would have."""
+    if frames <= 0:
+        return st
+    out = copy.copy(st)
+    out.instances = []
+    for inst in st.instances:
+        pose, vel = inst.pose, inst.vel
+        for _ in range(frames):
+            pose = _wrap(tuple(p + v for p, v in zip(pose, vel)))
+            vel = tuple(_decay(v) for v in vel)
+        out.instances.append(Instance(inst.label, inst.base, -1, pose, vel, inst.center, inst.last))
+    return out
+
+
 def write_pframe(labels: np.ndarray, st: TrackedState, ref: None, xi: float, keep_slack: float,
                  update_slack: float) -> tuple[bytes | None, dict[str, int]]:
     """(the P-frame payload for ``labels``, instances per mode), or (None, {}) when the canvas class
