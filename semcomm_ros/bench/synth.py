@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 
@@ -60,6 +61,7 @@ def _inputs(frames: int, res: int, num_classes: int, factor: int, seed: int = 7)
     """Label maps and degraded frames of a generated tabletop clip (random maps as a fallback)."""
     try:
         import cv2
+
         from semcomm_ros.scenes import tabletop_clip  # deferred: needs cv2; without it random maps stand in
 
         labels, low = [], []
@@ -83,7 +85,7 @@ def _stream(synth, labels, low, frames: int):
     synth.reset()
     wall, cpu = [], []
     for k in range(frames):
-        _, w, c = _timed(lambda: synth(labels[k % len(labels)], low[k % len(low)], seed=k))
+        _, w, c = _timed(partial(synth, labels[k % len(labels)], low[k % len(low)], seed=k))
         wall.append(w)
         cpu.append(c)
     return wall, cpu
@@ -95,7 +97,7 @@ def _recompute_window(synth, labels, low, frames: int):
     wall, cpu = [], []
     for k in range(frames):
         lo = max(0, k - w_ + 1)
-        _, w, c = _timed(lambda: synth.generate_clip(labels[lo:k + 1], low[lo:k + 1], seeds=range(lo, k + 1)))
+        _, w, c = _timed(partial(synth.generate_clip, labels[lo:k + 1], low[lo:k + 1], seeds=range(lo, k + 1)))
         wall.append(w)
         cpu.append(c)
     return wall, cpu
@@ -277,7 +279,8 @@ def run(args) -> int:
         out["stream"] = {"frames": n, "wall_ms_21_70": a_w, "wall_ms_last50": b_w, "cpu_ms_21_70": a_c,
                          "cpu_ms_last50": b_c, "flatness_cpu": flat, "flatness_wall": abs(b_w - a_w) / a_w,
                          "cpu_ms": [round(1000 * c, 2) for c in cpu]}
-        print(f"\nPer-frame latency over a {n}-frame stream at {res}x{res} (KV cache, T={cfg.num_steps}, W={cfg.window}):")
+        print(f"\nPer-frame latency over a {n}-frame stream at {res}x{res} (KV cache, T={cfg.num_steps}, "
+              f"W={cfg.window}):")
         print(f"  frames 1-20  : wall {_ms(wall[:20]):8.1f} ms   cpu {_ms(cpu[:20]):8.1f} ms")
         print(f"  frames 21-70 : wall {a_w:8.1f} ms   cpu {a_c:8.1f} ms")
         print(f"  last 50      : wall {b_w:8.1f} ms   cpu {b_c:8.1f} ms")
@@ -286,7 +289,8 @@ def run(args) -> int:
         blocks = [f"{_ms(cpu[i:i + 20]):.0f}" for i in range(0, n, 20)]
         print(f"  cpu ms per 20-frame block: {' '.join(blocks)}")
     else:
-        print(f"\n{n}-frame stream: mean wall {_ms(wall):.1f} ms, cpu {_ms(cpu):.1f} ms (flatness needs >= 120 frames)")
+        print(f"\n{n}-frame stream: mean wall {_ms(wall):.1f} ms, cpu {_ms(cpu):.1f} ms (flatness needs >= 120 "
+              f"frames)")
 
     m = max(cfg.window + 2, args.cache_frames)
     cw, cc = _stream(synth, labels, low, m)

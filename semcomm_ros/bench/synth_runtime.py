@@ -142,7 +142,7 @@ def run_runtimes(args) -> dict:
     cols = ("condition", "encoder", "denoise", "render", "glue", "frame", "to_camera", "camera_frame")
     print(f"  {'runtime':8s} " + " ".join(f"{c:>12s}" for c in cols) + f" {'FPS model':>10s} {'FPS camera':>10s}"
           f" {'load s':>7s}")
-    for runtime, r in results.items():
+    for r in results.values():
         ms = r["ms"]
         print(f"  {r['actual']:8s} " + " ".join(f"{ms[c]:12.1f}" for c in cols)
               + f" {ms['fps_model']:10.2f} {ms['fps_camera']:10.2f} {r['load_s']:7.1f}")
@@ -151,7 +151,8 @@ def run_runtimes(args) -> dict:
         (a, ra), (b, rb) = list(results.items())[:2]
         small = [_psnr(x[0], y[0]) for x, y in zip(ra["outputs"], rb["outputs"])]
         big = [_psnr(x[1], y[1]) for x, y in zip(ra["outputs"], rb["outputs"])]
-        diff = max(int(np.abs(x[0].astype(int) - y[0].astype(int)).max()) for x, y in zip(ra["outputs"], rb["outputs"]))
+        diff = max(int(np.abs(x[0].astype(int) - y[0].astype(int)).max())
+                   for x, y in zip(ra["outputs"], rb["outputs"]))
         speed = ra["ms"]["frame"] / rb["ms"]["frame"]
         speed_cam = ra["ms"]["camera_frame"] / rb["ms"]["camera_frame"]
         print(f"  {b} vs {a}: {speed:.2f}x at the model's size, {speed_cam:.2f}x at the camera's; pictures: "

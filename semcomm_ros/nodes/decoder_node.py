@@ -37,8 +37,15 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.msg import DecoderStats, KeyframeRequest, LowResFrame, SemanticFrame
-from semcomm_ros.nodes.common import (NAMESPACE, declare, declare_deprecated, declare_fields, route_logging, run,
-                                      set_result)
+from semcomm_ros.nodes.common import (
+    NAMESPACE,
+    declare,
+    declare_deprecated,
+    declare_fields,
+    route_logging,
+    run,
+    set_result,
+)
 from semcomm_ros.ranges import Range
 from semcomm_ros.receiver import COUNTERS, Frame, Receiver, ReceiverConfig, model_inputs, to_camera
 from semcomm_ros.ros import qos

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import RUNTIMES
 from .model import SynthModel
 from .runstate import TemporalRun
-from .config import RUNTIMES
 from .runtime import FrameGraphs, RuntimeUnavailable
 from .semantic_control import check_labels, condition_embedding
 from .tiny import tiny_model
