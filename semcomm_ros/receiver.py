@@ -14,6 +14,12 @@ runs. A link loses, delays, reorders, duplicates and corrupts packets; the recei
   (at or below the last claimed index);
 - asks for a semantic I-frame / low-res keyframe after a loss or a bad packet, at most once per
   ``request_interval_s`` and stream (:meth:`Receiver.take_requests`);
+- **acknowledges** decoded semantic frames (:meth:`Receiver.take_acks`, at most one per
+  ``ack_interval_s``) with the share of semantic frames lost on the link over its last
+  ``ACK_WINDOW`` frames, while that share is above zero (and once more when it falls to zero): the
+  encoder then predicts P-frames from the newest frame acknowledged, so a loss costs that frame
+  alone (reference picture selection); the codec keeps the frames it decoded, so a gap no longer
+  resets it unless its 4-bit P-frame index could not see the gap;
 - **pairs the low-res frame by frame index** (the newest decoded one at or before the frame, never
   "whatever arrived last"), waiting at most ``lowres_wait_s`` for it, because the low-res encoder
   skips frames and sends nothing for them;
@@ -41,6 +47,7 @@ from semcomm_ros.codec import LowResDecoder, SemanticDecoder
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.lowres import parse_header
 from semcomm_ros.codec.packet import FrameLostError
+from semcomm_ros.codec.semantic.decoder import MAX_SHORT_GAP
 from semcomm_ros.ranges import Range, check_ranges
 from semcomm_ros.synth.upsample import to_camera as upsample
 
@@ -60,10 +67,12 @@ JUMP_MAX_AGE_S = 2.0
 MAX_CANDIDATES = 3
 #: Decoded low-res frames kept for pairing by index (a few seconds at 10 fps).
 LOWRES_HISTORY = 32
+#: Semantic frame indices the reported loss is counted over (10 s at 10 fps, RTCP's "fraction lost").
+ACK_WINDOW = 100
 
 COUNTERS = ("frames", "decoded", "lost", "stale", "duplicates", "reordered", "bad_packets",
             "waiting_for_keyframe", "keyframe_requests", "concealed", "restarts", "warnings",
-            "warnings_suppressed")
+            "warnings_suppressed", "acks")
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,9 @@ class ReceiverConfig:
     lowres_wait_s: float = 0.3
     request_interval_s: float = 0.5
     warn_interval_s: float = 2.0
+    # every other frame at 10 fps: the encoder's reference is then at most 0.1 s older than with an
+    # acknowledgement a frame, for half the feedback
+    ack_interval_s: float = 0.2
 
     RANGES = {
         "jitter_frames": Range("frame indices the jitter buffer holds behind a missing one before counting it "
@@ -85,6 +97,8 @@ class ReceiverConfig:
         "request_interval_s": Range("minimum time between keyframe requests per stream, s", 0.0, 60.0),
         "warn_interval_s": Range("minimum time between two warnings of one kind, s (the rest are counted)",
                                  0.0, 60.0),
+        "ack_interval_s": Range("minimum time between two acknowledgements of decoded semantic frames, s (sent "
+                                "while semantic frames are lost on the link)", 0.0, 60.0),
     }
 
     def __post_init__(self):
@@ -104,6 +118,16 @@ class Request:
     lowres: bool
     last_good_frame_index: int
     detail: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledgement for the encoder (the ``semantic_ack`` topic): the newest semantic frame
+    decoded, which the encoder may predict its next P-frames from, and the loss the receiver sees."""
+
+    frame_index: int
+    fraction_lost: float  # semantic frames lost on the link over the last ``window_frames`` claimed
+    window_frames: int
 
 
 @dataclass
@@ -184,6 +208,10 @@ class Receiver:
         self._lowres: deque[tuple[int, np.ndarray]] = deque(maxlen=LOWRES_HISTORY)
         self._pending: deque[_Claimed] = deque()  # waiting for their low-res frame
         self._requests: list[Request] = []
+        self._acks: list[Ack] = []
+        self._last_ack = -1e18
+        self._lost_window: deque[bool] = deque(maxlen=ACK_WINDOW)  # per semantic index claimed: lost on the link
+        self._reported_loss = 0.0
         self._warned: dict[str, float] = {}
         self._restart = True
 
@@ -221,6 +249,15 @@ class Receiver:
     def take_requests(self) -> list[Request]:
         out, self._requests = self._requests, []
         return out
+
+    def take_acks(self) -> list[Ack]:
+        out, self._acks = self._acks, []
+        return out
+
+    @property
+    def fraction_lost(self) -> float:
+        """Share of the last ``ACK_WINDOW`` semantic frame indices lost on the link."""
+        return sum(self._lost_window) / len(self._lost_window) if self._lost_window else 0.0
 
     # -- streams -------------------------------------------------------------------------------
     def _push(self, s: _Stream, index: int, payload: bytes, now: float, stamp_ns, frame_id) -> None:
@@ -315,10 +352,18 @@ class Receiver:
             gap = index - s.last - 1
             self.counts["lost"] += gap
             self._warn("semantic-lost", f"{gap} semantic frame(s) lost before frame {index}", now)
-            # the codec sees the index only modulo 16: a gap of 16 would look seamless to it
-            self.sem_dec.reset()
+            if gap > MAX_SHORT_GAP:
+                # a short P-frame's 4-bit index cannot see this gap (16 would look seamless): start
+                # afresh; shorter gaps the codec sees itself, and it keeps the frames it may still
+                # be asked to predict from
+                self.sem_dec.reset()
+            self._lost_window.extend([True] * min(gap, ACK_WINDOW))
             for k in range(s.last + 1, index):
                 self._claim_semantic(k, None, None, "", now)
+            if s.last_good is not None and self.sem_dec.holds(self.sem_dec.last_index):
+                # at once, whatever the interval: the P-frames on their way extend the lost frame,
+                # and the encoder can predict from this one within a round trip
+                self._ack(s.last_good, now, force=True)
         s.last = index - 1  # the low-res decoder finds its own gaps (each delta frame names its reference)
 
     def _decode(self, s: _Stream, index: int, packet: _Packet, now: float) -> bool:
@@ -328,6 +373,7 @@ class Receiver:
             value = (self.sem_dec if s is self.sem else self.low_dec).decode(packet.payload)
         except FrameLostError as exc:  # a sound P-frame without its reference: claimed, unusable
             self._claim(s, index, now)
+            self._lost_window.append(False)  # it arrived: not a loss on the link
             self.counts["waiting_for_keyframe"] += 1
             self.logger.debug(f"semantic frame {index}: {exc}")
             self._request(s, REASON_STARTUP if startup else REASON_LOSS, str(exc), now)
@@ -338,6 +384,8 @@ class Receiver:
             return False
         self._claim(s, index, now)
         if s is self.sem:
+            self._lost_window.append(False)
+            self._ack(index, now)
             s.last_good = index
             self.counts["decoded"] += 1
             self._labels = value
@@ -360,6 +408,15 @@ class Receiver:
         self.counts["bad_packets"] += 1
         self._warn(f"{s.name}-bad", f"bad {s.name} frame {index}: {reason}", now)
         self._request(s, REASON_CORRUPT, f"{s.name} frame {index}: {reason}", now)
+
+    def _ack(self, index: int, now: float, force: bool = False) -> None:
+        loss = self.fraction_lost
+        if not force and ((loss == 0 and self._reported_loss == 0) or now - self._last_ack < self.config.ack_interval_s):
+            return
+        self._last_ack = now
+        self._reported_loss = loss
+        self.counts["acks"] += 1
+        self._acks.append(Ack(index, loss, len(self._lost_window)))
 
     def _request(self, s: _Stream, reason: int, detail: str, now: float) -> None:
         if now - s.last_request < self.config.request_interval_s:

@@ -7,12 +7,17 @@ streams together hold the target, and a :class:`~semcomm_ros.link_budget.Congest
 lowers that target while the receiver's feedback (``on_latency``, ``on_delivered``) shows a
 queue on the link. Keyframe requests from the receiver (``request``) are honoured at most once
 per ``min_refresh_s`` per stream: at 10 % loss a request arrives every few frames, and every
-forced I-frame or keyframe is paid for from the same budget. The encoder node wraps this class.
+forced I-frame or keyframe is paid for from the same budget. Acknowledgements from the
+receiver (``acknowledge``) name the newest semantic frame it decoded and the loss it sees: while
+that loss is at least ``ack_loss``, P-frames are predicted from the newest frame acknowledged
+(reference picture selection), so a lost packet costs the operator that frame alone; on a clean
+link they extend the previous frame, as cheap as before. The encoder node wraps this class.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -48,6 +53,9 @@ class SenderConfig:
     # the decoder asks at most every request_interval_s (0.5 s): one refusal costs 0.5 s more of a
     # held label map
     min_refresh_s: float = 0.5
+    # one loss in 50 frames: below it a refresh after each loss costs less than P-frames from a
+    # reference a round trip old (and one header byte more) on every frame
+    ack_loss: float = 0.02
 
     RANGES = {
         "profile": Range("semantic codec profile: tracked (ours) or paper (the paper's exact scheme; xi and P "
@@ -64,6 +72,9 @@ class SenderConfig:
         "fps": Range("camera frame rate the kbit/s figures assume", 0.1, 120.0),
         "window_s": Range("sliding window of link_stats, seconds", 0.5, 600.0),
         "min_refresh_s": Range("keyframe requests are honoured at most this often per stream, s", 0.0, 60.0),
+        "ack_loss": Range("semantic loss reported by the receiver at or above which P-frames are predicted from the "
+                          "newest frame it acknowledged (reference picture selection; 0 = whenever acknowledged, "
+                          "1 = never)", 0.0, 1.0),
     }
 
     def __post_init__(self):
@@ -115,7 +126,9 @@ class Sender:
         # a robot that falls behind its camera sends fewer frames a second than fps says
         self._sent: deque[tuple[float, int]] = deque()
         self.frame_index = 0
-        self.counts = {"frames": 0, "iframes": 0, "keyframes": 0, "keyframe_requests": 0, "refreshes": 0, "bits": 0}
+        self.counts = {"frames": 0, "iframes": 0, "keyframes": 0, "keyframe_requests": 0, "refreshes": 0, "bits": 0,
+                       "acks": 0, "acked_pframes": 0}
+        self.reported_loss = 0.0  # the receiver's, from its last acknowledgement
         self._last_refresh = {"semantic": -1e9, "lowres": -1e9}
         self._t = 0.0
 
@@ -176,6 +189,8 @@ class Sender:
                 w.resize(fps=c.fps)
             for w in (self.ctl_sem, self.ctl_low):
                 w.resize(window_s=self._ctl_window())
+        if "ack_loss" in changes:
+            self._reference_mode()
         if "window_s" in changes:
             self.win_sem.resize(window_s=c.window_s)
             self.win_low.resize(window_s=c.window_s)
@@ -198,6 +213,20 @@ class Sender:
             done.append(stream)
         self.counts["refreshes"] += len(done)
         return done
+
+    def acknowledge(self, t: float, frame_index: int, fraction_lost: float) -> bool:
+        """The receiver decoded semantic frame ``frame_index`` and sees ``fraction_lost`` of the
+        semantic frames lost on the link. Returns whether the encoder took the acknowledgement (one
+        of a frame not sent, or older than one already taken, is ignored); a loss that is not a
+        number in [0, 1] is ignored."""
+        self.counts["acks"] += 1
+        if isinstance(fraction_lost, (int, float)) and math.isfinite(fraction_lost) and 0 <= fraction_lost <= 1:
+            self.reported_loss = float(fraction_lost)
+        self._reference_mode()
+        return self.sem.acknowledge(frame_index)
+
+    def _reference_mode(self) -> None:
+        self.sem.predict_from_acked = self.cfg.ack_loss < 1 and self.reported_loss >= self.cfg.ack_loss
 
     def on_latency(self, t: float, latency_s: float) -> None:
         if self.congestion:
@@ -255,6 +284,7 @@ class Sender:
         self.frame_index += 1
         sem = self.sem.encode(labels)
         iframe = self.sem.last_frame_type == "I"
+        self.counts["acked_pframes"] += int(self.sem.last_reference > 1)
         low, key = b"", False
         if self.low:
             low = self.low.encode(rgb)

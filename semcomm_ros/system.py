@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.link import DeliveryWindow, LinkParams, SimulatedLink
-from semcomm_ros.receiver import Frame, Receiver, model_inputs, to_camera
+from semcomm_ros.receiver import Ack, Frame, Receiver, model_inputs, to_camera
 from semcomm_ros.sender import Sender, SenderConfig, Sent
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class ChainConfig:
     latency_ms: float = 0.0
     loss_rate: float = 0.0
     reorder_rate: float = 0.0
+    # the decoder's feedback (keyframe requests, acknowledgements) back to the encoder; 0 as over
+    # DDS through the link emulator, which does not relay it
+    feedback_latency_ms: float = 0.0
     seed: int = 0
 
     def sender_config(self) -> SenderConfig:
@@ -85,7 +89,8 @@ class Session:
     simulated time: what the five nodes do over DDS, without ROS.
 
     Every packet is handed to the Receiver at its own arrival time, and the decoder node's
-    feedback reaches the encoder as it does live: keyframe requests (``keyframe_request``), each
+    feedback reaches the encoder as it does live: keyframe requests (``keyframe_request``) and
+    acknowledgements (``semantic_ack``), ``feedback_latency_ms`` after they were sent, each
     decoded frame's capture -> decoded latency (``diagnostics``) and, once a second, the rate
     delivered over the link emulator's window (``link_stats_rx``). ``step`` returns the frames
     the Receiver handed out up to the new frame's capture; ``finish`` drains the link.
@@ -101,6 +106,8 @@ class Session:
         self.arrived: set[tuple[str, int]] = set()
         self.delivered = DeliveryWindow()  # the link emulator's link_stats_rx
         self._next_feedback = 1.0
+        self._feedback: deque[tuple[float, object]] = deque()  # (due, Request or Ack) on its way back
+        self.feedback_sent = {"requests": 0, "acks": 0}
         self._t = 0.0
 
     def _deliver(self, t: float, end: bool = False) -> list[Frame]:
@@ -113,8 +120,16 @@ class Session:
         for f in out:
             if ("semantic", f.index) in self.arrived:  # as the node: no capture stamp, no latency
                 self.sender.on_latency(t, f.t_ready - f.index / self.cfg.fps)
-        for r in self.receiver.take_requests():
-            self.sender.request(t, r.semantic, r.lowres)
+        delay = self.cfg.feedback_latency_ms / 1000.0
+        for item in [*self.receiver.take_requests(), *self.receiver.take_acks()]:
+            self._feedback.append((t + delay, item))
+            self.feedback_sent["acks" if isinstance(item, Ack) else "requests"] += 1
+        while self._feedback and self._feedback[0][0] <= t:
+            item = self._feedback.popleft()[1]
+            if isinstance(item, Ack):
+                self.sender.acknowledge(t, item.frame_index, item.fraction_lost)
+            else:
+                self.sender.request(t, item.semantic, item.lowres)
         if t >= self._next_feedback:
             kbps, span, _ = self.delivered.rates(t)
             self.sender.on_delivered(t, sum(kbps.values()), span)
@@ -123,8 +138,12 @@ class Session:
 
     def _until(self, t: float) -> list[Frame]:
         out = []
-        while (a := self.link.next_arrival()) is not None and a <= t:
-            out += self._deliver(max(a, self._t))
+        while True:
+            due = [a for a in (self.link.next_arrival(), self._feedback[0][0] if self._feedback else None)
+                   if a is not None and a <= t]
+            if not due:
+                break
+            out += self._deliver(max(min(due), self._t))
         return out + self._deliver(max(t, self._t))
 
     def step(self, rgb: np.ndarray, labels: np.ndarray) -> list[Frame]:

@@ -212,6 +212,37 @@ def test_sizes_for_the_model_and_back_to_the_camera(stream):
     assert to_camera(frame, labels[0], lowres[0]).shape == (128, 128, 3)
 
 
+def test_acknowledgements_while_frames_are_lost_and_no_reset_on_a_short_gap(stream):
+    sem_p, low_p, labels, _ = stream
+    rx = Receiver(ReceiverConfig(jitter_frames=2, ack_interval_s=0.0))
+    _run(rx, _in_order(sem_p, low_p))
+    assert not rx.take_acks() and rx.counts["acks"] == 0  # a clean stream: nothing to report
+    # a stream predicted from acknowledged frames, two P-frames lost: after the first, the frames
+    # already sent extend the lost one until the acknowledgement sent at the loss reaches the
+    # encoder; after the second (acknowledgements flowing by then) only the lost frame is missing
+    enc, acks = SemanticEncoder(period=32), {}
+    enc.predict_from_acked = True
+    rx = Receiver(ReceiverConfig(jitter_frames=2, ack_interval_s=0.0))
+    out, t = [], 0.0
+    for k, (_, lab) in enumerate(tabletop_clip(77, N, 128, 128)):
+        for a in rx.take_acks():
+            enc.acknowledge(a.frame_index)
+            acks[a.frame_index] = a
+        if rx.take_requests():
+            enc.force_iframe()
+        p = enc.encode(lab)
+        if k not in (5, 14):
+            rx.push_semantic(k, p, t)
+        out += rx.poll(t)
+        t += 0.1
+    out += rx.flush(t)
+    held = [f.index for f in out if not f.labels_new]
+    assert held[0] == 5 and set(held[:-1]) <= {5, 6, 7, 8} and held[-1] == 14, held
+    assert rx.counts["lost"] == 2
+    assert acks and all(0 < a.fraction_lost <= 2 / a.window_frames for a in acks.values())
+    assert max(acks) >= N - 2
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="jitter_frames"):
         ReceiverConfig(jitter_frames=-1)

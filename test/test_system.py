@@ -5,7 +5,7 @@ import pytest
 
 from semcomm_ros.eval.metrics import miou
 from semcomm_ros.scenes import CLASS_NAMES, tabletop_clip
-from semcomm_ros.system import ChainConfig, synthesize, transmit
+from semcomm_ros.system import ChainConfig, Session, synthesize, transmit
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,32 @@ def test_lossy_link_conceals_and_requests_refresh(clip):
     assert rx.events["concealed_frames"] > 0
     # concealment holds the last good frame: the output never has holes
     assert all(lab.shape == gt[0].shape for lab in rx.labels)
+
+
+def _fresh_share(ack_loss, loss=0.1, frames=240, feedback_ms=0.0):
+    """Share of frames whose own label map was decoded, through Sender -> link -> Receiver."""
+    cfg = ChainConfig(link_kbps=2.0, target_kbps=1.8, lowres_kbps=0.72, latency_ms=200, loss_rate=loss,
+                      reorder_rate=0.05, feedback_latency_ms=feedback_ms, seed=5)
+    session = Session(cfg)
+    session.sender.reconfigure(ack_loss=ack_loss)
+    out = []
+    for rgb, labels in tabletop_clip(4001, frames, 128, 128):
+        out += session.step(rgb, labels)
+    out += session.finish()
+    return sum(f.labels_new for f in out) / frames, session
+
+
+def test_acknowledged_references_keep_the_semantic_view_fresh_under_loss():
+    """At 10 % loss, P-frames predicted from the frame the decoder acknowledged lose only the lost
+    frames; without (ack_loss 1 = never) every loss waits for an I-frame."""
+    with_acks, session = _fresh_share(ack_loss=0.02, feedback_ms=200.0)
+    without, session0 = _fresh_share(ack_loss=1.0, feedback_ms=200.0)
+    assert session.sender.counts["acked_pframes"] > 100 and session0.sender.counts["acked_pframes"] == 0
+    assert session.feedback_sent["acks"] > 0
+    assert with_acks >= 0.8 and with_acks > without + 0.2, (with_acks, without)
+    # on a clean link no acknowledgement is sent and every P-frame extends the previous frame
+    clean, session = _fresh_share(ack_loss=0.02, loss=0.0, frames=80)
+    assert session.feedback_sent["acks"] == 0 and session.sender.counts["acked_pframes"] == 0
 
 
 def test_synthesize_runs_the_causal_model_at_its_own_resolution(clip):

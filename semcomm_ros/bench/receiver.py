@@ -14,7 +14,10 @@ Prints, per ``--jitter`` value:
   early), *unexplained* otherwise; for the recoveries, where the time goes (capture of the first frame lost -> capture of the I-frame
   that ended it: the request and the encoder's refresh limit; I-frame capture -> decoded: the
   link's queue, the I-frame's own transfer, its latency);
-- kbps sent per ``--window-s`` against the budget in force, and the congestion controller's cuts.
+- kbps sent per ``--window-s`` against the budget in force, and the congestion controller's cuts;
+- the label map in force on each frame (decoded or held) against the exact labels (mIoU, per
+  frame, averaged), and the feedback: acknowledgements and keyframe requests sent back, P-frames
+  predicted from an acknowledged frame (``--ack-loss``: the sender's threshold, 1 = never).
 
 No synthesis: these are the link's and the codecs' figures; the soak (``bench ros --soak``) adds
 processes, DDS and the synthesizer.
@@ -27,6 +30,7 @@ import itertools
 import numpy as np
 
 from semcomm_ros.codec.packet import frame_bits
+from semcomm_ros.eval.metrics import miou
 from semcomm_ros.receiver import ReceiverConfig
 from semcomm_ros.scenes import tabletop_clip
 from semcomm_ros.system import ChainConfig, Session
@@ -48,6 +52,11 @@ def add_arguments(p) -> None:
     p.add_argument("--jitter", type=int, nargs="+", default=[0, 3],
                    help="jitter_frames values to compare (0 = no jitter buffer; default: %(default)s)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--feedback-latency-ms", type=float, default=0.0,
+                   help="delay of the decoder's feedback back to the encoder (default: %(default)s, as over DDS)")
+    p.add_argument("--ack-loss", type=float, default=None,
+                   help="reported loss at or above which P-frames are predicted from acknowledged frames "
+                        "(default: the sender's; 1 = never)")
 
 
 def _frames(frames: int, size: int):
@@ -61,20 +70,34 @@ def _frames(frames: int, size: int):
 
 def measure(args, jitter: int, fps: float = 10.0) -> dict:
     cfg = ChainConfig(fps=fps, link_kbps=args.link_kbps, target_kbps=args.target_kbps, lowres_kbps=args.lowres_kbps,
-                      latency_ms=args.latency_ms, loss_rate=args.loss, reorder_rate=args.reorder, seed=args.seed)
+                      latency_ms=args.latency_ms, loss_rate=args.loss, reorder_rate=args.reorder, seed=args.seed,
+                      feedback_latency_ms=getattr(args, "feedback_latency_ms", 0.0))
     session = Session(cfg)
     session.receiver.config = ReceiverConfig(jitter_frames=jitter)
-    out, budget = [], []
+    if getattr(args, "ack_loss", None) is not None:
+        session.sender.reconfigure(ack_loss=args.ack_loss)
+    out, budget, exact, scores = [], [], {}, []
+
+    def score(frames):
+        # the label map the operator sees on each frame (decoded or held) against the exact one
+        for f in frames:
+            gt = exact.pop(f.index, None)
+            if gt is not None:
+                scores.append(miou(f.labels, gt) if f.labels is not None else 0.0)
+        return frames
+
     narrowed = False
     for k, (rgb, labels) in enumerate(_frames(args.frames, args.size)):
         t = k / fps
         if args.narrow and narrowed != (args.narrow[0] <= t < args.narrow[1]):
             narrowed = not narrowed
             session.link.set_params(t, bandwidth_kbps=args.link_kbps / (2 if narrowed else 1))
-        out += session.step(rgb, labels)
+        exact[k] = labels
+        out += score(session.step(rgb, labels))
         budget.append(session.sender.budget_kbps)
-    out += session.finish()
+    out += score(session.finish())
     return dict(jitter=jitter, out=out, sent=session.sent, arrived=session.arrived, budget=budget,
+                miou=float(np.mean(scores)) if scores else float("nan"), feedback=dict(session.feedback_sent),
                 counts=dict(session.receiver.counts), sender=dict(session.sender.counts),
                 cuts=session.sender.congestion.cuts if session.sender.congestion else 0,
                 latency=float(np.median([f.t_ready - f.index / fps for f in out])))
@@ -123,6 +146,10 @@ def windows(sent, budget, window_s: float, fps: float = 10.0) -> list[tuple[floa
             for k in range(0, len(bits) - n // 2, n)]
 
 
+#: what an acknowledgement would cost on a radio link: frame index (16 bits), loss (8), check (8)
+ACK_BITS = 32
+
+
 def _hist(values, edges=(0, 0.25, 0.5, 1.0, 2.0, 5.0, np.inf)) -> str:
     return ", ".join(f"{a}-{b}: {int(((values >= a) & (values < b)).sum())}" for a, b in zip(edges[:-1], edges[1:]))
 
@@ -137,8 +164,10 @@ def run(args) -> int:
     logging.getLogger("semcomm_ros").setLevel(logging.ERROR)  # one line per loss: the counters say it
     print(f"[bench receiver] {args.frames} frames {args.size}x{args.size} at 10 fps; link {args.link_kbps:g} kbps"
           + (f" (half {args.narrow[0]:g}-{args.narrow[1]:g} s)" if args.narrow else "")
-          + f", {args.loss:.0%} loss, {args.reorder:.0%} reordering, {args.latency_ms:g} ms; "
-          f"target {args.target_kbps:g} kbps")
+          + f", {args.loss:.0%} loss, {args.reorder:.0%} reordering, {args.latency_ms:g} ms"
+          + (f" (feedback {args.feedback_latency_ms:g} ms)" if args.feedback_latency_ms else "")
+          + f"; target {args.target_kbps:g} kbps"
+          + (f", ack_loss {args.ack_loss:g}" if args.ack_loss is not None else ""))
     for jitter in args.jitter:
         m = measure(args, jitter)
         out, c, s = m["out"], m["counts"], m["sender"]
@@ -166,6 +195,10 @@ def run(args) -> int:
         print(f"    lost {c['lost']}, reordered and used {c['reordered']}, stale {c['stale']}, bad {c['bad_packets']}, "
               f"waiting for an I-frame/keyframe {c['waiting_for_keyframe']}, keyframe requests {c['keyframe_requests']} "
               f"(refreshes sent {s['refreshes']}), I-frames {s['iframes']}, keyframes {s['keyframes']}")
+        fb = m["feedback"]
+        print(f"    label map in force vs the exact labels: mIoU {m['miou']:.3f}; feedback: {fb['acks']} "
+              f"acknowledgements ({fb['acks'] * ACK_BITS / (args.frames / 10) / 1000:.3f} kbps at {ACK_BITS} bits "
+              f"each), {fb['requests']} keyframe requests; P-frames from an acknowledged frame {s['acked_pframes']}")
         w = windows(m["sent"], m["budget"], args.window_s)
         print(f"    kbps sent per {args.window_s:g} s (highest budget in force): "
               + " ".join(f"{kb:.2f}({bud:.2f})" for _, kb, bud in w)
