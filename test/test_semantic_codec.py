@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from semcomm_ros.codec import BitstreamError, SemanticDecoder, SemanticEncoder
-from semcomm_ros.codec.fuzz import run_fuzz, targets
+from semcomm_ros.codec.fuzz import run_feedback_fuzz, run_fuzz, targets
 from semcomm_ros.codec.packet import (FRAME_I, FRAME_P, FrameLostError, crc8, frame_bits, pack, parse_header,
                                      payload_of)
 from semcomm_ros.codec.semantic import PROFILES, tracked
@@ -256,6 +256,13 @@ def test_small_fuzz_only_bitstream_errors():
     rep = run_fuzz(targets()["semantic"], count=500, seed=1)
     assert rep.packets >= 500 and rep.rejected > 100
     assert rep.failures == [], rep.failures[:3]
+
+
+def test_feedback_fuzz_forged_acknowledgements_never_make_a_wrong_map():
+    rep = run_feedback_fuzz(300, seed=2)
+    assert rep.by_mutation["lost"] > 20 and rep.decoded > 50
+    assert rep.failures == [], rep.failures[:3]
+    assert any("is predicted from frame" in m for m in rep.messages)  # forged ones were refused
 
 
 def test_one_byte_pframe_header_and_old_version_refused():

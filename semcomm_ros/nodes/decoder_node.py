@@ -3,8 +3,9 @@
 Subscribes ``semantic`` (SemanticFrame), ``lowres`` (LowResFrame) and, when the robot sends one,
 ``camera/camera_info``; publishes per frame ``decoded_labels`` (mono8), ``decoded_labels_color``
 (rgb8), ``decoded_lowres`` (rgb8, as received), ``synthesized`` (rgb8, the camera's size unless
-``output_size`` is ``model``) with ``camera_info`` to match it, ``diagnostics`` (DecoderStats) and,
-after a loss or a bad packet, ``keyframe_request`` for the encoder. The images use
+``output_size`` is ``model``) with ``camera_info`` to match it, ``diagnostics`` (DecoderStats),
+after a loss or a bad packet ``keyframe_request`` for the encoder and, while semantic frames are
+lost on the link, ``semantic_ack`` (SemanticAck: the frames decoded, which the encoder predicts from). The images use
 ``qos.OPERATOR_OUTPUT`` (reliable, keep last 2): any subscriber, default QoS or sensor data, gets them.
 
 Everything between the link and the synthesizer -- jitter buffer, frame indices, loss, stale and
@@ -36,7 +37,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from semcomm_ros.codec.errors import BitstreamError
-from semcomm_ros.msg import DecoderStats, KeyframeRequest, LowResFrame, SemanticFrame
+from semcomm_ros.msg import DecoderStats, KeyframeRequest, LowResFrame, SemanticAck, SemanticFrame
 from semcomm_ros.nodes.common import (
     NAMESPACE,
     declare,
@@ -63,7 +64,7 @@ POLL_S = 0.02
 #: model's own (its synthesizer.json), changeable while the node runs
 SYNTH_PARAMETERS = ("lambda_c", "lambda_r", "lambda_t", "window", "num_steps", "strength", "noise")
 #: the ReceiverConfig fields declared as parameters of the same name
-RECEIVER_PARAMETERS = ("jitter_frames", "jitter_timeout_s", "lowres_wait_s", "request_interval_s")
+RECEIVER_PARAMETERS = ("jitter_frames", "jitter_timeout_s", "lowres_wait_s", "request_interval_s", "ack_interval_s")
 #: old parameter name -> the field it sets (deprecated; removed in the next release)
 RENAMED = {"steps": "num_steps"}
 #: the node's own parameters (no config behind them), all fixed once it runs
@@ -150,6 +151,7 @@ class DecoderNode(Node):
         self.pub_info = self.create_publisher(CameraInfo, "camera_info", out)
         self.pub_diag = self.create_publisher(DecoderStats, "diagnostics", qos.STATS)
         self.pub_request = self.create_publisher(KeyframeRequest, "keyframe_request", qos.FEEDBACK)
+        self.pub_ack = self.create_publisher(SemanticAck, "semantic_ack", qos.FEEDBACK)
         self.create_subscription(SemanticFrame, "semantic", self._on_semantic, qos.LINK)
         self.create_subscription(LowResFrame, "lowres", self._on_lowres, qos.LINK)
         # best effort + volatile matches a camera_info publisher of any reliability
@@ -298,6 +300,11 @@ class DecoderNode(Node):
                                 semantic=r.semantic, lowres=r.lowres, detail=r.detail)
             m.header.stamp = stamp_from_ns(self._now_ns())
             self.pub_request.publish(m)
+        for a in self.receiver.take_acks():
+            m = SemanticAck(frame_index=a.frame_index & 0xFFFFFFFF, fraction_lost=float(a.fraction_lost),
+                            window_frames=int(a.window_frames))
+            m.header.stamp = stamp_from_ns(self._now_ns())
+            self.pub_ack.publish(m)
         for f in self.receiver.poll(now):
             self._publish_frame(f)
 

@@ -1,7 +1,8 @@
 """Encoder node (robot): camera image + label map -> the link messages (semcomm_ros.sender).
 
 Subscribes ``camera/image_raw`` and ``labels`` (paired by stamp, bounded caches),
-``keyframe_request`` and the receiver's feedback, ``link_stats_rx`` (delivered rate) and
+``keyframe_request``, ``semantic_ack`` (SemanticAck: frames the decoder decoded, which P-frames
+are predicted from while it reports loss) and the receiver's feedback, ``link_stats_rx`` (delivered rate) and
 ``diagnostics`` (decode latency); publishes ``semantic`` (SemanticFrame), ``lowres``
 (LowResFrame; a frame the low-res rate control skips is not sent) and ``link_stats`` (LinkStats,
 once per frame).
@@ -12,7 +13,8 @@ from ``SenderConfig`` and its ``RANGES`` (= config/robot.yaml): ``xi`` contour t
 next frame is a keyframe), ``target_kbps`` (0 = rate controller off; otherwise it drives xi and the
 low-res rate, see link_budget.py), ``lowres_share``, ``fps`` (stream rate the kbps windows
 assume), ``window_s`` (LinkStats sliding window), ``min_refresh_s`` (keyframe requests honoured at
-most this often). Read-only: ``profile`` (``tracked``, or ``paper`` for the paper's exact scheme,
+most this often), ``ack_loss`` (reported loss from which P-frames are predicted from the newest
+acknowledged frame). Read-only: ``profile`` (``tracked``, or ``paper`` for the paper's exact scheme,
 which also takes the paper's xi = 6 and P = 4 unless they are set), ``lowres_codec``. Deprecated:
 ``iframe_period`` (sets ``period``, with a warning).
 """
@@ -27,7 +29,7 @@ from sensor_msgs.msg import Image
 
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
 from semcomm_ros.codec.packet import frame_bits
-from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, LowResFrame, SemanticFrame
+from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, LowResFrame, SemanticAck, SemanticFrame
 from semcomm_ros.nodes.common import NAMESPACE, declare, declare_deprecated, declare_fields, run, set_result
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import (FRAME_TYPE_I, FRAME_TYPE_P, LowResPacket, SemanticPacket,
@@ -56,6 +58,7 @@ class EncoderNode(Node):
         self.create_subscription(Image, "camera/image_raw", self._on_image, **qos.overridable(qos.ROBOT_IMAGES))
         self.create_subscription(Image, "labels", self._on_labels, **qos.overridable(qos.ROBOT_IMAGES))
         self.create_subscription(KeyframeRequest, "keyframe_request", self._on_request, qos.FEEDBACK)
+        self.create_subscription(SemanticAck, "semantic_ack", self._on_ack, qos.FEEDBACK)
         self.create_subscription(LinkStats, "link_stats_rx", self._on_link_rx, qos.STATS)
         self.create_subscription(DecoderStats, "diagnostics", self._on_diagnostics, qos.STATS)
         self._images: OrderedDict[int, Image] = OrderedDict()
@@ -92,6 +95,12 @@ class EncoderNode(Node):
         self.get_logger().info(f"keyframe request (last good frame {msg.last_good_frame_index}, {msg.detail}): "
                                f"{'refreshing ' + ' and '.join(done) if done else 'refreshed recently, ignored'}",
                                throttle_duration_sec=WARN_EVERY_S)
+
+    def _on_ack(self, msg: SemanticAck):
+        # the message's index wraps at 2^32, the encoder's count does not: unwrap against it
+        last = self.sender.sem.frame_index - 1
+        index = last - ((last - int(msg.frame_index)) & 0xFFFFFFFF)
+        self.sender.acknowledge(self._t(), index, float(msg.fraction_lost))
 
     def _on_link_rx(self, msg: LinkStats):
         if msg.window_frames:

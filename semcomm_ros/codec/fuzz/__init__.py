@@ -8,6 +8,13 @@ then get one bad packet followed by the rest of the stream.
 
 Targets (``targets()``): ``semantic`` and ``lowres``, each with its corpus of valid packet
 streams next to this runner (``fuzz/semantic.py``, ``fuzz/lowres.py``).
+
+``feedback`` (``run_feedback_fuzz``) fuzzes the other direction: acknowledgements that are forged
+(frames the decoder lost, never sent, not yet sent), stale, repeated or absurd reach an encoder
+predicting from acknowledged frames while packets are lost. A pass: the encoder takes or ignores
+each, and every packet either decodes to exactly the map a decoder that saw every packet shows,
+or is refused with ``FrameLostError`` (the decoder does not hold its reference; the refusal asks
+for an I-frame, as the receiver does) -- never a wrong map, never another exception.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import numpy as np
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.fuzz import lowres, semantic
 from semcomm_ros.codec.lowres import LowResDecoder
-from semcomm_ros.codec.semantic import SemanticDecoder
+from semcomm_ros.codec.packet import FrameLostError
+from semcomm_ros.codec.semantic import PROFILES, SemanticDecoder, SemanticEncoder
 
 MUTATIONS = ("bitflip", "bytes", "truncate", "extend", "random", "splice", "shuffle", "reseal", "header")
 
@@ -59,6 +67,14 @@ class FuzzReport:
     messages: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
+        if self.target == "feedback":
+            return "\n".join([
+                f"target feedback: {self.by_mutation.total()} acknowledgements, then {self.packets} packets: "
+                f"{self.decoded} decoded exactly as the encoder coded them, {self.rejected} refused "
+                f"(FrameLostError), {len(self.failures)} other exceptions/wrong maps",
+                "  acknowledgements: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items())),
+                "  refusals:", *[f"    {n:6d}  {m}" for m, n in self.messages.most_common(3)],
+                *[f"  FAILURE: {f}" for f in self.failures[:10]]])
         lines = [
             f"target {self.target}: {self.packets} bad packets: {self.rejected} BitstreamError, "
             f"{self.decoded} decoded to a valid map, {len(self.failures)} other exceptions/failures; "
@@ -158,8 +174,60 @@ def run_fuzz(target: Target, count: int, seed: int = 0, limit_ms: float = 2000.0
     return rep
 
 
+FEEDBACK_KINDS = ("genuine", "lost", "future", "stale", "repeat", "absurd")
+
+
+def run_feedback_fuzz(count: int, seed: int = 0, frames: int = 16) -> FuzzReport:
+    """``count`` mangled acknowledgements (at least), ``frames`` frames a trial."""
+    rng = random.Random(seed)
+    rep = FuzzReport("feedback")
+    n_rng = np.random.default_rng(seed)
+    while rep.by_mutation.total() < count:
+        profile = rng.choice(PROFILES)
+        enc = SemanticEncoder(xi=rng.choice((2.0, 4.0, 8.0)), period=rng.choice((4, 8, 32)), profile=profile)
+        enc.predict_from_acked = True
+        dec, full = SemanticDecoder(), SemanticDecoder()
+        decoded: list[int] = []
+        loss = rng.choice((0.1, 0.2, 0.4))
+        for k, labels in enumerate(semantic._maps(n_rng, frames, 96, 160)):
+            for _ in range(rng.randint(0, 3)):
+                kind = rng.choice(FEEDBACK_KINDS)
+                index = {"genuine": decoded[-1] if decoded else 0,
+                         "lost": rng.choice([i for i in range(k) if i not in decoded] or [0]),
+                         "future": k + rng.randint(0, 40),
+                         "stale": rng.choice(decoded[:-2] or [0]),
+                         "repeat": decoded[-1] if decoded else 0,
+                         "absurd": rng.choice((-1, -(2**31), 2**32 - 1, 2**63, 0))}[kind]
+                rep.by_mutation[kind] += 1
+                try:
+                    enc.acknowledge(index)
+                except Exception as exc:  # noqa: BLE001 - the point of fuzzing
+                    rep.failures.append(f"acknowledge({index}) [{kind}]: {type(exc).__name__}: {exc}")
+            pkt = enc.encode(labels)
+            want = full.decode(pkt)
+            if rng.random() < loss:
+                continue
+            rep.packets += 1
+            try:
+                out = dec.decode(pkt)
+            except FrameLostError as exc:
+                rep.rejected += 1
+                rep.messages[re.sub(r"\d+", "#", str(exc))[:70]] += 1
+                enc.force_iframe()  # the receiver's keyframe request
+                continue
+            except Exception as exc:  # noqa: BLE001
+                rep.failures.append(f"frame {k}: {type(exc).__name__}: {exc}")
+                continue
+            rep.decoded += 1
+            decoded.append(k)
+            if not np.array_equal(out, want):
+                rep.failures.append(f"frame {k} ({profile}): decoded a map the encoder did not code for it")
+    return rep
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--target", default="semantic", help="decoder to fuzz: semantic, lowres, all")
+    parser.add_argument("--target", default="semantic",
+                        help="what to fuzz: semantic, lowres (decoders), feedback (acknowledgements), all")
     parser.add_argument("--count", type=int, default=10000, help="number of bad-packet trials (default 10000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-ms", type=float, default=2000.0, help="a decode slower than this is a failure")
@@ -167,14 +235,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     table = targets()
-    names = list(table) if args.target == "all" else [args.target]
+    names = [*table, "feedback"] if args.target == "all" else [args.target]
     bad = 0
     for name in names:
-        if name not in table:
-            print(f"unknown target {name!r}; available: {', '.join(table)}")
+        if name not in table and name != "feedback":
+            print(f"unknown target {name!r}; available: {', '.join(table)}, feedback")
             return 2
         t0 = time.perf_counter()
-        rep = run_fuzz(table[name], args.count, args.seed, args.limit_ms)
+        if name == "feedback":
+            rep = run_feedback_fuzz(args.count, args.seed)
+        else:
+            rep = run_fuzz(table[name], args.count, args.seed, args.limit_ms)
         print(rep.summary())
         print(f"  {time.perf_counter() - t0:.1f} s")
         bad += len(rep.failures)

@@ -1,12 +1,13 @@
 """Seeds for ``semcomm fuzz --target semantic``: valid semantic packet streams of a hand-made
-moving scene, both profiles, three quantizer / tolerance / period settings."""
+moving scene, both profiles, three quantizer / tolerance / period settings, and streams predicted
+from acknowledged frames with packets lost on the way (long P-frames naming older references)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from semcomm_ros.codec.packet import P_MARKER, crc8, p_check
+from semcomm_ros.codec.packet import P_LONG_MARKER, P_MARKER, crc8, p_check
 from semcomm_ros.codec.semantic import SemanticEncoder
 
 
@@ -36,6 +37,17 @@ def fuzz_corpus(seed: int) -> list[list[bytes]]:
             enc = SemanticEncoder(xi=xi, period=period, q_symbols=q, profile=profile)
             maps = _maps(rng, 12, 96 + 32 * (q == 37), 160)
             streams.append([enc.encode(m) for m in maps])
+        # reference picture selection: acknowledgements two frames late, a few packets lost
+        enc = SemanticEncoder(xi=4.0, period=32, profile=profile)
+        enc.predict_from_acked = True
+        stream, lost = [], {3, 7, 8, 13}
+        for k, m in enumerate(_maps(rng, 18, 96, 160)):
+            if k >= 3 and k - 3 not in lost:
+                enc.acknowledge(k - 3)
+            pkt = enc.encode(m)
+            if k not in lost:
+                stream.append(pkt)
+        streams.append(stream)
     return streams
 
 
@@ -45,8 +57,9 @@ def fuzz_reseal(pkt: bytes) -> bytes:
     if not pkt:
         return pkt
     b = bytearray(pkt)
-    if b[0] >> 6 == P_MARKER:
-        b[0] = (b[0] & 0xFC) | p_check(bytes(b))
+    if b[0] >> 6 == P_MARKER or b[0] >> 7 == P_LONG_MARKER:
+        mask = 3 if b[0] >> 6 == P_MARKER else 7
+        b[0] = (b[0] & ~mask & 0xFF) | p_check(bytes(b))
         return bytes(b)
     if len(b) < 2:
         return pkt
