@@ -70,8 +70,8 @@ def test_onnx_frames_equal_torch_over_2w_frames_and_the_cache_state_has_fixed_sh
     assert diff < 1e-4, diff
     pixels = [onnx_synth(labels[k], low[k], seed=20 + k) for k in range(2)]
     assert pixels[0].dtype == np.uint8 and pixels[0].shape == (RES, RES, 3)
-    # every denoising step's cache is full (W-1 frames) once the window is: one [pixels, W-1, D]
-    # pair per motion-module attention, the same layout the graphs were exported with
+    # every denoising step's cache has one fixed [pixels, W-1, D] pair per motion-module attention
+    # (the layout the graph was exported with), all W-1 slots filled once the window is
     caches = onnx_synth.graphs.caches
     assert len(caches) == onnx_synth.config.num_steps
     spec = onnx_synth.graphs.spec
@@ -147,8 +147,7 @@ def test_a_model_directory_without_exported_graphs_exports_on_load(tmp_path, mon
         synth = CausalSynthesizer.from_pretrained(model_dir, runtime="onnx")
     assert "exporting the synthesizer's graphs" in caplog.text
     files = sorted(p.name for p in synth.graphs.path.iterdir())
-    assert files == ["condition.onnx", "denoiser_f0.onnx", "denoiser_f1.onnx", "encoder.onnx", "render.onnx",
-                     "spec.json"]
+    assert files == ["condition.onnx", "denoiser.onnx", "encoder.onnx", "render.onnx", "spec.json"]
     labels, low = _inputs(3, res=16)
     a = _stream(synth, labels, low)
     b = _stream(CausalSynthesizer.from_pretrained(model_dir, runtime="torch"), labels, low)

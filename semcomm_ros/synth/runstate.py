@@ -22,6 +22,10 @@ class TemporalRun:
     cache: dict | None = None
     #: streaming: per-attention constants (fused projections, position tables), kept across frames
     tables: dict | None = None
+    #: streaming with a fixed-shape cache (the exported graph): how many of the cache's W-1 slots
+    #: hold frames (a 0-d long tensor, 0..W-1; the newest frames sit in the last slots). None: the
+    #: cache grows from empty to W-1 frames (the torch runtime)
+    fill: object = None
 
 
 @dataclass

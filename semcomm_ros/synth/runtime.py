@@ -1,7 +1,7 @@
 """The graph runtime: a frame's networks exported to ONNX and run by ONNX Runtime.
 
 At the shipped model's sizes (16x16 latents, 32-64 channels) eager PyTorch spends most of a frame
-in per-operator overhead; the same networks as ONNX graphs run 3-4x faster on the same cores
+in per-operator overhead; the same networks as ONNX graphs run faster on the same cores
 (docs/synth.md, "Runtime"). ``CausalSynthesizer`` keeps the frame's glue (seeds and noise, strength,
 the LCM updates) in one place for both runtimes and hands the networks to ``FrameGraphs``:
 
@@ -9,14 +9,15 @@ the LCM updates) in one place for both runtimes and hands the networks to ``Fram
 |---|---|---|
 | ``condition`` | label map (int64 [1, H, W]) | psi's conditioning embedding, one-hot map |
 | ``encoder`` | degraded frame (uint8 [1, h, w, 3]) | x~ = E(upsampled frame), the frame in [-1, 1] |
-| ``denoiser_f{n}`` | x_t, t, embedding, x~, lambda_C, lambda_R, lambda_T, KV cache of n frames | eps, KV cache |
+| ``denoiser`` | x_t, t, embedding, x~, lambda_C, lambda_R, lambda_T, KV cache, its fill | eps, KV cache |
 | ``render`` | x_0, one-hot map, degraded frame, lambda_rho | D(x_0) refined by rho, in [-1, 1] |
 
 One denoising call is the UNet with omega's rows and phi's motion modules plus psi: the streaming
-path of ``SynthModel.denoise_rows``, traced. phi's KV cache is an explicit state (``KVCache``, one
-per denoising step): the content keys/values of the last ``n`` frames at every motion-module
-attention; a stream's first W-1 frames see fewer cached frames, so there is one graph per fill
-level n = 0..W-1 (they share no state, only weights). lambda_C, lambda_R, lambda_T and lambda_rho are
+path of ``SynthModel.denoise_rows``, traced. phi's KV cache is an explicit state of fixed shape
+(``KVCache``, one per denoising step): W-1 slots of content keys/values at every motion-module
+attention, of which the last ``fill`` hold frames (a stream's first W-1 frames see fewer; empty
+slots get no attention weight: ``temporal_adapter._fixed_cache_attention``), so one graph serves
+the whole stream. lambda_C, lambda_R, lambda_T and lambda_rho are
 graph inputs, so they stay live. A module switched off by a lambda of 0 is multiplied by 0 in the
 graph instead of skipped (same result; the torch runtime also skips the work and, for lambda_T = 0,
 the cache update).
@@ -53,7 +54,7 @@ from .semantic_control import condition_embedding
 log = logging.getLogger(__name__)
 
 #: bump when the exported graphs change (invalidates every cached export)
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 OPSET = 18
 _LAMBDAS = ("lambda_c", "lambda_r", "lambda_t")
 
@@ -101,11 +102,16 @@ def model_key(model, dtype: torch.dtype) -> str:
 
 @dataclass
 class KVCache:
-    """phi's KV cache at one denoising step: the content keys and values x_j W^K, x_j W^V of the
-    last ``fill`` frames, one [pixels, fill, D] pair per motion-module attention (graph order)."""
+    """phi's KV cache at one denoising step: one [pixels, W-1, D] pair of content keys and values
+    x_j W^K, x_j W^V per motion-module attention (graph order), preallocated; the last ``fill``
+    slots hold the newest frames."""
 
+    tensors: tuple[np.ndarray, ...]
     fill: int = 0
-    tensors: tuple[np.ndarray, ...] = ()
+
+    @classmethod
+    def empty(cls, shapes: list[tuple[int, int]], window: int, dtype) -> "KVCache":
+        return cls(tuple(np.zeros((p, window - 1, d), dtype) for p, d in shapes))
 
 
 @dataclass
@@ -130,10 +136,6 @@ class GraphSpec:
         data["cache_shapes"] = [tuple(s) for s in data["cache_shapes"]]
         data["lowres"] = tuple(data["lowres"])
         return cls(**data)
-
-    @property
-    def fills(self) -> range:
-        return range(self.window) if self.has_temporal else range(1)
 
 
 # -- the exported modules ---------------------------------------------------------------------------
@@ -166,18 +168,17 @@ class _Encoder(nn.Module):
 
 
 class _Denoiser(nn.Module):
-    """The streaming denoiser call with ``fill`` cached frames; the cache goes in and out as tensors."""
+    """The streaming denoiser call; the fixed-shape cache and its fill go in, the shifted cache out."""
 
-    def __init__(self, model, keys, fill: int):
+    def __init__(self, model, keys):
         super().__init__()
-        self.model, self.keys, self.fill = model, keys, fill
+        self.model, self.keys = model, keys
 
-    def forward(self, x, t, cond, deg, lambda_c, lambda_r, lambda_t, *cache):
+    def forward(self, x, t, cond, deg, lambda_c, lambda_r, lambda_t, fill, *cache):
         cfg = self.model.config
-        run = TemporalRun(mode="sliding", frames=1, lambda_t=lambda_t, window=cfg.window, cache={}, tables={})
-        if self.fill:
-            for i, key in enumerate(self.keys):
-                run.cache[key] = (cache[2 * i], cache[2 * i + 1])
+        run = TemporalRun(mode="sliding", frames=1, lambda_t=lambda_t, window=cfg.window, tables={},
+                          cache={key: (cache[2 * i], cache[2 * i + 1]) for i, key in enumerate(self.keys)},
+                          fill=fill)
         eps = self.model.denoise_rows(x, t, cond, deg, lambda_c, lambda_r, run, self.model.controlnet is not None)
         return (eps, *[c for key in self.keys for c in run.cache[key]])
 
@@ -231,19 +232,17 @@ def export(model, device: torch.device, dtype: torch.dtype, out: Path, key: str)
     model.denoise_rows(x, t, cond, deg, lam[0], lam[1], probe, spec.has_control)
     keys = list(probe.cache)
     spec.cache_shapes = [(int(c.shape[0]), int(c.shape[2])) for key in keys for c in probe.cache[key]]
-    names = ["x", "t", "condition", "degraded", *_LAMBDAS]
+    names = ["x", "t", "condition", "degraded", *_LAMBDAS, "fill"]
+    # a fill below W-1 at export: a full cache would let the tracer fold the empty slots' mask away
+    fill = torch.tensor(max(cfg.window - 2, 0), dtype=torch.long, device=device)
+    cache = [torch.randn(p, cfg.window - 1, d, device=device).to(dtype) for p, d in spec.cache_shapes]
+    cache_in = [f"cache_{i}" for i in range(len(cache))]
+    cache_out = [f"cache_out_{i}" for i in range(len(cache))]
+    module, args = _Denoiser(model, keys), (x, t, cond, deg, *lam, fill, *cache)
     if not spec.has_restoration:
         names.remove("degraded")
-    for fill in spec.fills:
-        cache = [torch.randn(p, fill, d, device=device).to(dtype) for p, d in spec.cache_shapes] if fill else []
-        args = (x, t, cond, deg, *lam, *cache)
-        cache_in = [f"cache_{i}" for i in range(len(cache))]
-        cache_out = [f"cache_out_{i}" for i in range(len(spec.cache_shapes))]
-        module = _Denoiser(model, keys, fill)
-        if not spec.has_restoration:
-            module = _NoDegraded(module)
-            args = (x, t, cond, *lam, *cache)
-        _export(module, args, out / f"denoiser_f{fill}.onnx", names + cache_in, ["eps", *cache_out])
+        module, args = _NoDegraded(module), (x, t, cond, *lam, fill, *cache)
+    _export(module, args, out / "denoiser.onnx", names + cache_in, ["eps", *cache_out])
     _export(_Render(model), (x, onehot, small, _scalar(cfg.lambda_rho or 0.5)), out / "render.onnx",
             ["latents", "onehot", "degraded", "lambda_rho"], ["images", "pixels"])
     spec.save(out)
@@ -305,10 +304,9 @@ class FrameGraphs:
         self.render_session = session("render", threads)
         # the denoiser's ~1900 operators are too small to split: on one thread they skip the workers'
         # hand-offs (measured on 2 cores: 14.5 ms a call against 16-18 on two)
-        self.denoisers = [session(f"denoiser_f{n}", 1) for n in spec.fills]
-
+        self.denoiser = session("denoiser", 1)
         self._np_dtype = np.float16 if dtype == torch.float16 else np.float32
-        self.caches = [KVCache() for _ in range(steps)]
+        self.reset(steps)
 
     @classmethod
     def load(cls, model, device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None) -> "FrameGraphs":
@@ -330,7 +328,7 @@ class FrameGraphs:
 
     def reset(self, steps: int) -> None:
         """A new stream of T = ``steps`` denoising steps: every step's cache empty."""
-        self.caches = [KVCache() for _ in range(steps)]
+        self.caches = [KVCache.empty(self.spec.cache_shapes, self.spec.window, self._np_dtype) for _ in range(steps)]
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(self.device)
@@ -354,11 +352,12 @@ class FrameGraphs:
             feeds["degraded"] = _numpy(deg)
         for name, value in zip(_LAMBDAS, (lambdas[0], lambda_r, lambdas[2])):
             feeds[name] = np.asarray(value, np.float32)
+        feeds["fill"] = np.asarray(cache.fill, np.int64)
         for i, c in enumerate(cache.tensors):
             feeds[f"cache_{i}"] = c
-        out = self.denoisers[cache.fill].run(feeds)
+        out = self.denoiser.run(feeds)
         if spec.has_temporal:
-            self.caches[step] = KVCache(min(cache.fill + 1, spec.window - 1), tuple(out[1:]))
+            self.caches[step] = KVCache(tuple(out[1:]), min(cache.fill + 1, spec.window - 1))
         return self._tensor(out[0])
 
     def render(self, latents: torch.Tensor, onehot: torch.Tensor, degraded: torch.Tensor | None,

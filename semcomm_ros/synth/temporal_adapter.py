@@ -150,12 +150,35 @@ def _stream_tables(attn, pe: torch.Tensor, run: TemporalRun, key) -> dict:
     return entry
 
 
+def _fixed_cache_attention(q_c, kc_new, vc_new, tab: dict, run: TemporalRun, key, heads: int) -> torch.Tensor:
+    """The streaming attention over a cache of fixed shape [N, W-1, D] of which the last ``run.fill``
+    slots hold frames: the same frames, positions and weights as the growing cache (slot j is
+    window position j - (W-1-fill); empty slots get no weight), so one traced graph serves every
+    fill level of a stream's first W-1 frames."""
+    w = run.window
+    past_k, past_v = run.cache[key]
+    kc, vc = torch.cat([past_k, kc_new], dim=1), torch.cat([past_v, vc_new], dim=1)  # [N, W, D]
+    run.cache[key] = (kc[:, 1:], vc[:, 1:])
+    slots = torch.arange(w, device=kc.device)
+    pos = slots - (w - 1 - run.fill)
+    valid = pos >= 0
+    pos = pos.clamp(min=0)
+    q = _heads(q_c + tab["q"][run.fill], heads)
+    k = _heads(kc + tab["k"][pos], heads)
+    v = _heads(vc + tab["v"][pos], heads)
+    scores = (q @ k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5)
+    scores = scores.masked_fill(~valid, float("-inf"))
+    return _merge(scores.softmax(dim=-1).to(v.dtype) @ v)
+
+
 def _streaming_attention(attn, x: torch.Tensor, pe: torch.Tensor, run: TemporalRun, key) -> torch.Tensor:
     """One new frame (x: [N, 1, D]); the earlier window frames come from this step's KV cache."""
     tab = _stream_tables(attn, pe, run, key)
     heads = attn.heads
     qkv = F.linear(x, tab["weight"], tab["bias"])
     q_c, kc_new, vc_new = qkv.chunk(3, dim=-1)
+    if run.fill is not None:
+        return _fixed_cache_attention(q_c, kc_new, vc_new, tab, run, key, heads)
     past = run.cache.get(key)
     if past is None:
         kc, vc = kc_new, vc_new
