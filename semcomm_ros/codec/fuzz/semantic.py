@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from semcomm_ros.codec.packet import P_LONG_MARKER, P_MARKER, crc8, p_check
-from semcomm_ros.codec.semantic import SemanticEncoder
+from semcomm_ros.codec.semantic import FrameLostError, SemanticDecoder, SemanticEncoder
 
 
 def _maps(rng: np.random.Generator, n: int, h: int, w: int) -> list[np.ndarray]:
@@ -37,16 +37,23 @@ def fuzz_corpus(seed: int) -> list[list[bytes]]:
             enc = SemanticEncoder(xi=xi, period=period, q_symbols=q, profile=profile)
             maps = _maps(rng, 12, 96 + 32 * (q == 37), 160)
             streams.append([enc.encode(m) for m in maps])
-        # reference picture selection: acknowledgements two frames late, a few packets lost
-        enc = SemanticEncoder(xi=4.0, period=32, profile=profile)
+        # reference picture selection: acknowledgements two frames late, a few packets lost; the
+        # stream keeps what a decoder decodes (a frame predicted from a lost one is refused)
+        enc, dec = SemanticEncoder(xi=4.0, period=32, profile=profile), SemanticDecoder()
         enc.predict_from_acked = True
-        stream, lost = [], {3, 7, 8, 13}
+        stream, decoded = [], set()
         for k, m in enumerate(_maps(rng, 18, 96, 160)):
-            if k >= 3 and k - 3 not in lost:
+            if k - 3 in decoded:
                 enc.acknowledge(k - 3)
             pkt = enc.encode(m)
-            if k not in lost:
-                stream.append(pkt)
+            if k in (3, 7, 8, 13):
+                continue
+            try:
+                dec.decode(pkt)
+            except FrameLostError:
+                continue
+            stream.append(pkt)
+            decoded.add(k)
         streams.append(stream)
     return streams
 

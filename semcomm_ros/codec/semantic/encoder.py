@@ -13,6 +13,13 @@ from semcomm_ros.codec.semantic import intra
 from semcomm_ros.codec.semantic.decoder import SemanticDecoder
 from semcomm_ros.codec.semantic.profiles import CODERS, PROFILE_DEFAULTS
 
+#: with ``speculate``: bits a P-frame predicted from a frame not yet acknowledged must save over one
+#: predicted from the acknowledged frame (it is lost whenever its reference was), about a contour
+#: vertex or two, and at least this share of them (a frame re-sending a new object's contour, not one
+#: correcting poses)
+SPECULATE_BITS = 24
+SPECULATE_SHARE = 0.4
+
 
 class SemanticEncoder:
     """``encode(labels) -> bytes`` for one frame of a 2-D uint8 class map.
@@ -31,7 +38,10 @@ class SemanticEncoder:
     ``index``; with ``predict_from_acked`` set, each P-frame is predicted from the newest frame
     acknowledged (if it is at most ``MAX_REFERENCE`` frames back and coded under the same
     profile, Q and size), so a lost packet costs the decoder that frame alone instead of every
-    frame up to the next I-frame. Without it (the default) a P-frame extends the previous frame.
+    frame up to the next I-frame; with no acknowledged frame usable, from the newest frame anchored
+    on one (predicted from it, or an I-frame), else the previous frame. With ``speculate`` too, an
+    anchored frame is taken over the acknowledged one when it saves ``SPECULATE_SHARE`` of the bits.
+    Without ``predict_from_acked`` (the default) a P-frame extends the previous frame.
     """
 
     def __init__(
@@ -58,14 +68,18 @@ class SemanticEncoder:
         self._force = True
         self._since_i = 0
         self.predict_from_acked = False
+        # also weigh a frame anchored on an acknowledged one against the acknowledged frame itself
+        # (docs/semantic_codec.md: fewer bits, more frames lost with their reference)
+        self.speculate = False
         self.last_reference = 0  # frames back the last P-frame was predicted from (0: an I-frame)
         # the decoder's ring, decoded here too (closed loop): every frame's state under its index
         self._mirror = SemanticDecoder()
         self._sent: tuple | None = None  # (profile, Q, H, W) of the last I-frame
-        # per frame index still in the ring: its (profile, Q, H, W), and what the profile kept from
-        # the I-frame it descends from for its P-frames
-        self._coded: dict[int, tuple[tuple, object]] = {}
+        # per frame index still in the ring: its (profile, Q, H, W), what the profile kept from the
+        # I-frame it descends from for its P-frames, and the frame it was predicted from (None: an I-frame)
+        self._coded: dict[int, tuple[tuple, object, int | None]] = {}
         self._acked: int | None = None  # newest frame index the decoder acknowledged
+        self._acked_all: set[int] = set()  # every acknowledgement taken, of frames still in the ring
         self._ack_floor = 0  # acknowledgements of frames before this one are no longer trusted
         self._validate()
 
@@ -93,6 +107,7 @@ class SemanticEncoder:
         map)."""
         self._force = True
         self._acked = None
+        self._acked_all.clear()
         self._ack_floor = self.frame_index
 
     def acknowledge(self, index: int) -> bool:
@@ -103,6 +118,7 @@ class SemanticEncoder:
         if not self._ack_floor <= index < self.frame_index or (self._acked is not None and index <= self._acked):
             return False
         self._acked = index
+        self._acked_all.add(index)
         return True
 
     @property
@@ -132,11 +148,13 @@ class SemanticEncoder:
             self._force = False
             self._since_i = 0
         self._mirror.decode(packet)  # closed loop: the encoder predicts from what the decoder has
-        self._coded[self.frame_index] = (key, self._reference)
-        for k in [k for k in self._coded if not self._mirror.holds(k)]:
-            del self._coded[k]
         if iframe:
             self.last_reference = 0
+        self._coded[self.frame_index] = (key, self._reference, self.frame_index - self.last_reference
+                                         if self.last_reference else None)
+        for k in [k for k in self._coded if not self._mirror.holds(k)]:
+            del self._coded[k]
+        self._acked_all &= self._coded.keys()
         self._since_i += 1
         self.frame_index += 1
         self.last_frame_type = "I" if iframe else "P"
@@ -161,21 +179,32 @@ class SemanticEncoder:
                     q_symbols=int(self.q_symbols), xi=float(self.xi), period=int(self.period))
 
     def _references(self, key: tuple) -> list[int]:
-        """Frames back a P-frame may be predicted from, in the order to try: the newest frame
-        acknowledged (when asked to and usable), then the previous frame."""
+        """Frames back a P-frame may be predicted from, safest first: the newest frame acknowledged;
+        the newest frame anchored on an acknowledged one (predicted from it, or an I-frame: it
+        decodes whenever it arrived, so a frame predicted from it is lost only with it); the
+        previous frame. Without ``predict_from_acked``: the previous frame alone."""
+        def usable(index):
+            return index is not None and 1 <= self.frame_index - index <= MAX_REFERENCE and \
+                self._coded.get(index, (None,))[0] == key
+
         out = []
-        if self.predict_from_acked and self._acked is not None:
-            d = self.frame_index - self._acked
-            if 1 < d <= MAX_REFERENCE and self._coded.get(self._acked, (None,))[0] == key:
-                out.append(d)
-        if self._coded.get(self.frame_index - 1, (None,))[0] == key:
-            out.append(1)
-        return out
+        if self.predict_from_acked:
+            if usable(self._acked) and self.frame_index - self._acked > 1:
+                out.append(self._acked)
+            anchored = [j for j, (_, _, ref) in self._coded.items()
+                        if (self._acked is None or j > self._acked) and usable(j)
+                        and (ref is None or ref in self._acked_all)]
+            if anchored:
+                out.append(max(anchored))
+        if usable(self.frame_index - 1) and self.frame_index - 1 not in out:
+            out.append(self.frame_index - 1)
+        return [self.frame_index - j for j in out]
 
     def _encode_p(self, labels: np.ndarray) -> bytes | None:
         h, w = labels.shape
         key = (self.profile, int(self.q_symbols), h, w)
         coder = CODERS[self.profile]
+        best = None
         for d in self._references(key):
             index = self.frame_index - d
             st = coder.extrapolate(self._mirror._ring[index], d - 1)
@@ -183,9 +212,16 @@ class SemanticEncoder:
             payload, counts = coder.write_pframe(labels, st, ref, self.xi, self.keep_slack, self.update_slack)
             if payload is None:
                 continue  # the paper profile: a class appeared since that frame; an I-frame if none is left
-            for mode, n in counts.items():
-                self.stats[mode] += n
-            self._reference = ref
-            self.last_reference = d
-            return pack(FRAME_P, self.frame_index, payload, reference=d)
-        return None
+            packet = pack(FRAME_P, self.frame_index, payload, reference=d)
+            # a riskier reference only when it saves what it risks: frames predicted from the acknowledged
+            # one re-send every contour coded since (new objects, refreshes) until a frame with it is acknowledged
+            if best is None or len(best[0]) - len(packet) >= max(SPECULATE_BITS / 8, SPECULATE_SHARE * len(best[0])):
+                best = (packet, counts, ref, d)
+            if not self.speculate or (index == self._acked and 8 * len(packet) <= SPECULATE_BITS + 8):
+                break  # the safest reference that codes the frame; or cheap enough already
+        if best is None:
+            return None
+        packet, counts, self._reference, self.last_reference = best
+        for mode, n in counts.items():
+            self.stats[mode] += n
+        return packet
