@@ -49,6 +49,12 @@ def _upsample(frames, size: int) -> list[np.ndarray]:
             for f in frames]
 
 
+def to_model_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A camera (or received) frame at a model's input size (h, w): area filter down, bilinear up."""
+    h, w = size
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_LINEAR)
+
+
 def score(frames, rgb, gt_labels, seg, total_bits: int, fps: float, size: int, speed: float | None) -> dict:
     """The Table II columns for one method on one clip."""
     frames = _upsample(frames, size)
@@ -94,9 +100,7 @@ def _reference_frames(name: str, rgb, rx, synth, size: int) -> list[np.ndarray]:
         return _upsample(rx.lowres, size)
     for k, frame in enumerate(rgb):
         labels, low = model_inputs(rx.labels[k], rx.lowres[k], synth.output_size, synth.lowres_size)
-        h, w = synth.output_size
-        src = frame if name == "vae-ceiling" else rx.lowres[k]
-        image = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA if src.shape[0] > h else cv2.INTER_LINEAR)
+        image = to_model_size(frame if name == "vae-ceiling" else rx.lowres[k], synth.output_size)
         out.append(to_camera(synth.reconstruct(image, labels, low), rx.labels[k], rx.lowres[k],
                              synth.config))
     return out

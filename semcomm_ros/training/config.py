@@ -8,6 +8,7 @@ Presets:
 - ``paper``: the values printed in the paper (batch 16, lr 2e-6 / 1e-5, 1e5 iterations, K=16, ...)
   for an SD-1.5-sized model on GPUs. Listed for reference and for users with real hardware.
 - ``tabletop``: what trains the shipped default model on 2 CPU cores in about an hour.
+- ``tabletop-f4``: tabletop with an f=4 VAE (issue 22's candidate (a); its vae stage only, for now).
 - ``tiny``: a few-second configuration for tests and ``semcomm bench train``.
 """
 
@@ -232,6 +233,17 @@ def _tabletop() -> Preset:
     )
 
 
+def _tabletop_f4() -> Preset:
+    # Issue 22 candidate (a): the tabletop preset with an f=4 VAE (32x32 latent at 128x128, for a
+    # later 2x2 space-to-depth around the 16x16 UNet). The shipped VAE's coarsest level is dropped,
+    # so every resolution keeps the blocks it had. Only its vae stage is meant to run until the
+    # synthesizer and its UNet stages know f=4 (SynthConfig still assumes 1/8).
+    p = _tabletop()
+    p.name = "tabletop-f4"
+    p.backbone = dataclasses.replace(p.backbone, vae_encoder_blocks=(0, 1, 1), vae_decoder_blocks=(2, 1, 0))
+    return p
+
+
 def _tiny() -> Preset:
     return Preset(
         name="tiny",
@@ -248,7 +260,7 @@ def _tiny() -> Preset:
     )
 
 
-PRESETS = {"paper": _paper, "tabletop": _tabletop, "tiny": _tiny}
+PRESETS = {"paper": _paper, "tabletop": _tabletop, "tabletop-f4": _tabletop_f4, "tiny": _tiny}
 
 
 def get_preset(name: str) -> Preset:
