@@ -12,7 +12,8 @@ row ``clean@S`` is the clean frames brought to S and back: what any autoencoder 
 Candidates: ``default`` (the shipped model's ``vae/``), a diffusers VAE directory, a model directory
 holding ``vae/``, or a ``semcomm train vae`` checkpoint (``<run>/vae/checkpoints/step_<n>``, built
 from ``<run>/preset.json``), each optionally ``@SIZE`` for its input size (default ``--size``).
-ms/frame: encode + decode of one frame, median over the frames after one warm-up, on ``--threads``.
+ms/frame: encode + decode of one frame, median over the frames after a warm-up, on ``--threads``, the
+candidates interleaved frame by frame (on shared cores other jobs then weigh on all alike).
 """
 
 from __future__ import annotations
@@ -119,18 +120,26 @@ def run(args: argparse.Namespace) -> int:
     inputs = {size: [[to_model_size(f, (size, size)) for f in rgb] for rgb, _ in clips]
               for size in dict.fromkeys(s for _, s in cands)}
     rows = [{"candidate": f"clean@{size}", "size": size, "outputs": small} for size, small in inputs.items()]
-    # every candidate is timed before the segmenter first runs: ONNX Runtime's threads keep spinning
-    # for a while after a call and would take the cores from torch
-    for path, size in cands:
-        vae = load_candidate(path)
+    # every candidate is timed before the segmenter first runs (ONNX Runtime's threads keep spinning
+    # for a while after a call and would take the cores from torch), all of them interleaved frame
+    # by frame, so that other jobs on shared cores weigh on every candidate alike
+    vaes = [load_candidate(path) for path, _ in cands]
+    for vae, (_, size) in zip(vaes, cands):
         reconstruct(vae, inputs[size][0][:1] * 3)  # warm-up: the first calls allocate
-        done = [reconstruct(vae, small) for small in inputs[size]]
-        outputs = [d[0] for d in done]
-        rows.append({"candidate": path, "size": size, "latent": "x".join(map(str, done[0][2])),
-                     "params": int(sum(p.numel() for p in vae.parameters())), "outputs": outputs,
-                     "psnr_input": float(np.mean([M.psnr(np.stack(o), np.stack(i))
-                                                  for o, i in zip(outputs, inputs[size], strict=True)])),
-                     "ms_per_frame": 1e3 * float(np.median([t for d in done for t in d[1]]))})
+    outputs = [[[] for _ in clips] for _ in cands]
+    secs: list[list[float]] = [[] for _ in cands]
+    shapes: list[tuple[int, ...]] = [() for _ in cands]
+    for c in range(len(clips)):
+        for k in range(args.frames):
+            for i, (vae, (_, size)) in enumerate(zip(vaes, cands)):
+                rec, t, shapes[i] = reconstruct(vae, [inputs[size][c][k]])
+                outputs[i][c].append(rec[0])
+                secs[i].extend(t)
+    for i, (path, size) in enumerate(cands):
+        psnr_in = [M.psnr(np.stack(o), np.stack(x)) for o, x in zip(outputs[i], inputs[size], strict=True)]
+        rows.append({"candidate": path, "size": size, "latent": "x".join(map(str, shapes[i])),
+                     "params": int(sum(p.numel() for p in vaes[i].parameters())), "outputs": outputs[i],
+                     "psnr_input": float(np.mean(psnr_in)), "ms_per_frame": 1e3 * float(np.median(secs[i]))})
     # ms/frame on shared cores depends on what else runs: the load says how far to trust it
     load = os.getloadavg()[0]
     seg = load_segmenter()
