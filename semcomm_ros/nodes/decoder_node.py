@@ -52,6 +52,7 @@ from semcomm_ros.receiver import COUNTERS, Frame, Receiver, ReceiverConfig, mode
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.convert import image_to_msg, lowres_from_msg, semantic_from_msg, stamp_from_ns
 from semcomm_ros.scenes.classes import NUM_CLASSES, colorize
+from semcomm_ros.stages import OrderedStage
 from semcomm_ros.synth.config import SynthConfig
 
 OUTPUT_SIZES = ("camera", "model")
@@ -88,6 +89,16 @@ class SynthesisJob:
     stamp_ns: int  # the capture stamp, or the decode time of a frame without one (lost)
     t_decoded_ns: int  # ROS clock
     restart: bool  # start the synthesizer afresh first (a new stream)
+
+
+@dataclass
+class Synthesized:
+    """A synthesized frame on its way to the output stage."""
+
+    job: SynthesisJob
+    rgb: np.ndarray  # at the model's size
+    config: object  # the SynthConfig it was made with (to_camera reads its consistency)
+    synth_ms: float
 
 
 def scaled_camera_info(info: CameraInfo, width: int, height: int, header) -> CameraInfo:
@@ -165,6 +176,8 @@ class DecoderNode(Node):
         self._queue: deque[SynthesisJob] = deque(maxlen=EVERY_FRAME_QUEUE if self.every_frame else 1)
         self._cv = threading.Condition()
         self._stop = False
+        self._output = OrderedStage(self._publish_synthesized, name="decoder output",
+                                    on_error=self._output_failed) if self.synthesize else None
         self._worker = threading.Thread(target=self._synth_loop, daemon=True) if self.synthesize else None
         if self._worker:
             self._worker.start()
@@ -353,16 +366,28 @@ class DecoderNode(Node):
                         self.synth.reset()
                     t0 = time.perf_counter()
                     rgb = self.synth.step(*self._model_inputs(f), seed=f.seed_index)
-                    if self.output_size == "camera":
-                        rgb = to_camera(rgb, f.labels, f.lowres, self.synth.config)
                     synth_ms = 1000 * (time.perf_counter() - t0)
-                msg = image_to_msg(np.ascontiguousarray(rgb), "rgb8", job.stamp_ns, f.frame_id)
-                self.pub_synth.publish(msg)
-                if self.camera_info is not None:
-                    self.pub_info.publish(scaled_camera_info(self.camera_info, msg.width, msg.height, msg.header))
-                self._publish_diag(job, self._now_ns(), synth_ms)
+                    config = self.synth.config
+                # the next frame is synthesized while this one goes to the camera's size and out
+                self._output.submit(Synthesized(job, rgb, config, synth_ms))
             except Exception as exc:  # noqa: BLE001 - keep synthesizing the next frames
                 self.get_logger().error(f"synthesis of frame {f.index} failed: {exc}")
+
+    def _publish_synthesized(self, s: Synthesized) -> None:
+        """The output stage: to the camera's size, published, reported (in the synthesizer's order)."""
+        job, rgb = s.job, s.rgb
+        f = job.frame
+        t0 = time.perf_counter()
+        if self.output_size == "camera":
+            rgb = to_camera(rgb, f.labels, f.lowres, s.config)
+        msg = image_to_msg(np.ascontiguousarray(rgb), "rgb8", job.stamp_ns, f.frame_id)
+        self.pub_synth.publish(msg)
+        if self.camera_info is not None:
+            self.pub_info.publish(scaled_camera_info(self.camera_info, msg.width, msg.height, msg.header))
+        self._publish_diag(job, self._now_ns(), s.synth_ms + 1000 * (time.perf_counter() - t0))
+
+    def _output_failed(self, s: Synthesized, exc) -> None:
+        self.get_logger().error(f"output of frame {s.job.frame.index} failed: {exc}")
 
     def _model_inputs(self, f):
         return model_inputs(f.labels, f.lowres, self.synth.output_size, self.synth.lowres_size)
@@ -397,6 +422,8 @@ class DecoderNode(Node):
             self._cv.notify()
         if self._worker:
             self._worker.join(timeout=5)
+        if self._output:
+            self._output.close()
 
 
 def main(args=None) -> int:
