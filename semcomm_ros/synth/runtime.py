@@ -54,7 +54,7 @@ from .semantic_control import condition_embedding
 log = logging.getLogger(__name__)
 
 #: bump when the exported graphs change (invalidates every cached export)
-EXPORT_VERSION = 3
+EXPORT_VERSION = 4
 OPSET = 18
 _LAMBDAS = ("lambda_c", "lambda_r", "lambda_t")
 
@@ -116,7 +116,7 @@ class KVCache:
 
 @dataclass
 class GraphSpec:
-    """What ``export`` wrote: graph files, the cache layout and the graphs' input names."""
+    """What ``export`` wrote beside the graphs: the window, the cache layout, the parts the model has."""
 
     key: str
     window: int
@@ -124,7 +124,6 @@ class GraphSpec:
     has_control: bool = True
     has_restoration: bool = True
     has_temporal: bool = True
-    has_refiner: bool = True
     lowres: tuple[int, int] = (0, 0)
 
     def save(self, path: Path) -> None:
@@ -214,7 +213,7 @@ def export(model, device: torch.device, dtype: torch.dtype, out: Path, key: str)
     cfg = model.config
     spec = GraphSpec(key=key, window=cfg.window, has_control=model.controlnet is not None,
                      has_restoration=model.restoration is not None, has_temporal=model.temporal is not None,
-                     has_refiner=model.refiner is not None, lowres=tuple(cfg.lowres_size))
+                     lowres=tuple(cfg.lowres_size))
     h, w = cfg.lowres_size
     labels = torch.zeros(1, cfg.height, cfg.width, dtype=torch.long, device=device)
     labels[:, : cfg.height // 2] = min(1, cfg.num_classes - 1)
