@@ -31,7 +31,7 @@ def test_round_trip_zero_latency_and_hold(clip256):
     enc, packets = _stream(clip256, kbps=4.0, keyframe_interval=30)
     dec = LowResDecoder()
     prev = None
-    for k, (rgb, packet) in enumerate(zip(clip256, packets)):
+    for rgb, packet in zip(clip256, packets):
         out = dec.decode(packet)
         assert out is not None and out.shape == (64, 64, 3) and out.dtype == np.uint8
         if packet:
@@ -309,7 +309,7 @@ def test_fuzzed_packets_never_crash_or_show_garbage():
     assert parse_header(corpus[0])["key"]
     rng = np.random.default_rng(0)
     outcomes = {"error": 0, "frame": 0, "none": 0}
-    for trial in range(150):
+    for _ in range(150):
         dec = LowResDecoder()
         dec.decode(corpus[0])
         victim = bytearray(corpus[int(rng.integers(0, len(corpus)))])

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from semcomm_ros.codec import LowResDecoder, LowResEncoder, SemanticDecoder, SemanticEncoder
-from semcomm_ros.receiver import (REASON_CORRUPT, REASON_LOSS, Receiver, ReceiverConfig, model_inputs,
-                                  to_camera)
+from semcomm_ros.receiver import REASON_CORRUPT, REASON_LOSS, Receiver, ReceiverConfig, model_inputs, to_camera
 from semcomm_ros.scenes import tabletop_clip
 
 N = 24

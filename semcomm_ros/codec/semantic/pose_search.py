@@ -139,7 +139,7 @@ def match(instances: list[Instance], preds: list[np.ndarray], regions: list[Regi
     pairs.sort()
     out: dict[int, int] = {}
     taken = set()
-    for d, i, j in pairs:
+    for _d, i, j in pairs:
         if i in out or j in taken:
             continue
         out[i] = j

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from semcomm_ros.codec.contours import ONE, rasterize
+from semcomm_ros.codec.contours import rasterize
 from semcomm_ros.codec.packet import FRAME_I, FrameHeader
 
 ANGLE_UNITS = 360  # rotation in degrees

@@ -313,7 +313,7 @@ def read_pframe(rd: ent.SymbolReader, st: TrackedState) -> TrackedState:
     if intra_at or n_new:
         preds = [intra.top_vertex(inst.vertices(inst.predicted())) for _, inst in intra_at] + [None] * n_new
         decoded = _read_contours(rd, st.header(), preds)
-        for (pos, old), (label, rec) in zip(intra_at, decoded[: len(intra_at)]):
+        for (pos, old), (_label, rec) in zip(intra_at, decoded[: len(intra_at)]):
             new_list[pos] = Instance(old.label, rec)
         for label, rec in decoded[len(intra_at):]:
             new_list.append(Instance(label, rec))
