@@ -374,6 +374,8 @@ class Receiver:
         except FrameLostError as exc:  # a sound P-frame without its reference: claimed, unusable
             self._claim(s, index, now)
             self._lost_window.append(False)  # it arrived: not a loss on the link
+            if s.last_good is not None and self.sem_dec.holds(self.sem_dec.last_index):
+                self._ack(s.last_good, now, force=True)  # what it holds, whatever the encoder believes
             self.counts["waiting_for_keyframe"] += 1
             self.logger.debug(f"semantic frame {index}: {exc}")
             self._request(s, REASON_STARTUP if startup else REASON_LOSS, str(exc), now)

@@ -196,11 +196,14 @@ class Sender:
             self.win_low.resize(window_s=c.window_s)
 
     # -- feedback ------------------------------------------------------------------------------
-    def request(self, t: float, semantic: bool, lowres: bool) -> list[str]:
-        """A keyframe request from the receiver; returns the streams refreshed now."""
+    def request(self, t: float, semantic: bool, lowres: bool, last_good: int | None = None) -> list[str]:
+        """A keyframe request from the receiver (``last_good``: the newest semantic frame it
+        decoded); returns the streams refreshed now."""
         self.counts["keyframe_requests"] += 1
         done = []
-        for stream, wanted in (("semantic", semantic), ("lowres", lowres)):
+        # asked whatever the refresh limit: it also tells the encoder which anchors the decoder lacks
+        sem_needed = semantic and self.sem.needs_refresh(last_good)
+        for stream, wanted in (("semantic", sem_needed), ("lowres", lowres)):
             if not wanted or t - self._last_refresh[stream] < self.cfg.min_refresh_s:
                 continue
             if stream == "semantic":

@@ -129,7 +129,7 @@ class Session:
             if isinstance(item, Ack):
                 self.sender.acknowledge(t, item.frame_index, item.fraction_lost)
             else:
-                self.sender.request(t, item.semantic, item.lowres)
+                self.sender.request(t, item.semantic, item.lowres, item.last_good_frame_index)
         if t >= self._next_feedback:
             kbps, span, _ = self.delivered.rates(t)
             self.sender.on_delivered(t, sum(kbps.values()), span)

@@ -346,6 +346,29 @@ def test_pframes_from_the_acknowledged_frame_survive_a_loss(profile):
     assert refused == 8  # 7, 8 and 10..15
 
 
+def test_speculate_stops_re_sending_a_new_contour_until_it_is_acknowledged():
+    """A new object's contour is re-sent by every P-frame predicted from an acknowledged frame that
+    predates it; with ``speculate`` the frames after it are predicted from the frame that brought it."""
+    maps = moving(14)
+    for m in maps[5:]:
+        cv2.circle(m, (40, 100), 14, 3, -1)  # appears at frame 5 and stays
+
+    def run(speculate):
+        enc = SemanticEncoder(xi=2, period=32, profile="tracked")
+        enc.predict_from_acked, enc.speculate = True, speculate
+        dec, bits = SemanticDecoder(), 0
+        for k, m in enumerate(maps):
+            if k >= 4:
+                enc.acknowledge(k - 4)  # four frames late
+            p = enc.encode(m)
+            bits += frame_bits(p)
+            assert np.array_equal(dec.decode(p), enc.reconstruction())
+        return bits, enc.stats["new"] + enc.stats["intra"]
+
+    (bits, contours), (bits0, contours0) = run(True), run(False)
+    assert contours0 >= 4 and contours < contours0 and bits < bits0, (bits, bits0, contours, contours0)
+
+
 def test_long_pframe_header():
     enc = SemanticEncoder(profile="tracked")
     still = scene(t=0)
@@ -390,5 +413,10 @@ def test_a_forged_acknowledgement_is_refused_and_refreshed_never_decoded(profile
     for m in maps[:5]:
         enc.encode(m)
     assert enc.acknowledge(3) and not enc.acknowledge(2) and not enc.acknowledge(5) and enc.acked == 3
+    # a refusal from a decoder that holds the acknowledged frame needs no I-frame (the next P-frame
+    # is predicted from it); one whose newest decoded frame is older (a forged acknowledgement) does
+    enc.predict_from_acked = True
+    assert not enc.needs_refresh(3) and not enc.needs_refresh(4)
+    assert enc.needs_refresh(2) and enc.needs_refresh(None)
     enc.force_iframe()
     assert enc.acked is None and not enc.acknowledge(4)  # from before the refresh: no longer trusted

@@ -13,12 +13,17 @@ from semcomm_ros.codec.semantic import intra
 from semcomm_ros.codec.semantic.decoder import SemanticDecoder
 from semcomm_ros.codec.semantic.profiles import CODERS, PROFILE_DEFAULTS
 
-#: with ``speculate``: bits a P-frame predicted from a frame not yet acknowledged must save over one
-#: predicted from the acknowledged frame (it is lost whenever its reference was), about a contour
-#: vertex or two, and at least this share of them (a frame re-sending a new object's contour, not one
-#: correcting poses)
+#: with ``speculate``: a P-frame predicted from the acknowledged frame re-sends every contour coded
+#: since (a new object, an intra refresh) until a frame holding it is acknowledged. One predicted
+#: from a frame anchored on it (lost whenever that frame was) is taken instead when it re-sends fewer
+#: contours and saves this many bits, about a contour vertex or two, and this share of them
 SPECULATE_BITS = 24
 SPECULATE_SHARE = 0.4
+
+
+def _contours(counts: dict) -> int:
+    """Contours a P-frame (re-)sends: new instances and intra refreshes (the tracked profile's)."""
+    return counts.get("new", 0) + counts.get("intra", 0)
 
 
 class SemanticEncoder:
@@ -81,6 +86,8 @@ class SemanticEncoder:
         self._acked: int | None = None  # newest frame index the decoder acknowledged
         self._acked_all: set[int] = set()  # every acknowledgement taken, of frames still in the ring
         self._ack_floor = 0  # acknowledgements of frames before this one are no longer trusted
+        self._suspect = -1  # frames after this one, sent before a refusal, are no anchors
+        self._refused_at = -1  # frame index when that refusal was reported
         self._validate()
 
     def _validate(self) -> None:
@@ -120,6 +127,17 @@ class SemanticEncoder:
         self._acked = index
         self._acked_all.add(index)
         return True
+
+    def needs_refresh(self, last_good: int | None) -> bool:
+        """Whether a decoder that refused a P-frame and reports ``last_good`` (its newest frame
+        decoded) needs an I-frame: not when it decoded the acknowledged frame the next P-frame is
+        predicted from (it refused one predicted from a newer frame it lost, ``speculate``)."""
+        usable = self._acked is not None and self.frame_index - self._acked < MAX_REFERENCE
+        if last_good is not None:
+            # the refused frame was predicted from one the decoder lost: no frame after its newest
+            # decoded one is an anchor any more (until acknowledged)
+            self._suspect, self._refused_at = int(last_good), self.frame_index
+        return not (self.predict_from_acked and usable and last_good is not None and last_good >= self._acked)
 
     @property
     def acked(self) -> int | None:
@@ -193,7 +211,7 @@ class SemanticEncoder:
                 out.append(self._acked)
             anchored = [j for j, (_, _, ref) in self._coded.items()
                         if (self._acked is None or j > self._acked) and usable(j)
-                        and (ref is None or ref in self._acked_all)]
+                        and (ref is None or ref in self._acked_all) and not self._suspect < j < self._refused_at]
             if anchored:
                 out.append(max(anchored))
         if usable(self.frame_index - 1) and self.frame_index - 1 not in out:
@@ -213,12 +231,11 @@ class SemanticEncoder:
             if payload is None:
                 continue  # the paper profile: a class appeared since that frame; an I-frame if none is left
             packet = pack(FRAME_P, self.frame_index, payload, reference=d)
-            # a riskier reference only when it saves what it risks: frames predicted from the acknowledged
-            # one re-send every contour coded since (new objects, refreshes) until a frame with it is acknowledged
-            if best is None or len(best[0]) - len(packet) >= max(SPECULATE_BITS / 8, SPECULATE_SHARE * len(best[0])):
+            if best is None or (_contours(best[1]) > _contours(counts)
+                                and len(best[0]) - len(packet) >= max(SPECULATE_BITS / 8, SPECULATE_SHARE * len(best[0]))):
                 best = (packet, counts, ref, d)
-            if not self.speculate or (index == self._acked and 8 * len(packet) <= SPECULATE_BITS + 8):
-                break  # the safest reference that codes the frame; or cheap enough already
+            if not self.speculate or not _contours(counts):
+                break  # the safest reference that codes the frame; or one that re-sends no contour
         if best is None:
             return None
         packet, counts, self._reference, self.last_reference = best
