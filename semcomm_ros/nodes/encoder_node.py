@@ -91,16 +91,19 @@ class EncoderNode(Node):
 
     # -- feedback ------------------------------------------------------------------------------
     def _on_request(self, msg: KeyframeRequest):
-        done = self.sender.request(self._t(), bool(msg.semantic), bool(msg.lowres))
+        done = self.sender.request(self._t(), bool(msg.semantic), bool(msg.lowres),
+                                   self._unwrap(msg.last_good_frame_index) if msg.semantic else None)
         self.get_logger().info(f"keyframe request (last good frame {msg.last_good_frame_index}, {msg.detail}): "
-                               f"{'refreshing ' + ' and '.join(done) if done else 'refreshed recently, ignored'}",
+                               f"{'refreshing ' + ' and '.join(done) if done else 'refreshed recently or not needed, ignored'}",
                                throttle_duration_sec=WARN_EVERY_S)
 
-    def _on_ack(self, msg: SemanticAck):
-        # the message's index wraps at 2^32, the encoder's count does not: unwrap against it
+    def _unwrap(self, index: int) -> int:
+        # the messages' index wraps at 2^32, the encoder's count does not: unwrap against it
         last = self.sender.sem.frame_index - 1
-        index = last - ((last - int(msg.frame_index)) & 0xFFFFFFFF)
-        self.sender.acknowledge(self._t(), index, float(msg.fraction_lost))
+        return last - ((last - int(index)) & 0xFFFFFFFF)
+
+    def _on_ack(self, msg: SemanticAck):
+        self.sender.acknowledge(self._t(), self._unwrap(msg.frame_index), float(msg.fraction_lost))
 
     def _on_link_rx(self, msg: LinkStats):
         if msg.window_frames:
