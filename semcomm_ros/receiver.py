@@ -413,7 +413,8 @@ class Receiver:
 
     def _ack(self, index: int, now: float, force: bool = False) -> None:
         loss = self.fraction_lost
-        if not force and ((loss == 0 and self._reported_loss == 0) or now - self._last_ack < self.config.ack_interval_s):
+        quiet = loss == 0 and self._reported_loss == 0
+        if not force and (quiet or now - self._last_ack < self.config.ack_interval_s):
             return
         self._last_ack = now
         self._reported_loss = loss

@@ -8,8 +8,7 @@ import pytest
 
 from semcomm_ros.codec import BitstreamError, SemanticDecoder, SemanticEncoder
 from semcomm_ros.codec.fuzz import run_feedback_fuzz, run_fuzz, targets
-from semcomm_ros.codec.packet import (FRAME_I, FRAME_P, FrameLostError, crc8, frame_bits, pack, parse_header,
-                                     payload_of)
+from semcomm_ros.codec.packet import FRAME_I, FRAME_P, FrameLostError, crc8, frame_bits, pack, parse_header, payload_of
 from semcomm_ros.codec.semantic import PROFILES, tracked
 from semcomm_ros.eval.metrics import bpp, kbps
 

@@ -11,7 +11,8 @@ Prints, per ``--jitter`` value:
 - the gaps between decoded label maps, and every gap of 1 s or more explained (``explain_gaps``,
   the soak's rule too): *recovery* when a semantic frame inside it was lost on the link and the
   gap ends on an I-frame (the codec cannot resume before one; the keyframe request brings it
-  early), *unexplained* otherwise; for the recoveries, where the time goes (capture of the first frame lost -> capture of the I-frame
+  early), *unexplained* otherwise; for the recoveries, where the time goes (capture of the first
+  frame lost -> capture of the I-frame
   that ended it: the request and the encoder's refresh limit; I-frame capture -> decoded: the
   link's queue, the I-frame's own transfer, its latency);
 - kbps sent per ``--window-s`` against the budget in force, and the congestion controller's cuts;
@@ -127,7 +128,8 @@ def explain_gaps(decoded, iframe, arrived, capture_s, skip=None, min_gap_s: floa
             recoveries.append({"at": ta, "gap_s": g, "to_iframe_s": capture_s(pb) - capture_s(lost[0]),
                                "iframe_to_received_s": latency_b})
         else:
-            unexplained.append({"at": ta, "gap_s": round(g, 2), "lost_inside": len(lost), "ends_on_iframe": iframe(pb)})
+            unexplained.append({"at": ta, "gap_s": round(g, 2), "lost_inside": len(lost),
+                                "ends_on_iframe": iframe(pb)})
     return {"recoveries": recoveries, "unexplained": unexplained}
 
 
@@ -192,8 +194,9 @@ def run(args) -> int:
         else:
             print(f"    gaps >= 1 s: 0 codec recoveries; {len(un)} unexplained"
                   + (f" {[dict(u, at=round(u['at'], 1)) for u in un[:5]]}" if un else ""))
-        print(f"    lost {c['lost']}, reordered and used {c['reordered']}, stale {c['stale']}, bad {c['bad_packets']}, "
-              f"waiting for an I-frame/keyframe {c['waiting_for_keyframe']}, keyframe requests {c['keyframe_requests']} "
+        print(f"    lost {c['lost']}, reordered and used {c['reordered']}, stale {c['stale']}, "
+              f"bad {c['bad_packets']}, waiting for an I-frame/keyframe {c['waiting_for_keyframe']}, "
+              f"keyframe requests {c['keyframe_requests']} "
               f"(refreshes sent {s['refreshes']}), I-frames {s['iframes']}, keyframes {s['keyframes']}")
         fb = m["feedback"]
         print(f"    label map in force vs the exact labels: mIoU {m['miou']:.3f}; feedback: {fb['acks']} "

@@ -32,9 +32,18 @@ from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, LowResFrame, SemanticAck, SemanticFrame
 from semcomm_ros.nodes.common import NAMESPACE, declare, declare_deprecated, declare_fields, run, set_result
 from semcomm_ros.ros import qos
-from semcomm_ros.ros.convert import (FRAME_TYPE_I, FRAME_TYPE_P, LowResPacket, SemanticPacket,
-                                     labels_from_msg, lowres_to_msg, rgb_from_msg, semantic_to_msg,
-                                     stamp_from_ns, stamp_to_ns)
+from semcomm_ros.ros.convert import (
+    FRAME_TYPE_I,
+    FRAME_TYPE_P,
+    LowResPacket,
+    SemanticPacket,
+    labels_from_msg,
+    lowres_to_msg,
+    rgb_from_msg,
+    semantic_to_msg,
+    stamp_from_ns,
+    stamp_to_ns,
+)
 from semcomm_ros.sender import Sender, SenderConfig
 
 #: old parameter name -> the SenderConfig field it sets (deprecated; removed in the next release)
@@ -93,8 +102,8 @@ class EncoderNode(Node):
     def _on_request(self, msg: KeyframeRequest):
         done = self.sender.request(self._t(), bool(msg.semantic), bool(msg.lowres),
                                    self._unwrap(msg.last_good_frame_index) if msg.semantic else None)
-        self.get_logger().info(f"keyframe request (last good frame {msg.last_good_frame_index}, {msg.detail}): "
-                               f"{'refreshing ' + ' and '.join(done) if done else 'refreshed recently or not needed, ignored'}",
+        what = "refreshing " + " and ".join(done) if done else "refreshed recently or not needed, ignored"
+        self.get_logger().info(f"keyframe request (last good frame {msg.last_good_frame_index}, {msg.detail}): {what}",
                                throttle_duration_sec=WARN_EVERY_S)
 
     def _unwrap(self, index: int) -> int:

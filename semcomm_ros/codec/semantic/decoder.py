@@ -9,8 +9,15 @@ import numpy as np
 
 from semcomm_ros.codec import entropy as ent
 from semcomm_ros.codec.errors import BitstreamError
-from semcomm_ros.codec.packet import (MAX_Q, MAX_REFERENCE, MAX_SIDE, FrameHeader, FrameLostError, parse_header,
-                                      payload_of)
+from semcomm_ros.codec.packet import (
+    MAX_Q,
+    MAX_REFERENCE,
+    MAX_SIDE,
+    FrameHeader,
+    FrameLostError,
+    parse_header,
+    payload_of,
+)
 from semcomm_ros.codec.semantic import intra
 from semcomm_ros.codec.semantic.profiles import CODERS
 from semcomm_ros.codec.semantic.state import State

@@ -69,7 +69,8 @@ class SemanticEncoder:
         self.update_slack = defaults["update_slack"] if update_slack is None else update_slack
         self.frame_index = 0  # index of the next frame (full, not modulo 256)
         self.last_frame_type: str | None = None
-        self.stats = {"I": 0, "P": 0, "forced_I": 0, "keep": 0, "update": 0, "intra": 0, "drop": 0, "new": 0, "move": 0}
+        self.stats = {"I": 0, "P": 0, "forced_I": 0, "keep": 0, "update": 0, "intra": 0, "drop": 0, "new": 0,
+                      "move": 0}
         self._force = True
         self._since_i = 0
         self.predict_from_acked = False
@@ -231,8 +232,9 @@ class SemanticEncoder:
             if payload is None:
                 continue  # the paper profile: a class appeared since that frame; an I-frame if none is left
             packet = pack(FRAME_P, self.frame_index, payload, reference=d)
+            saved = len(best[0]) - len(packet) if best else 0
             if best is None or (_contours(best[1]) > _contours(counts)
-                                and len(best[0]) - len(packet) >= max(SPECULATE_BITS / 8, SPECULATE_SHARE * len(best[0]))):
+                                and saved >= max(SPECULATE_BITS / 8, SPECULATE_SHARE * len(best[0]))):
                 best = (packet, counts, ref, d)
             if not self.speculate or not _contours(counts):
                 break  # the safest reference that codes the frame; or one that re-sends no contour
