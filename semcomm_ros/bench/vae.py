@@ -34,7 +34,10 @@ from semcomm_ros.scenes import tabletop_clip
 from semcomm_ros.scenes.splits import TUNING_SEEDS
 from semcomm_ros.segmentation import load_segmenter
 from semcomm_ros.synth import backbone as sbb
+from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
 from semcomm_ros.synth.synthesizer import _to_uint8
+from semcomm_ros.training.backbone import build_vae
+from semcomm_ros.training.config import Preset
 from semcomm_ros.training.data import to_tensor_images
 
 
@@ -58,8 +61,6 @@ def parse_candidate(spec: str, size: int) -> tuple[str, int]:
 def load_candidate(path: str):
     """An autoencoder from any of the places the module docstring names, in eval mode."""
     if path == "default":
-        from semcomm_ros.synth.model import DEFAULT_MODEL_DIR
-
         path = str(DEFAULT_MODEL_DIR / "vae")
     p = Path(path)
     if (p / "trainer.json").is_file():
@@ -72,9 +73,6 @@ def load_candidate(path: str):
 def _from_checkpoint(ckpt: Path):
     # the trainer saves the whole VAEStage (keys "vae.*"); the run's preset rebuilds its architecture
     from safetensors.torch import load_file
-
-    from semcomm_ros.training.backbone import build_vae
-    from semcomm_ros.training.config import Preset
 
     preset_file = ckpt.parents[2] / "preset.json"
     if not preset_file.is_file():
