@@ -43,7 +43,7 @@ def test_demo_writes_strip_video_and_metrics(tiny_model, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ours" in printed and "hevc" in printed and "psnr" in printed
     assert "lowres-only" in printed and "vae-ceiling" in printed and "vp9-2kbps" in printed
-    assert "ours at 64x64, T=4, W=3, strength 0.5, noise shared" in printed
+    assert "ours at 64x64, T=4, W=3, onnx runtime, strength 0.5, noise shared" in printed
 
 
 @pytest.mark.parametrize("argv, message", [

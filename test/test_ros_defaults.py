@@ -170,3 +170,28 @@ def test_old_parameter_names_still_work_and_warn(capfd):
     err = capfd.readouterr().err
     assert err.count("parameter iframe_period is deprecated") == 3 and "use period" in err, err
     assert err.count("parameter steps is deprecated") == 2 and "use num_steps" in err, err
+
+
+def test_library_logs_reach_ros_at_every_severity_and_python_again_once_rclpy_is_down(caplog):
+    """route_logging: one rclpy call site per severity (rclpy raises when a site changes severity),
+    and a route that outlives its node (rclpy shut down) hands the records back to Python's logging."""
+    import logging
+
+    from semcomm_ros.nodes.common import route_logging
+
+    lib = logging.getLogger("semcomm_ros.test_route")
+    with ros():
+        from rclpy.node import Node
+
+        node = Node("route_test")
+        route_logging(node)
+        for _ in range(2):
+            lib.info("an info line")
+            lib.warning("a warning")  # raised ValueError when it shared the info line's call site
+            lib.error("an error")
+        assert not logging.getLogger("semcomm_ros").propagate
+        node.destroy_node()
+    with caplog.at_level(logging.WARNING, logger="semcomm_ros"):
+        lib.warning("after the node")
+    assert "after the node" in caplog.text
+    assert logging.getLogger("semcomm_ros").propagate

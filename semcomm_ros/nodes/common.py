@@ -30,17 +30,35 @@ def route_logging(node, name: str = "semcomm_ros") -> None:
     """Send the library's Python ``logging`` records (codec warnings, ...) through the node's ROS
     logger, so they reach /rosout and the launch log like the node's own lines."""
     import logging
+    import weakref
 
     ros = node.get_logger()
+    alive = weakref.ref(node)
+    logger = logging.getLogger(name)
 
     class _ToRos(logging.Handler):
         def emit(self, record):
-            level = record.levelno
-            fn = ros.error if level >= logging.ERROR else ros.warning if level >= logging.WARNING else \
-                ros.info if level >= logging.INFO else ros.debug
-            fn(f"{record.name}: {record.getMessage()}")
+            node = alive()
+            if node is None or not node.context.ok():
+                # the node is gone or rclpy shut down (a test that built a node in-process): records
+                # go back to Python's logging, this one included (propagate is read after the handlers)
+                logger.removeHandler(self)
+                logger.propagate = True
+                return
+            try:
+                text = f"{record.name}: {record.getMessage()}"
+                # rclpy ties a logging call site to one severity (a second one raises ValueError)
+                if record.levelno >= logging.ERROR:
+                    ros.error(text)
+                elif record.levelno >= logging.WARNING:
+                    ros.warning(text)
+                elif record.levelno >= logging.INFO:
+                    ros.info(text)
+                else:
+                    ros.debug(text)
+            except Exception:  # noqa: BLE001 - a log line must never take the caller down
+                self.handleError(record)
 
-    logger = logging.getLogger(name)
     logger.handlers = [h for h in logger.handlers if type(h).__name__ != "_ToRos"]  # one node, one route
     logger.addHandler(_ToRos())
     logger.setLevel(logging.INFO)
