@@ -115,7 +115,8 @@ class CausalSynthesizer:
         old = self.config
         self.model.config = self.config = config
         if self.graphs is not None and config.window != old.window:
-            self.graphs = FrameGraphs.load(self.model, self.device, self.dtype)
+            self.graphs = None
+            self.runtime = self._start_runtime("onnx")  # torch, with its logged reason, if that fails
         self.reset()
 
     # -- state ----------------------------------------------------------------------------------------
