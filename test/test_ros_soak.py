@@ -50,8 +50,9 @@ def test_one_minute_soak(tmp_path, monkeypatch, capsys):
     hist = fig["output"]["decoded_labels"]["gaps_s_histogram"]
     why = fig["output"]["decoded_labels"]["over_1s_explained"]
     assert why["codec_recoveries"] + why["unexplained"] == hist["1.0-2.0"] + hist["2.0-5.0"] + hist["5.0-inf"], why
-    # the budget in force holds in every window but those where an encoder started (its first
-    # I-frame and keyframe are sized for a 10 s window: the first window, and the restart's); a
+    # the budget in force holds in every window but those within 10 s of an encoder's start (its
+    # first I-frame and keyframe are sized for a 10 s window: the first window, and the restart's,
+    # which straddles two windows unless it starts on an edge); a
     # congestion cut inside a window is held to the window's highest budget, as the coded rate
     # follows a cut only over the next frames
     for w in fig["windows"][1:]:

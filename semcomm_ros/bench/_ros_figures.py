@@ -49,8 +49,9 @@ def windows(stats, t0, t_end, window_s, fps, encoder_starts=()):
     """Achieved kbps per window from the encoder's cumulative bit counter (a restarted encoder
     starts it again: only increases within one encoder's life count), with the budget in force
     (its mean over the window's frames);
-    ``encoder_start`` marks a window in which an encoder started (its first I-frame and keyframe
-    are sized for a whole window)."""
+    ``encoder_start`` marks a window that overlaps the first ``window_s`` of an encoder's life (its
+    first I-frame and keyframe are sized for a whole window from its start, which straddles two
+    windows unless it starts on an edge)."""
     out = []
     edges = np.arange(t0, t_end - 0.5 * window_s + 1e-9, window_s)
     for a in edges:
@@ -68,7 +69,7 @@ def windows(stats, t0, t_end, window_s, fps, encoder_starts=()):
                     "budget_kbps": round(float(np.mean(targets)), 3) if targets else float("nan"),
                     # a cut within the window reaches the coded rate only over the next frames
                     "budget_max_kbps": round(float(np.max(targets)), 3) if targets else float("nan"),
-                    "encoder_start": any(a <= u < b for u in encoder_starts)})
+                    "encoder_start": any(u < b and u + window_s > a for u in encoder_starts)})
     return out
 
 
