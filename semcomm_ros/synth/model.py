@@ -12,6 +12,7 @@ import copy
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import backbone as bb
@@ -210,6 +211,20 @@ class SynthModel(nn.Module):
         lead = images.shape[:-3]
         z = bb.encode_images(self.vae, images.reshape(-1, *images.shape[-3:]), sample, generator)
         return z.reshape(*lead, *z.shape[1:]).to(self.unet.dtype)
+
+    def degraded_frames(self, lowres: torch.Tensor) -> torch.Tensor:
+        """Degraded frames, uint8 [F, h, w, 3] -> [F, 3, h, w] in [-1, 1], fp32."""
+        return lowres.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
+
+    def encode_degraded(self, lowres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Degraded frames uint8 [F, h, w, 3] -> (x~ = E(frame upsampled to the output size), the
+        frames in [-1, 1] for rho), in the model's dtype. The backbone's features only exist at the
+        latent size of full frames, hence the bilinear upsampling before the VAE encoder."""
+        small = self.degraded_frames(lowres)
+        x = F.interpolate(small, size=(self.config.height, self.config.width), mode="bilinear",
+                          align_corners=False)
+        dtype = self.unet.dtype
+        return self.encode_images(x.to(dtype)), small.to(dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """[..., C, h, w] latents -> images [..., 3, 8h, 8w] in [-1, 1] (not clamped)."""

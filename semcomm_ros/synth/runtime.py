@@ -159,11 +159,7 @@ class _Encoder(nn.Module):
         self.model = model
 
     def forward(self, lowres):
-        small = lowres.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
-        cfg = self.model.config
-        x = nn.functional.interpolate(small, size=(cfg.height, cfg.width), mode="bilinear", align_corners=False)
-        dtype = self.model.unet.dtype
-        return self.model.encode_images(x.to(dtype)), small.to(dtype)
+        return self.model.encode_degraded(lowres)
 
 
 class _Denoiser(nn.Module):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import RUNTIMES
 from .model import SynthModel
@@ -166,23 +165,18 @@ class CausalSynthesizer:
 
     def _degraded_images(self, lowres) -> torch.Tensor:
         """Degraded frames [F, h, w, 3] uint8 (checked) -> [F, 3, h, w] in [-1, 1], fp32."""
-        lowres = self._check_lowres(lowres)
-        x = torch.from_numpy(np.ascontiguousarray(lowres)).to(self.device).permute(0, 3, 1, 2)
-        return x.to(torch.float32) / 127.5 - 1
+        return self.model.degraded_frames(self._device_lowres(lowres))
+
+    def _device_lowres(self, lowres) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self._check_lowres(lowres))).to(self.device)
 
     def _lowres_latents(self, lowres) -> tuple[torch.Tensor, torch.Tensor]:
         """Degraded frames [F, h, w, 3] uint8 -> (x~ = E(upsampled frame) [F, C, H/8, W/8], the
-        degraded frames as [F, 3, h, w] in [-1, 1] for the Semantic Refiner).
-
-        The low-res frame (1/lowres_factor of the output size) is upsampled bilinearly to the
-        output size before the VAE encoder, because the backbone's features only exist at the
-        latent size of full frames.
+        degraded frames as [F, 3, h, w] in [-1, 1] for the Semantic Refiner): ``SynthModel.encode_degraded``.
         """
         if self.graphs is not None and len(lowres) == 1:
             return self.graphs.encode(self._check_lowres(lowres))
-        small = self._degraded_images(lowres)
-        x = F.interpolate(small, size=self.output_size, mode="bilinear", align_corners=False)
-        return self.model.encode_images(x.to(self.dtype)), small.to(self.dtype)
+        return self.model.encode_degraded(self._device_lowres(lowres))
 
     def _condition(self, labels) -> tuple[torch.Tensor | None, bool, torch.Tensor]:
         """One-hot label maps -> (the ControlNet's conditioning embedding, embedded?, the one-hot maps

@@ -72,7 +72,7 @@ class EncodedClips:
             for i in range(0, len(arr), batch):
                 a = flip_array(arr[i:i + batch], flip, spatial_axes=(1, 2))
                 x = torch.from_numpy(a).float().div(127.5).sub(1).permute(0, 3, 1, 2).to(dev)
-                if up:  # as CausalSynthesizer._lowres_latents: bilinear to the output size, then E
+                if up:  # as SynthModel.encode_degraded: bilinear to the output size, then E
                     x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
                 out.append(model.encode_images(x).cpu())
                 bar.update(len(a))
