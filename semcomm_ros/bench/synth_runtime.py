@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from semcomm_ros.eval import metrics as M
 from semcomm_ros.receiver import model_inputs, to_camera
 from semcomm_ros.scenes import CLASS_NAMES, tabletop_clip
 from semcomm_ros.stages import OrderedStage
@@ -54,9 +55,15 @@ class PartTimer:
     """Wraps a synthesizer's part methods and sums their wall time per frame."""
 
     def __init__(self, synth):
+        self.synth = synth
         self.totals = {name: 0.0 for name, _ in PARTS}
         for name, attr in PARTS:
             setattr(synth, attr, self._wrap(name, getattr(synth, attr)))
+
+    def remove(self) -> None:
+        """The synthesizer's own methods back (the wrappers are instance attributes)."""
+        for _, attr in PARTS:
+            delattr(self.synth, attr)
 
     def _wrap(self, name, fn):
         def timed(*args, **kwargs):
@@ -99,6 +106,7 @@ def measure(synth, labels, low, frames: int, warmup: int = 3) -> dict:
         rows["frame"].append(1000 * (t1 - t0))
         rows["to_camera"].append(1000 * (t2 - t1))
         rows["camera_frame"].append(1000 * (t2 - t0))
+    timer.remove()
     med = {k: statistics.median(v) for k, v in rows.items()}
     med["fps_model"] = 1000 / med["frame"]
     med["fps_camera"] = 1000 / med["camera_frame"]
@@ -121,11 +129,6 @@ def pipelined_fps(synth, labels, low, frames: int) -> float:
     dt = time.perf_counter() - t0
     stage.close()
     return frames / dt
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def load(model: str, runtime: str, device=None, num_classes: int | None = None):
@@ -171,8 +174,8 @@ def run_runtimes(args) -> dict:
     figures = {rt: {"ms": r["ms"], "runtime": r["actual"], "load_s": r["load_s"]} for rt, r in results.items()}
     if len(results) >= 2:
         (a, ra), (b, rb) = list(results.items())[:2]
-        small = [_psnr(x[0], y[0]) for x, y in zip(ra["outputs"], rb["outputs"])]
-        big = [_psnr(x[1], y[1]) for x, y in zip(ra["outputs"], rb["outputs"])]
+        small = [M.psnr(x[0], y[0]) for x, y in zip(ra["outputs"], rb["outputs"])]
+        big = [M.psnr(x[1], y[1]) for x, y in zip(ra["outputs"], rb["outputs"])]
         diff = max(int(np.abs(x[0].astype(int) - y[0].astype(int)).max())
                    for x, y in zip(ra["outputs"], rb["outputs"]))
         speed = ra["ms"]["frame"] / rb["ms"]["frame"]
