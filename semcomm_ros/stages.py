@@ -1,7 +1,7 @@
 """An ordered worker stage: the operator side's second core at work while the first synthesizes.
 
 The synthesizer's denoising graph runs on one thread (synth/runtime.py), so while it denoises frame
-k+1 the other core is free for frame k's ``to_camera`` and publishing. ``OrderedStage`` runs a
+k+1 the other core is free for frame k's render, ``to_camera`` and publishing. ``OrderedStage`` runs a
 function on items in the order they were handed over, on a thread of its own, behind a short
 bounded queue: a slow stage holds the producer back instead of growing a backlog (latency stays
 bounded), and nothing is reordered (lockstep replays stay bit-identical). The decoder node and

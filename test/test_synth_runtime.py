@@ -120,6 +120,34 @@ def test_a_frame_without_a_degraded_frame_matches_torch(pair):
     assert max(float((x - y).abs().max()) for x, y in zip(*outs)) < 1e-4
 
 
+def test_a_frame_rendered_beside_the_next_ones_denoising_is_the_same_frame(pair):
+    """The decoder node renders frame k on its output stage while frame k+1 is denoised: the frames
+    (and the stream's state) are step()'s, in both runtimes, and a frame keeps the lambda_rho it was
+    denoised with when the operating point changes before it is rendered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    labels, low = _inputs(2 * W, seed=4)
+    for synth in pair:
+        assert synth.renders_beside == (synth.runtime == "onnx")
+        whole = _stream(synth, labels, low, output="uint8")
+        synth.reset()
+        with ThreadPoolExecutor(1) as beside:
+            pending = [beside.submit(synth.render, synth.denoise_frame(labels[k], low[k], seed=20 + k), "uint8", True)
+                       for k in range(2 * W)]
+            split = [p.result() for p in pending]
+        assert all(np.array_equal(a, b) for a, b in zip(whole, split)), synth.runtime
+        synth.reset()
+        frame = synth.denoise_frame(labels[0], low[0], seed=20)
+        old = synth.config
+        synth.config = synth.model.config = old.replace(lambda_rho=0.0)
+        try:
+            assert np.array_equal(synth.render(frame), whole[0])
+        finally:
+            synth.config = synth.model.config = old
+    with pytest.raises(ValueError, match="render's output"):
+        pair[0].render(frame, "latent")
+
+
 def test_graphs_are_cached_by_the_weights_hash_and_a_read_only_model_dir_loads(pair, cache_dir, tmp_path, caplog):
     _, onnx_synth = pair
     key = model_key(onnx_synth.model, onnx_synth.dtype)

@@ -30,6 +30,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rclpy.clock import Clock, ClockType
@@ -54,6 +55,9 @@ from semcomm_ros.ros.convert import image_to_msg, lowres_from_msg, semantic_from
 from semcomm_ros.scenes.classes import NUM_CLASSES, colorize
 from semcomm_ros.stages import OrderedStage
 from semcomm_ros.synth.config import SynthConfig
+
+if TYPE_CHECKING:  # the synthesizer imports torch: the node loads it in its own thread
+    from semcomm_ros.synth.synthesizer import Denoised
 
 OUTPUT_SIZES = ("camera", "model")
 #: frames waiting for the synthesizer with ``every_frame`` (a replay paces itself on the output)
@@ -96,7 +100,7 @@ class Synthesized:
     """A synthesized frame on its way to the output stage."""
 
     job: SynthesisJob
-    rgb: np.ndarray  # at the model's size
+    frame: np.ndarray | Denoised  # the picture at the model's size, or x_0 for the output stage to render
     config: object  # the SynthConfig it was made with (to_camera reads its consistency)
     synth_ms: float
 
@@ -365,19 +369,22 @@ class DecoderNode(Node):
                     if job.restart:
                         self.synth.reset()
                     t0 = time.perf_counter()
-                    rgb = self.synth.step(*self._model_inputs(f), seed=f.seed_index)
+                    frame = self.synth.denoise_frame(*self._model_inputs(f), seed=f.seed_index)
+                    if not self.synth.renders_beside:
+                        frame = self.synth.render(frame)
                     synth_ms = 1000 * (time.perf_counter() - t0)
                     config = self.synth.config
-                # the next frame is synthesized while this one goes to the camera's size and out
-                self._output.submit(Synthesized(job, rgb, config, synth_ms))
+                # the next frame is denoised while this one is rendered, goes to the camera's size and out
+                self._output.submit(Synthesized(job, frame, config, synth_ms))
             except Exception as exc:  # noqa: BLE001 - keep synthesizing the next frames
                 self.get_logger().error(f"synthesis of frame {f.index} failed: {exc}")
 
     def _publish_synthesized(self, s: Synthesized) -> None:
-        """The output stage: to the camera's size, published, reported (in the synthesizer's order)."""
-        job, rgb = s.job, s.rgb
-        f = job.frame
+        """The output stage: rendered (where the synthesizer renders beside its denoiser), to the
+        camera's size, published, reported (in the synthesizer's order)."""
+        job, f = s.job, s.job.frame
         t0 = time.perf_counter()
+        rgb = s.frame if isinstance(s.frame, np.ndarray) else self.synth.render(s.frame, beside=True)
         if self.output_size == "camera":
             rgb = to_camera(rgb, f.labels, f.lowres, s.config)
         msg = image_to_msg(np.ascontiguousarray(rgb), "rgb8", job.stamp_ns, f.frame_id)
