@@ -377,3 +377,31 @@ def test_semantic_refiner_acts_and_lambda_rho_zero_is_the_plain_decoder():
         assert torch.equal(fresh(decoded, cond, deg), decoded)
     with pytest.raises(ValueError, match="classes"):
         fresh(decoded, cond[:, :5], deg)
+
+
+def test_a_latent_patch_runs_the_unet_on_a_finer_vae_latent(tmp_path):
+    """v6's layout (latent_patch 2): an f=4 VAE's latent reaches the UNet 2x2 cells at a time
+    (space-to-depth), the round trip is the VAE's own, streaming still equals the clip, and the
+    model saves and loads with its patch."""
+    from semcomm_ros.synth import backbone as bb
+
+    model = tiny_model(RES, seed=5, latent_patch=2)
+    cfg = model.config
+    assert (cfg.vae_factor, cfg.latent_patch, cfg.latent_height) == (4, 2, RES // 8)
+    assert model.unet.config.in_channels == 4 * model.vae.config.latent_channels
+    images = torch.rand(2, 3, RES, RES) * 2 - 1
+    z = model.encode_images(images)
+    raw = model.vae.encode(images).latents * bb.vae_scaling(model.vae)[0]
+    assert z.shape == (2, 16, RES // 8, RES // 8) and raw.shape == (2, 4, RES // 4, RES // 4)
+    assert torch.equal(bb.from_patches(z, 2), raw)  # a rearrangement, nothing lost
+    assert torch.allclose(model.decode_latents(z), model.vae.decode(raw).sample)
+    synth = CausalSynthesizer(model, runtime="torch")
+    labels, low = _inputs(frames=3, seed=6)
+    clip = synth.generate_clip(labels, low, seeds=[1, 2, 3], output="float")
+    stream = torch.stack([synth(labels[k], low[k], seed=k + 1, output="float") for k in range(3)])
+    assert (stream - clip).abs().max().item() < 1e-4
+    model.save_pretrained(tmp_path / "v6")
+    again = SynthModel.from_pretrained(tmp_path / "v6")
+    assert (again.config.vae_factor, again.config.latent_patch) == (4, 2)
+    with pytest.raises(ValueError, match="latent patch"):
+        SynthModel(cfg.replace(latent_patch=1), model.unet, model.vae)

@@ -322,3 +322,27 @@ def test_refiner_stage_on_the_whole_chain_lowers_loss_trains_only_rho_and_saves_
     loaded = SynthModel.from_pretrained(root / MODEL)
     assert loaded.config.parts["refiner"] == "refiner" and loaded.refiner is not None
     assert _same(_snapshot(st.refiner), loaded.refiner.state_dict())
+
+
+def test_a_latent_patch_preset_trains_its_backbone_on_patched_latents(preset, tmp_path):
+    """tabletop-f4's layout on the tiny preset: an f=4 VAE, the UNet on its latents 2x2 at a time;
+    the vae and backbone stages run and the assembled model streams with the patch."""
+    from dataclasses import replace
+
+    from semcomm_ros.synth import CausalSynthesizer, SynthModel
+    from semcomm_ros.training.pipeline import run_stage
+
+    bb = replace(preset.backbone, vae_encoder_blocks=(0, 1, 1), vae_decoder_blocks=(1, 1, 0), latent_patch=2)
+    f4 = replace(preset, backbone=bb, stages={**preset.stages,
+                                               "vae": replace(preset.stage("vae"), steps=1, checkpoint_every=0),
+                                               "backbone": replace(preset.stage("backbone"), steps=1,
+                                                                   checkpoint_every=0)})
+    run_stage("vae", f4, tmp_path / "run", progress=False)
+    run_stage("backbone", f4, tmp_path / "run", progress=False)
+    model = SynthModel.from_pretrained(tmp_path / "run" / "model")
+    res = preset.data.resolution
+    assert (model.config.vae_factor, model.config.latent_patch) == (4, 2)
+    assert model.unet.config.in_channels == 4 * bb.latent_channels and model.unet.config.sample_size == res // 8
+    synth = CausalSynthesizer(model, runtime="torch")
+    frame = synth(np.zeros((res, res), np.uint8), np.zeros((res // 4, res // 4, 3), np.uint8), seed=0)
+    assert frame.shape == (res, res, 3)

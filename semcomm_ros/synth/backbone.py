@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -154,9 +155,29 @@ def vae_scaling(vae) -> tuple[float, float]:
     return scale, float(shift or 0.0)
 
 
+def vae_factor(vae) -> int:
+    """The VAE's downsampling factor f (8 for SD's and the shipped one; each level after the first
+    halves the resolution, in AutoencoderKL and AutoencoderTiny alike)."""
+    cfg = vae.config
+    levels = getattr(cfg, "encoder_block_out_channels", None) or getattr(cfg, "block_out_channels", None)
+    return 2 ** (len(levels) - 1) if levels else 8
+
+
+def to_patches(latents: torch.Tensor, patch: int) -> torch.Tensor:
+    """VAE latents [N, C, h, w] -> the UNet's [N, C*p*p, h/p, w/p] (space-to-depth, DiT's "patch
+    size"): a finer latent at the UNet's cost, only conv_in/conv_out seeing the p*p more channels."""
+    return latents if patch == 1 else F.pixel_unshuffle(latents, patch)
+
+
+def from_patches(latents: torch.Tensor, patch: int) -> torch.Tensor:
+    """``to_patches``' inverse."""
+    return latents if patch == 1 else F.pixel_shuffle(latents, patch)
+
+
 def encode_images(vae, images: torch.Tensor, sample: bool = False,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """x_0 = E(I): images [N,3,H,W] in [-1,1] -> scaled latents [N,C,H/8,W/8].
+                  generator: torch.Generator | None = None, patch: int = 1) -> torch.Tensor:
+    """x_0 = E(I): images [N,3,H,W] in [-1,1] -> scaled latents [N,C*p*p,H/(f*p),W/(f*p)] (f the
+    VAE's factor, p the latent patch: ``to_patches``).
 
     AutoencoderKL returns the posterior mode unless ``sample`` (training may want samples).
     """
@@ -166,13 +187,13 @@ def encode_images(vae, images: torch.Tensor, sample: bool = False,
         z = out.latent_dist.sample(generator) if sample else out.latent_dist.mode()
     else:
         z = out.latents
-    return (z - shift) * scale
+    return to_patches((z - shift) * scale, patch)
 
 
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> images [N,3,H,W] in [-1,1] (not clamped)."""
+def decode_latents(vae, latents: torch.Tensor, patch: int = 1) -> torch.Tensor:
+    """Scaled latents (``encode_images``' layout) -> images [N,3,H,W] in [-1,1] (not clamped)."""
     scale, shift = vae_scaling(vae)
-    return vae.decode(latents.to(dtype=vae.dtype) / scale + shift).sample
+    return vae.decode(from_patches(latents, patch).to(dtype=vae.dtype) / scale + shift).sample
 
 
 def empty_prompt_embedding(path: str | Path) -> torch.Tensor:

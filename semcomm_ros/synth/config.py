@@ -92,6 +92,11 @@ class SynthConfig:
     #: tokens of the null (empty-prompt) embedding fed to cross-attention
     null_tokens: int = 1
     vae_class: str = "AutoencoderTiny"
+    #: the VAE's downsampling factor f and the latent patch p around the UNet (space-to-depth, DiT's
+    #: "patch size"): the UNet runs at H/(f*p) with C*p*p channels. v5: f=8, p=1; v6: f=4, p=2 (a
+    #: 32x32 latent at 128x128 for the cost of a 16x16 UNet)
+    vae_factor: int = 8
+    latent_patch: int = 1
     #: "onnx" (the default: 3-4x the frames of eager PyTorch on a CPU; falls back to "torch", with one
     #: logged line, where onnxruntime is missing or the model does not export) or "torch"
     runtime: str = "onnx"
@@ -119,6 +124,9 @@ class SynthConfig:
                        choices=NOISE_MODES),
         "null_tokens": Range("tokens of the null embedding", 1),
         "vae_class": Range("VAE architecture", choices=VAE_CLASSES),
+        "vae_factor": Range("the VAE's downsampling factor f", choices=(1, 2, 4, 8, 16, 32), read_only=True),
+        "latent_patch": Range("latent patch p: the UNet sees p x p latent cells as one (space-to-depth)",
+                              choices=(1, 2, 4), read_only=True),
         "runtime": Range("where the frame's networks run: onnx (ONNX Runtime graphs, exported once per model "
                          "into the user's cache; torch where unavailable) or torch (eager)", choices=RUNTIMES,
                          read_only=True),
@@ -137,8 +145,10 @@ class SynthConfig:
                 raise ValueError(f"SynthConfig: {msg}")
 
         need(self.height > 0 and self.width > 0, f"height/width must be positive, got {self.height}x{self.width}")
-        need(self.height % 8 == 0 and self.width % 8 == 0,
-             f"height/width must be multiples of 8 (VAE latents are 1/8), got {self.height}x{self.width}")
+        cell = self.vae_factor * self.latent_patch
+        need(self.height % cell == 0 and self.width % cell == 0,
+             f"height/width must be multiples of {cell} (the UNet's latent is 1/(vae_factor x latent_patch) = "
+             f"1/{cell}), got {self.height}x{self.width}")
         need(self.lowres_factor >= 1 and self.height % self.lowres_factor == 0
              and self.width % self.lowres_factor == 0,
              f"lowres_factor {self.lowres_factor} must divide {self.height}x{self.width}")
@@ -156,11 +166,12 @@ class SynthConfig:
 
     @property
     def latent_height(self) -> int:
-        return self.height // 8
+        """The UNet's latent grid (after the latent patch)."""
+        return self.height // (self.vae_factor * self.latent_patch)
 
     @property
     def latent_width(self) -> int:
-        return self.width // 8
+        return self.width // (self.vae_factor * self.latent_patch)
 
     @property
     def lowres_size(self) -> tuple[int, int]:

@@ -90,10 +90,14 @@ class SynthModel(nn.Module):
         return [b.register_forward_pre_hook(pre, with_kwargs=True) for b in ups[with_attn[-1] + 1:]]
 
     def _check_shapes(self) -> None:
-        ucfg = self.unet.config
+        ucfg, p = self.unet.config, self.config.latent_patch
         lat = getattr(self.vae.config, "latent_channels", None)
-        if lat is not None and lat != ucfg.in_channels:
-            raise ValueError(f"VAE latent channels {lat} != UNet in_channels {ucfg.in_channels}")
+        if lat is not None and lat * p * p != ucfg.in_channels:
+            raise ValueError(f"VAE latent channels {lat} x latent patch {p}x{p} != UNet in_channels "
+                             f"{ucfg.in_channels}")
+        if bb.vae_factor(self.vae) != self.config.vae_factor:
+            raise ValueError(f"the VAE downsamples by {bb.vae_factor(self.vae)} but the config says vae_factor "
+                             f"{self.config.vae_factor}")
         if self.temporal is not None and self.config.window > self.temporal.max_frames:
             raise ValueError(f"window W={self.config.window} exceeds the Temporal Adapter's "
                              f"{self.temporal.max_frames} positions (motion_max_seq_length)")
@@ -120,6 +124,8 @@ class SynthModel(nn.Module):
         config = config or SynthConfig()
         if config.vae_class != type(vae).__name__ and type(vae).__name__ in ("AutoencoderKL", "AutoencoderTiny"):
             config = config.replace(vae_class=type(vae).__name__)
+        if config.vae_factor != bb.vae_factor(vae):
+            config = config.replace(vae_factor=bb.vae_factor(vae))
         if controlnet == "new":
             controlnet = build_controlnet(unet, config.num_classes, controlnet_embedding_channels)
         if restoration == "new":
@@ -207,9 +213,11 @@ class SynthModel(nn.Module):
 
     # -- VAE ----------------------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
-        """[..., 3, H, W] in [-1, 1] -> scaled latents [..., C, H/8, W/8] (x_0 = E(I))."""
+        """[..., 3, H, W] in [-1, 1] -> scaled latents in the UNet's layout (x_0 = E(I)): [..., C p^2,
+        H/(f p), W/(f p)], f the VAE's factor, p the latent patch."""
         lead = images.shape[:-3]
-        z = bb.encode_images(self.vae, images.reshape(-1, *images.shape[-3:]), sample, generator)
+        z = bb.encode_images(self.vae, images.reshape(-1, *images.shape[-3:]), sample, generator,
+                             self.config.latent_patch)
         return z.reshape(*lead, *z.shape[1:]).to(self.unet.dtype)
 
     def degraded_frames(self, lowres: torch.Tensor) -> torch.Tensor:
@@ -227,9 +235,10 @@ class SynthModel(nn.Module):
         return self.encode_images(x.to(dtype)), small.to(dtype)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """[..., C, h, w] latents -> images [..., 3, 8h, 8w] in [-1, 1] (not clamped)."""
+        """Latents in the UNet's layout [..., C p^2, h, w] -> images [..., 3, f p h, f p w] in [-1, 1]
+        (not clamped)."""
         lead = latents.shape[:-3]
-        x = bb.decode_latents(self.vae, latents.reshape(-1, *latents.shape[-3:]))
+        x = bb.decode_latents(self.vae, latents.reshape(-1, *latents.shape[-3:]), self.config.latent_patch)
         return x.reshape(*lead, *x.shape[1:])
 
     def render(self, latents: torch.Tensor, condition: torch.Tensor | None = None,

@@ -20,7 +20,7 @@ from semcomm_ros.synth import backbone as sbb
 from semcomm_ros.synth.adapters import adapter
 from semcomm_ros.synth.temporal_adapter import TemporalAdapter
 
-from .backbone import build_scheduler, build_unet, build_vae
+from .backbone import build_scheduler, build_unet, build_vae, unet_latent_size
 from .classes import class_names
 from .config import Preset
 from .pretrained import SD_CONTROL_EMBEDDING, SD_MOTION_HEADS, load_backbone, load_controlnet, load_motion_adapter
@@ -53,7 +53,8 @@ def build_model(preset: Preset, unet, vae, scheduler=None, null_embedding: torch
     if null_embedding is not None:
         extra["null_tokens"] = int(null_embedding.shape[1])
     cfg = SynthConfig(height=res, width=res, num_classes=num_classes(preset), lowres_factor=preset.data.lowres_factor,
-                      vae_class=type(vae).__name__, noise=preset.backbone.noise, **extra)
+                      vae_class=type(vae).__name__, vae_factor=sbb.vae_factor(vae),
+                      latent_patch=preset.backbone.latent_patch, noise=preset.backbone.noise, **extra)
     return SynthModel.from_components(unet, vae, cfg, scheduler=scheduler or build_scheduler(preset.backbone),
                                       null_embedding=null_embedding, controlnet=controlnet, temporal=temporal,
                                       **adapter_shapes(unet))
@@ -63,7 +64,9 @@ def random_model(preset: Preset, seed: int = 0, window: int | None = None):
     """The preset's full architecture with random backbone weights (benchmarks, tests)."""
     torch.manual_seed(seed)
     bb, res = preset.backbone, preset.data.resolution
-    return build_model(preset, build_unet(bb, res // 8), build_vae(bb), window=window or preset.stage("dmd").window)
+    vae = build_vae(bb)
+    return build_model(preset, build_unet(bb, unet_latent_size(bb, res, sbb.vae_factor(vae))), vae,
+                       window=window or preset.stage("dmd").window)
 
 
 def _trained(root: Path, part: str, stage: str) -> Path:

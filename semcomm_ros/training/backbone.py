@@ -42,12 +42,19 @@ def build_vae(cfg: BackboneConfig):
     )
 
 
+def unet_latent_size(cfg: BackboneConfig, resolution: int, vae_factor: int) -> int:
+    """The UNet's latent grid for frames of ``resolution``: 1/(f * latent_patch)."""
+    return resolution // (vae_factor * cfg.latent_patch)
+
+
 def build_unet(cfg: BackboneConfig, latent_size: int):
+    """latent_size: the UNet's grid (``unet_latent_size``); its channels are the VAE's x latent_patch^2."""
     from diffusers import UNet2DConditionModel
 
     n = len(cfg.unet_channels)
+    channels = cfg.latent_channels * cfg.latent_patch ** 2
     return UNet2DConditionModel(
-        sample_size=latent_size, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+        sample_size=latent_size, in_channels=channels, out_channels=channels,
         block_out_channels=tuple(cfg.unet_channels),
         # full-resolution level without attention keeps the cost down; every lower level has
         # self-attention (attn1) for the Restoration and Temporal Adapters to extend
@@ -124,7 +131,9 @@ class LatentCache:
 
     @classmethod
     @torch.no_grad()
-    def build(cls, vae, clips: ClipSet, scaling_factor: float, batch: int = 64, progress: bool = True):
+    def build(cls, vae, clips: ClipSet, scaling_factor: float, batch: int = 64, progress: bool = True,
+              patch: int = 1):
+        """patch: the UNet's latent patch (``synth.backbone.to_patches``): latents in the UNet's layout."""
         from tqdm.auto import tqdm
 
         n, f = clips.num_clips, clips.frames_per_clip
@@ -135,7 +144,7 @@ class LatentCache:
             lat = []
             for i in range(0, len(frames), batch):
                 x = to_tensor_images(flip_array(frames[i:i + batch], flip, spatial_axes=(1, 2)))
-                lat.append(vae.encode(x).latents * scaling_factor)
+                lat.append(sbb.to_patches(vae.encode(x).latents * scaling_factor, patch))
                 bar.update(len(x))
             outs.append(torch.cat(lat))
         bar.close()

@@ -8,7 +8,7 @@ Presets:
 - ``paper``: the values printed in the paper (batch 16, lr 2e-6 / 1e-5, 1e5 iterations, K=16, ...)
   for an SD-1.5-sized model on GPUs. Listed for reference and for users with real hardware.
 - ``tabletop``: what trains the shipped default model on 2 CPU cores in about an hour.
-- ``tabletop-f4``: tabletop with an f=4 VAE (issue 22's candidate (a); its vae stage only, for now).
+- ``tabletop-f4``: tabletop with an f=4 VAE and a 2x2 latent patch around the UNet (issue 22's candidate (a)).
 - ``tiny``: a few-second configuration for tests and ``semcomm bench train``.
 """
 
@@ -112,6 +112,9 @@ class BackboneConfig:
     vae_encoder_blocks: tuple[int, ...] = (0, 1, 1, 1)
     vae_decoder_blocks: tuple[int, ...] = (2, 2, 1, 0)
     vae_crop: int = 64  # the VAE is fully convolutional: train it on random crops (4x cheaper)
+    # the UNet sees latent_patch x latent_patch latent cells as one (space-to-depth): an f=4 VAE's
+    # 32x32 latent at a 16x16 UNet's cost (SynthConfig.latent_patch)
+    latent_patch: int = 1
     unet_channels: tuple[int, ...] = (32, 64, 64)
     unet_layers_per_block: int = 1
     attention_head_dim: int = 8
@@ -234,13 +237,13 @@ def _tabletop() -> Preset:
 
 
 def _tabletop_f4() -> Preset:
-    # Issue 22 candidate (a): the tabletop preset with an f=4 VAE (32x32 latent at 128x128, for a
-    # later 2x2 space-to-depth around the 16x16 UNet). The shipped VAE's coarsest level is dropped,
-    # so every resolution keeps the blocks it had. Only its vae stage is meant to run until the
-    # synthesizer and its UNet stages know f=4 (SynthConfig still assumes 1/8).
+    # Issue 22 candidate (a): the tabletop preset with an f=4 VAE (32x32 latent at 128x128) and a
+    # 2x2 space-to-depth around the 16x16 UNet. The shipped VAE's coarsest level is dropped, so
+    # every resolution keeps the blocks it had.
     p = _tabletop()
     p.name = "tabletop-f4"
-    p.backbone = dataclasses.replace(p.backbone, vae_encoder_blocks=(0, 1, 1), vae_decoder_blocks=(2, 1, 0))
+    p.backbone = dataclasses.replace(p.backbone, vae_encoder_blocks=(0, 1, 1), vae_decoder_blocks=(2, 1, 0),
+                                     latent_patch=2)
     return p
 
 

@@ -135,7 +135,7 @@ def _plan_backbone(preset: Preset, cfg: StageConfig, root: Path, resume: bool, p
     vae = load_vae(_trained(root, "vae", "vae"))
     sf = float(vae.config.scaling_factor)
     vae.eval().requires_grad_(False)
-    cache = LatentCache.build(vae, clips, sf, progress=progress)
+    cache = LatentCache.build(vae, clips, sf, progress=progress, patch=preset.backbone.latent_patch)
     stage = BackboneStage(preset.backbone, cache.latents.shape[-1], cache, object_weight=cfg.object_weight)
     if cfg.init:
         stage.unet.load_state_dict(load_unet(Path(cfg.init) / "unet").state_dict())
