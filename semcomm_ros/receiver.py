@@ -46,7 +46,7 @@ import numpy as np
 from semcomm_ros.codec import LowResDecoder, SemanticDecoder
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.lowres import parse_header
-from semcomm_ros.codec.packet import FrameLostError
+from semcomm_ros.codec.packet import FrameLostError, unbundle
 from semcomm_ros.codec.semantic.decoder import MAX_SHORT_GAP
 from semcomm_ros.ranges import Range, check_ranges
 from semcomm_ros.synth.upsample import to_camera as upsample
@@ -72,7 +72,7 @@ ACK_WINDOW = 100
 
 COUNTERS = ("frames", "decoded", "lost", "stale", "duplicates", "reordered", "bad_packets",
             "waiting_for_keyframe", "keyframe_requests", "concealed", "restarts", "warnings",
-            "warnings_suppressed", "acks")
+            "warnings_suppressed", "acks", "recovered")
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,7 @@ class _Packet:
     t_arrival: float
     stamp_ns: int | None
     frame_id: str
+    copy: bool = False  # carried by a later frame's bundle: its own packet was lost on the link
 
 
 @dataclass
@@ -218,8 +219,21 @@ class Receiver:
     # -- input ---------------------------------------------------------------------------------
     def push_semantic(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,
                       frame_id: str = "") -> None:
-        """A SemanticFrame's payload (already checked against its message fields)."""
-        self._push(self.sem, int(index), bytes(payload), now, stamp_ns, frame_id)
+        """A SemanticFrame's payload (already checked against its message fields): one frame's
+        packet, or a redundancy bundle whose copies stand in for earlier frames not received."""
+        index = int(index)
+        try:
+            parts = unbundle(payload)
+        except BitstreamError as exc:
+            self._bad(self.sem, index, str(exc), now)
+            return
+        s = self.sem
+        for k, copy in zip(parts.copy_indices(index), parts.copies):
+            # only a frame still open: one claimed or waiting in the buffer needs no copy (so a
+            # copy is never counted stale or duplicate)
+            if k >= 0 and (s.last is None or k > s.last) and k not in s.buffer:
+                self._push(s, k, copy, now, None, frame_id, copy=True)
+        self._push(s, index, parts.primary, now, stamp_ns, frame_id)
 
     def push_lowres(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,
                     frame_id: str = "") -> None:
@@ -260,9 +274,11 @@ class Receiver:
         return sum(self._lost_window) / len(self._lost_window) if self._lost_window else 0.0
 
     # -- streams -------------------------------------------------------------------------------
-    def _push(self, s: _Stream, index: int, payload: bytes, now: float, stamp_ns, frame_id) -> None:
+    def _push(self, s: _Stream, index: int, payload: bytes, now: float, stamp_ns, frame_id,
+              copy: bool = False) -> None:
         if s.last is not None and not -RESTART_BACKJUMP < index - s.last <= RESTART_BACKJUMP:
-            self._jump(s, index, _Packet(payload, now, stamp_ns, frame_id), now)
+            if not copy:  # a copy's frame follows its carrier's: the carrier alone confirms a jump
+                self._jump(s, index, _Packet(payload, now, stamp_ns, frame_id), now)
             return
         if s.last is not None and index <= s.last:
             self.counts["stale"] += 1
@@ -275,7 +291,7 @@ class Receiver:
         if s.buffer and index < max(s.buffer):
             self.counts["reordered"] += 1  # overtaken on the link, still in time to be used
         s.buffer[index] = copies
-        copies.append(_Packet(payload, now, stamp_ns, frame_id))
+        copies.append(_Packet(payload, now, stamp_ns, frame_id, copy))
         self._drain(s, now)
 
     def _jump(self, s: _Stream, index: int, packet: _Packet, now: float) -> None:
@@ -373,7 +389,7 @@ class Receiver:
             value = (self.sem_dec if s is self.sem else self.low_dec).decode(packet.payload)
         except FrameLostError as exc:  # a sound P-frame without its reference: claimed, unusable
             self._claim(s, index, now)
-            self._lost_window.append(False)  # it arrived: not a loss on the link
+            self._lost_window.append(packet.copy)  # arrived (its own packet, or lost and repeated)
             if s.last_good is not None and self.sem_dec.holds(self.sem_dec.last_index):
                 self._ack(s.last_good, now, force=True)  # what it holds, whatever the encoder believes
             self.counts["waiting_for_keyframe"] += 1
@@ -386,10 +402,13 @@ class Receiver:
             return False
         self._claim(s, index, now)
         if s is self.sem:
-            self._lost_window.append(False)
+            # a frame decoded from a copy was still lost on the link: the encoder sizes its
+            # redundancy from that loss, not from what is left after the repair
+            self._lost_window.append(packet.copy)
             self._ack(index, now)
             s.last_good = index
             self.counts["decoded"] += 1
+            self.counts["recovered"] += packet.copy
             self._labels = value
             self._claim_semantic(index, value, packet.stamp_ns, packet.frame_id, now)
         elif value is not None:

@@ -25,13 +25,14 @@ import numpy as np
 
 from semcomm_ros.codec import LowResEncoder, SemanticEncoder
 from semcomm_ros.codec.lowres import parse_header
-from semcomm_ros.codec.packet import MAX_Q, PROFILES, frame_bits
+from semcomm_ros.codec.packet import MAX_COPIES, MAX_COPY_BYTES, MAX_Q, PROFILES, bundle, frame_bits
 from semcomm_ros.codec.semantic import PROFILE_DEFAULTS
 from semcomm_ros.link_budget import CongestionControl, RateController, SlidingWindow
 from semcomm_ros.ranges import Range, check_ranges
 
 XI_MAX = 63.75
 LOWRES_CODECS = ("vp9", "av1", "hevc")
+RECOVERY_MODES = ("reference", "iframe")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,20 @@ class SenderConfig:
     # with coarser contours (mIoU of the map in force 0.798 -> 0.724, docs/ros.md); 0.02 (one loss in
     # 50 frames) is the setting where they pay off in freshness
     ack_loss: float = 1.0
+    # redundancy: while the receiver reports at least redundancy_loss of the semantic frames lost,
+    # each semantic packet carries copies of the packets of the frames just before it (up to
+    # ``redundancy``; codec.packet.bundle), so a lost packet is decoded from the next one to arrive
+    redundancy: int = 1
+    redundancy_loss: float = 0.02
+    # only packets up to this size are repeated (97 % of P-frames at 32): a bigger one -- an I-frame,
+    # a P-frame that re-sends contours -- would hold the link for its length again, and every
+    # packet behind it waits (at 2 kbps, 100 bytes is 0.4 s)
+    redundancy_bytes: int = 32
+    # a decoder that lost its semantic chain (a packet and its copy lost) asks for a refresh:
+    # "reference" answers with one P-frame predicted from the newest frame it decoded (an I-frame
+    # when the encoder no longer holds that frame, or that recovery was lost too), "iframe" always
+    # with an I-frame
+    recovery: str = "reference"
 
     RANGES = {
         "profile": Range("semantic codec profile: tracked (ours) or paper (the paper's exact scheme; xi and P "
@@ -77,6 +92,13 @@ class SenderConfig:
         "ack_loss": Range("semantic loss reported by the receiver at or above which P-frames are predicted from the "
                           "newest frame it acknowledged (reference picture selection; 0 = whenever acknowledged, "
                           "1 = never)", 0.0, 1.0),
+        "redundancy": Range("most copies of earlier semantic packets each semantic packet carries while the receiver "
+                            "reports loss (0 = none)", 0, MAX_COPIES),
+        "redundancy_bytes": Range("largest semantic packet repeated in later ones, bytes", 1, MAX_COPY_BYTES),
+        "recovery": Range("answer to a semantic keyframe request: reference (a P-frame from the decoder's newest "
+                          "frame, else an I-frame) or iframe", choices=RECOVERY_MODES),
+        "redundancy_loss": Range("semantic loss reported by the receiver at or above which semantic packets carry "
+                                 "copies of earlier ones (1 = never)", 0.0, 1.0),
     }
 
     def __post_init__(self):
@@ -95,7 +117,7 @@ class SenderConfig:
 @dataclass
 class Sent:
     index: int
-    semantic: bytes
+    semantic: bytes  # as it goes on the link: this frame's packet, bundled with copies of earlier ones
     iframe: bool
     lowres: bytes  # b"" when the low-res rate control skipped this frame
     keyframe: bool
@@ -103,6 +125,8 @@ class Sent:
     height: int
     lowres_width: int
     lowres_height: int
+    copies: int = 0  # earlier semantic packets repeated in ``semantic``
+    reference: int = 0  # frames back this P-frame was predicted from (0: an I-frame; > 1: a recovery)
 
 
 def codec_kbps(kbps: float) -> float:
@@ -124,12 +148,16 @@ class Sender:
         self.win_low = SlidingWindow(c.window_s, c.fps)
         self.ctl_sem = SlidingWindow(self._ctl_window(), c.fps)
         self.ctl_low = SlidingWindow(self._ctl_window(), c.fps)
+        self.ctl_copy = SlidingWindow(self._ctl_window(), c.fps)
         # what was sent (t, bits) over the receiver's feedback window, in the receiver's time:
         # a robot that falls behind its camera sends fewer frames a second than fps says
         self._sent: deque[tuple[float, int]] = deque()
         self.frame_index = 0
         self.counts = {"frames": 0, "iframes": 0, "keyframes": 0, "keyframe_requests": 0, "refreshes": 0, "bits": 0,
-                       "acks": 0, "acked_pframes": 0}
+                       "acks": 0, "acked_pframes": 0, "copies": 0, "copy_bits": 0, "recoveries": 0}
+        # the last semantic packets sent (this frame's own, unbundled), for the copies; cleared at an
+        # I-frame, since nothing before it helps a decoder that has it
+        self._recent: deque[bytes] = deque(maxlen=MAX_COPIES)
         self.reported_loss = 0.0  # the receiver's, from its last acknowledgement
         self._last_refresh = {"semantic": -1e9, "lowres": -1e9}
         self._t = 0.0
@@ -176,7 +204,7 @@ class Sender:
         if "xi" in changes and self.controller:
             self.controller.xi = c.xi
         if "period" in changes:
-            for w in (self.ctl_sem, self.ctl_low):
+            for w in (self.ctl_sem, self.ctl_low, self.ctl_copy):
                 w.resize(window_s=self._ctl_window())
         if "lowres_kbps" in changes and self.low and not self.controller:
             self.low.set_kbps(codec_kbps(c.lowres_kbps))
@@ -187,9 +215,9 @@ class Sender:
             if self.low:
                 self.low.set_kbps(codec_kbps(self.lowres_target_kbps))
         if "fps" in changes:
-            for w in (self.win_sem, self.win_low, self.ctl_sem, self.ctl_low):
+            for w in (self.win_sem, self.win_low, self.ctl_sem, self.ctl_low, self.ctl_copy):
                 w.resize(fps=c.fps)
-            for w in (self.ctl_sem, self.ctl_low):
+            for w in (self.ctl_sem, self.ctl_low, self.ctl_copy):
                 w.resize(window_s=self._ctl_window())
         if "ack_loss" in changes:
             self._reference_mode()
@@ -205,6 +233,13 @@ class Sender:
         done = []
         # asked whatever the refresh limit: it also tells the encoder which anchors the decoder lacks
         sem_needed = semantic and self.sem.needs_refresh(last_good)
+        if sem_needed and last_good is not None and self.cfg.recovery == "reference" and \
+                self.sem.recover_from(last_good):
+            # one P-frame from the decoder's newest frame: tens of bits where an I-frame is hundreds,
+            # so not held to min_refresh_s (a second request naming the same frame gets the I-frame)
+            self.counts["recoveries"] += 1
+            done.append("semantic")
+            sem_needed = False
         for stream, wanted in (("semantic", sem_needed), ("lowres", lowres)):
             if not wanted or t - self._last_refresh[stream] < self.cfg.min_refresh_s:
                 continue
@@ -290,6 +325,18 @@ class Sender:
         sem = self.sem.encode(labels)
         iframe = self.sem.last_frame_type == "I"
         self.counts["acked_pframes"] += int(self.sem.last_reference > 1)
+        copies = self._copies(iframe)
+        copy_bits0 = self.counts["copy_bits"]
+        if iframe:
+            self._recent.clear()
+        else:
+            self._recent.append(sem)
+        if copies:
+            wire = bundle(copies, sem)
+            self.counts["copies"] += len(copies)
+            self.counts["copy_bits"] += frame_bits(wire) - frame_bits(sem)
+            sem = wire
+        copy_bits = self.counts["copy_bits"] - copy_bits0
         low, key = b"", False
         if self.low:
             low = self.low.encode(rgb)
@@ -299,7 +346,7 @@ class Sender:
         while self._sent and self._sent[0][0] < t - 600.0:
             self._sent.popleft()
         for win, bits in ((self.win_sem, sem_bits), (self.ctl_sem, sem_bits),
-                          (self.win_low, low_bits), (self.ctl_low, low_bits)):
+                          (self.win_low, low_bits), (self.ctl_low, low_bits), (self.ctl_copy, copy_bits)):
             win.add(bits)
         self.counts["frames"] += 1
         self.counts["iframes"] += int(iframe)
@@ -307,12 +354,33 @@ class Sender:
         self.counts["bits"] += sem_bits + low_bits
         if self.controller is not None:
             self.controller.target_kbps = self.congestion.budget(t)
-            d = self.controller.update(*self._measured())
+            sem_kbps, low_kbps = self._measured()
+            # the copies are paid from the low-res stream's share, not by coarser contours: at 10 %
+            # loss that keeps the label maps' mIoU at 0.876 against 0.825 (docs/ros.md)
+            copy_kbps = self.ctl_copy.kbps
+            d = self.controller.update(sem_kbps - copy_kbps, low_kbps + copy_kbps)
             self.sem.set_params(xi=min(d.xi, XI_MAX))
             if self.low:
-                self.low.set_kbps(codec_kbps(d.lowres_kbps))
+                self.low.set_kbps(codec_kbps(max(self.controller.lowres_min_kbps, d.lowres_kbps - copy_kbps)))
         lw, lh = (self.low.low_width, self.low.low_height) if self.low else (0, 0)
-        return Sent(index, sem, iframe, low, key, w, h, lw, lh)
+        return Sent(index, sem, iframe, low, key, w, h, lw, lh, len(copies), self.sem.last_reference)
+
+    @property
+    def redundancy_now(self) -> int:
+        """Copies of earlier semantic packets each packet carries now, from the loss last reported."""
+        c = self.cfg
+        return c.redundancy if c.redundancy_loss < 1 and self.reported_loss >= c.redundancy_loss else 0
+
+    def _copies(self, iframe: bool) -> list[bytes]:
+        """The earlier packets this frame's carries: none for an I-frame (it needs no past), else the
+        last ``redundancy_now`` sent since the newest I-frame, each small enough for a bundle."""
+        n = 0 if iframe else self.redundancy_now
+        out: list[bytes] = []
+        for p in reversed(self._recent):  # the frames just before this one, without a hole
+            if len(out) == n or len(p) > self.cfg.redundancy_bytes:
+                break
+            out.insert(0, p)
+        return out
 
     def close(self) -> None:
         self._close_low()

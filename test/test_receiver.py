@@ -259,3 +259,39 @@ def test_bench_receiver_prints_its_figures(capsys):
     assert bench.run(p.parse_args(["--frames", "60", "--jitter", "3"])) == 0
     out = capsys.readouterr().out
     assert "jitter_frames=3: 60/60 frames handed out" in out and "gaps over 1 s" in out and "label map held" in out
+
+
+def test_a_lost_packet_is_decoded_from_the_next_ones_copy(stream):
+    from semcomm_ros.codec.packet import bundle, parse_header
+
+    sem_p, _, labels, _ = stream
+    iframe = [parse_header(p).is_iframe for p in sem_p]
+    assert iframe[:12] == [True, True, False, False, True, False, False, False, False, False, False, True]
+    # each P-frame's packet repeats the P-frame before it, as the Sender does; 6 lost (its copy comes
+    # with 7), 8 and 9 lost (9's copy comes with 10, 8's never: 9 and 10 extend it, 11 is an I-frame),
+    # the bundle of 20 damaged
+    wire = [bundle([sem_p[k - 1]] if k and not iframe[k] and not iframe[k - 1] else [], sem_p[k]) for k in range(N)]
+    wire[20] = wire[20][:1] + bytes([wire[20][1] ^ 0xFF]) + wire[20][2:]
+    rx = Receiver(ReceiverConfig(jitter_frames=2))
+    out, t = [], 0.0
+    for k in range(N):
+        if k not in (6, 8, 9):
+            rx.push_semantic(k, wire[k], t, stamp_ns=k)
+        out += rx.poll(t)
+        t += 0.1
+    out += rx.flush(t)
+    by = {f.index: f for f in out}
+    assert [f.index for f in out] == list(range(N))
+    fresh = [k for k in range(N) if by[k].labels_new]
+    # 20 too: its damaged bundle is refused, the copy in 21's stands in
+    assert {6, 11, 20} <= set(fresh) and not {8, 9, 10} & set(fresh)
+    assert rx.counts["recovered"] == 2 and rx.counts["stale"] == 0 and rx.counts["duplicates"] == 0
+    for k in fresh:
+        assert np.array_equal(by[k].labels, labels[k]), k
+    assert rx.counts["bad_packets"] == 1, rx.counts  # the damaged bundle: counted, a fresh start asked for
+    # a frame whose own packet was lost counts as lost on the link even when its copy arrived
+    rx = Receiver(ReceiverConfig(jitter_frames=2))
+    for k in range(11):
+        if k != 6:
+            rx.push_semantic(k, wire[k], 0.1 * k)
+    assert rx.counts["recovered"] == 1 and rx.fraction_lost == pytest.approx(1 / 11, abs=0.01)

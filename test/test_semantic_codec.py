@@ -240,7 +240,7 @@ def test_bad_packets_raise_clear_errors():
     with pytest.raises(BitstreamError, match="checksum"):
         dec.decode(pkt[:-3] + pkt[-1:])
     with pytest.raises(BitstreamError, match="foreign"):
-        dec.decode(b"\x89PNG\r\n\x1a\n" + pkt)
+        dec.decode(b"\xb9PNG\r\n\x1a\n" + pkt)  # 1011b: neither a frame nor a bundle
     with pytest.raises(BitstreamError, match="unsupported bitstream version 1"):
         dec.decode(bytes([(pkt[0] & 0xF3) | (1 << 2)]) + pkt[1:])
     with pytest.raises(BitstreamError):
@@ -285,8 +285,10 @@ def test_one_byte_pframe_header_and_old_version_refused():
     for b0, v in ((0xA4, 1), (0xA5, 1), (0xA8, 2)):
         with pytest.raises(BitstreamError, match=f"bitstream version {v} \\(this decoder reads 3"):
             SemanticDecoder().decode(bytes([b0]) + i_pkt[1:])
-    for b0 in (0x81, 0x91, 0xB1):
-        with pytest.raises(BitstreamError, match="foreign packet"):
+    with pytest.raises(BitstreamError, match="foreign packet"):
+        SemanticDecoder().decode(bytes([0xB1]) + i_pkt[1:])
+    for b0 in (0x81, 0x91):  # redundancy bundles (1000b, 1001b): the receiver splits them first
+        with pytest.raises(BitstreamError, match="redundancy bundle"):
             SemanticDecoder().decode(bytes([b0]) + i_pkt[1:])
 
 
@@ -419,3 +421,62 @@ def test_a_forged_acknowledgement_is_refused_and_refreshed_never_decoded(profile
     assert enc.needs_refresh(2) and enc.needs_refresh(None)
     enc.force_iframe()
     assert enc.acked is None and not enc.acknowledge(4)  # from before the refresh: no longer trusted
+
+
+def test_redundancy_bundles_round_trip_and_refuse_damage():
+    from semcomm_ros.codec.packet import bundle, is_bundle, unbundle
+
+    enc = SemanticEncoder(period=32, profile="tracked")
+    maps = [scene(t=t) for t in range(6)]
+    pkts = [enc.encode(m) for m in maps]
+    # one small copy: the one-byte form; several or bigger ones: the long form with its check
+    short = bundle([pkts[1]], pkts[2])
+    assert len(short) == 1 + len(pkts[1]) + len(pkts[2]) and short[0] >> 4 == 0b1000
+    assert unbundle(short).copies == (pkts[1],) and unbundle(short).primary == pkts[2]
+    long = bundle([pkts[0], pkts[1], pkts[2]], pkts[3])  # an I-frame among the copies
+    parts = unbundle(long)
+    assert parts.copies == tuple(pkts[:3]) and parts.primary == pkts[3] and parts.copy_indices(3) == [0, 1, 2]
+    assert unbundle(pkts[4]).primary == pkts[4] and not unbundle(pkts[4]).copies  # a plain packet
+    assert bundle([], pkts[4]) == pkts[4]
+    # a decoder fed the copies then the packet shows what it shows in order
+    dec, ref = SemanticDecoder(), SemanticDecoder()
+    for p in (*parts.copies, parts.primary):
+        got = dec.decode(p)
+    for p in pkts[:4]:
+        want = ref.decode(p)
+    assert np.array_equal(got, want)
+    for bad, why in ((long[:-len(pkts[3]) - 1], "check|truncat|without its own"),
+                     (bytes([long[0] ^ 1]) + long[1:], "check"), (short[:1 + len(pkts[1])], "truncated"),
+                     (bytes([0x80]) + pkts[2], "no copy")):
+        with pytest.raises(BitstreamError, match=why):
+            unbundle(bad)
+    with pytest.raises(BitstreamError, match="redundancy bundle"):
+        parse_header(long)  # a decoder handed a bundle says what it is
+    assert is_bundle(long) and is_bundle(short) and not any(is_bundle(p) for p in pkts)
+    with pytest.raises(ValueError, match="at most"):
+        bundle(pkts[:4], pkts[4])
+
+
+def test_recovery_predicts_from_the_decoders_newest_frame_once():
+    """A decoder that lost its chain reports its newest frame; the next P-frame is predicted from
+    it (long form) and decodes exactly; a second report naming the same frame gets an I-frame, and
+    a frame the encoder no longer holds too."""
+    enc, dec, ref = SemanticEncoder(period=64, profile="tracked"), SemanticDecoder(), SemanticDecoder()
+    maps = [scene(t=t) for t in range(14)]
+    for k in range(4):
+        dec.decode(p := enc.encode(maps[k]))
+        ref.decode(p)
+    for k in (4, 5):  # lost on the link
+        ref.decode(enc.encode(maps[k]))
+    with pytest.raises(FrameLostError):
+        dec.decode(p := enc.encode(maps[6]))
+    ref.decode(p)
+    assert enc.recover_from(3)
+    p = enc.encode(maps[7])
+    assert parse_header(p).reference == 4 and not parse_header(p).is_iframe
+    assert np.array_equal(dec.decode(p), ref.decode(p))
+    assert not enc.recover_from(3)  # the same frame again: that recovery was lost, or refused
+    assert enc.recover_from(7)
+    enc.encode(maps[8])
+    assert not enc.recover_from(7)
+    assert not enc.recover_from(-20) and not enc.recover_from(100)  # never held / not yet coded

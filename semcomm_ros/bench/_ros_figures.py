@@ -8,7 +8,6 @@ import json
 import numpy as np
 
 from semcomm_ros.bench.receiver import explain_gaps as explain
-from semcomm_ros.codec.packet import FRAME_I
 
 
 def pct(values, q):
@@ -89,14 +88,14 @@ def output_gaps(times, t0, t_end, restarts):
 def explain_gaps(labels, sent, arrived, restarts, garbage=()) -> dict:
     """``bench.receiver.explain_gaps`` (the offline bench's rule) on the live chain: ``labels``
     [(arrival monotonic, arrival wall ns, capture stamp ns)] of the decoded label maps, ``sent``
-    capture stamp -> (frame index, frame type) as the encoder published them (a restarted encoder
+    capture stamp -> (frame index, frame type, resynchronises) as the encoder published them (a restarted encoder
     numbers from 0 again: positions come from the stamps' order), ``arrived`` the stamps the link
     delivered; gaps ending in a restart (monotonic spans) are left out as ``output_gaps`` leaves them,
     and an unexplained gap that overlaps a ``garbage`` span says so."""
     stamps = sorted(sent)
     position = {u: k for k, u in enumerate(stamps)}
     decoded = [(t, position.get(stamp), (wall - stamp) / 1e9) for t, wall, stamp in labels]
-    why = explain(decoded, lambda p: sent[stamps[p]][1] == FRAME_I, lambda p: stamps[p] in arrived,
+    why = explain(decoded, lambda p: sent[stamps[p]][2], lambda p: stamps[p] in arrived,
                   lambda p: stamps[p] / 1e9, skip=lambda ta, tb: any(a <= tb <= b + 0.5 for a, b in restarts))
     for u in why["unexplained"]:
         u["during_garbage"] = any(a <= u["at"] + u["gap_s"] and u["at"] <= b for a, b in garbage)
@@ -164,7 +163,8 @@ def print_soak(fig) -> None:
     x = o["decoded_labels"]["over_1s_explained"]
     m = x["recovery_median_s"]
     print(f"  label-map gaps >= 1 s: {x['codec_recoveries']} codec recoveries (a semantic frame lost on the link, the "
-          f"gap ends on an I-frame; median {m['gap_s']} s = first loss -> I-frame captured {m['to_iframe_s']} s + "
+          f"gap ends on an I-frame or a recovery P-frame; median {m['gap_s']} s = first loss -> I-frame captured "
+          f"{m['to_iframe_s']} s + "
           f"I-frame captured -> received {m['iframe_to_received_s']} s), {x['unexplained']} unexplained"
           + (f" ({sum(u.get('during_garbage', False) for u in x['unexplained_at_s'])} during the garbage): "
              f"{x['unexplained_at_s'][:8]}" if x["unexplained"] else ""))

@@ -23,6 +23,8 @@ from pathlib import Path
 import rclpy
 from sensor_msgs.msg import Image
 
+from semcomm_ros.codec.errors import BitstreamError
+from semcomm_ros.codec.packet import parse_header, unbundle
 from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, SemanticFrame
 from semcomm_ros.ros import qos
 from semcomm_ros.ros.topic import set_parameters
@@ -153,6 +155,16 @@ def _discovery_range(value: str):
             os.environ[key] = was
 
 
+def resynchronises(payload) -> bool:
+    """Whether a sent semantic packet brings a decoder that lost its chain back: an I-frame, or a
+    P-frame predicted from an older frame (the encoder's answer to a refresh request)."""
+    try:
+        hdr = parse_header(unbundle(bytes(payload)).primary)
+    except BitstreamError:
+        return False
+    return hdr.is_iframe or hdr.reference > 1
+
+
 class Listener:
     """The benchmark's own rclpy node in the chain's domain: what the chain reports, with arrival times."""
 
@@ -172,12 +184,14 @@ class Listener:
         # before synthesis, whose gaps are the link's and the codecs' recovery
         n.create_subscription(Image, "decoded_labels", lambda m: self.labels.append(
             (time.monotonic(), time.time_ns(), stamp_ns(m.header.stamp))), qos.OPERATOR_OUTPUT)
-        # what the encoder sent (frame index and type by capture stamp) and what the link let
-        # through to the decoder: a gap between label maps is then a codec recovery or not
-        self.sent: dict[int, tuple[int, int]] = {}
+        # what the encoder sent (frame index, type, and whether it resynchronises: an I-frame or a
+        # recovery P-frame, by capture stamp) and what the link let through to the decoder: a gap
+        # between label maps is then a codec recovery or not
+        self.sent: dict[int, tuple[int, int, bool]] = {}
         self.arrived: set[int] = set()
         n.create_subscription(SemanticFrame, "tx/semantic", lambda m: self.sent.__setitem__(
-            stamp_ns(m.header.stamp), (int(m.frame_index), int(m.frame_type))), qos.LINK)
+            stamp_ns(m.header.stamp), (int(m.frame_index), int(m.frame_type), resynchronises(m.payload))),
+            qos.LINK)
         n.create_subscription(SemanticFrame, "semantic", lambda m: self.arrived.add(stamp_ns(m.header.stamp)),
                               qos.LINK)
 

@@ -58,6 +58,11 @@ def add_arguments(p) -> None:
     p.add_argument("--ack-loss", type=float, default=None,
                    help="reported loss at or above which P-frames are predicted from acknowledged frames "
                         "(default: the sender's; 1 = never)")
+    p.add_argument("--redundancy", type=int, default=None,
+                   help="copies of earlier semantic packets each one carries under loss (default: the sender's; 0 = "
+                        "none)")
+    p.add_argument("--redundancy-loss", type=float, default=None,
+                   help="reported loss at or above which they are carried (default: the sender's; 1 = never)")
 
 
 def _frames(frames: int, size: int):
@@ -75,8 +80,9 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
                       feedback_latency_ms=getattr(args, "feedback_latency_ms", 0.0))
     session = Session(cfg)
     session.receiver.config = ReceiverConfig(jitter_frames=jitter)
-    if getattr(args, "ack_loss", None) is not None:
-        session.sender.reconfigure(ack_loss=args.ack_loss)
+    for name in ("ack_loss", "redundancy", "redundancy_loss"):
+        if getattr(args, name, None) is not None:
+            session.sender.reconfigure(**{name: getattr(args, name)})
     out, budget, exact, scores = [], [], {}, []
 
     def score(frames):
@@ -107,8 +113,8 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
 def explain_gaps(decoded, iframe, arrived, capture_s, skip=None, min_gap_s: float = 1.0) -> dict:
     """The rule both the offline bench and the ROS soak apply to each gap of ``min_gap_s`` or more
     between decoded label maps: a *codec recovery* when a semantic frame inside it never reached
-    the decoder and the label map that ends it is an I-frame's (the codec cannot resume before
-    one; the keyframe request brings it early), *unexplained* otherwise.
+    the decoder and the label map that ends it is an I-frame's or a recovery P-frame's (the codec
+    cannot resume before one; the keyframe request brings it early), *unexplained* otherwise.
 
     ``decoded``: [(t received, position, capture -> received s)] in the order received, position
     = the frame's place in capture order (None: a frame the sender's record does not know);
@@ -136,7 +142,8 @@ def explain_gaps(decoded, iframe, arrived, capture_s, skip=None, min_gap_s: floa
 def label_gaps(out, sent, arrived, fps: float = 10.0) -> dict:
     """Gaps between decoded label maps, each of 1 s or more explained (``explain_gaps``)."""
     decoded = [(f.t_ready, f.index, f.t_ready - f.index / fps) for f in out if f.labels_new]
-    why = explain_gaps(decoded, lambda p: sent[p].iframe, lambda p: ("semantic", p) in arrived, lambda p: p / fps)
+    why = explain_gaps(decoded, lambda p: sent[p].iframe or sent[p].reference > 1,
+                       lambda p: ("semantic", p) in arrived, lambda p: p / fps)
     return {"gaps": np.diff([t for t, _, _ in decoded]), "decoded": len(decoded), **why}
 
 
@@ -169,7 +176,9 @@ def run(args) -> int:
           + f", {args.loss:.0%} loss, {args.reorder:.0%} reordering, {args.latency_ms:g} ms"
           + (f" (feedback {args.feedback_latency_ms:g} ms)" if args.feedback_latency_ms else "")
           + f"; target {args.target_kbps:g} kbps"
-          + (f", ack_loss {args.ack_loss:g}" if args.ack_loss is not None else ""))
+          + (f", ack_loss {args.ack_loss:g}" if args.ack_loss is not None else "")
+          + (f", redundancy {args.redundancy}" if args.redundancy is not None else "")
+          + (f", redundancy_loss {args.redundancy_loss:g}" if args.redundancy_loss is not None else ""))
     for jitter in args.jitter:
         m = measure(args, jitter)
         out, c, s = m["out"], m["counts"], m["sender"]
@@ -186,7 +195,8 @@ def run(args) -> int:
         rec, un = lg["recoveries"], lg["unexplained"]
         print(f"    gaps between decoded label maps (s): {_hist(lgg)}; longest {lgg.max() if len(lgg) else 0:.2f} s")
         if rec:
-            print(f"    gaps >= 1 s: {len(rec)} codec recoveries (a semantic frame lost, the gap ends on an I-frame): "
+            print(f"    gaps >= 1 s: {len(rec)} codec recoveries (a semantic frame lost, the gap ends on an I-frame "
+                  "or a recovery P-frame): "
                   f"median {np.median([r['gap_s'] for r in rec]):.2f} s = first loss -> I-frame captured "
                   f"{np.median([r['to_iframe_s'] for r in rec]):.2f} s + I-frame captured -> decoded "
                   f"{np.median([r['iframe_to_received_s'] for r in rec]):.2f} s; {len(un)} unexplained"
@@ -202,6 +212,9 @@ def run(args) -> int:
         print(f"    label map in force vs the exact labels: mIoU {m['miou']:.3f}; feedback: {fb['acks']} "
               f"acknowledgements ({fb['acks'] * ACK_BITS / (args.frames / 10) / 1000:.3f} kbps at {ACK_BITS} bits "
               f"each), {fb['requests']} keyframe requests; P-frames from an acknowledged frame {s['acked_pframes']}")
+        print(f"    redundancy: {s['copies']} copies of earlier semantic packets sent "
+              f"({s['copy_bits'] / (args.frames / 10) / 1000:.3f} kbps), {c['recovered']} frames decoded from a copy; "
+              f"{s['recoveries']} refreshes by a P-frame from the decoder's newest frame")
         w = windows(m["sent"], m["budget"], args.window_s)
         print(f"    kbps sent per {args.window_s:g} s (highest budget in force): "
               + " ".join(f"{kb:.2f}({bud:.2f})" for _, kb, bud in w)

@@ -23,9 +23,23 @@ Layout of one packet (one frame), bitstream version 3, all fields byte aligned::
                 this one is predicted from is frame index - d)
     ...         range-coded payload
 
-An I-frame's first byte starts with 10b, a short P-frame's with 11b, a long one's with 0b, so none
-mix up; 1000b, 1001b and 1011b are foreign. A version-1 packet (first byte 0xA4 / 0xA5) or a
-version-2 I-frame (0xA8) is refused as "unsupported bitstream version N (this decoder reads 3...)".
+Redundancy bundle (version 3: packets repeated on a lossy link, RFC 2198-style, see ``bundle``).
+One copy of 1 .. 15 bytes (a P-frame, nearly always), short form:
+    byte 0      1000b | the copy's length (4 bits)
+    ...         the copy, then this frame's own packet
+Otherwise, long form:
+    byte 0      1001b | copies - 1 (2 bits, 1 .. 3 copies) | check (2 bits: the low two bits of
+                the CRC-8 of the bundle with these two bits zeroed)
+    per copy    its length (1 byte below 128, else 2: 1xxxxxxx xxxxxxxx, up to 32767) and the
+                packet of an earlier frame, verbatim, oldest first (the copies are the frames just
+                before this one: copy i of n is frame index - (n - i))
+    ...         this frame's own packet (I-frame or P-frame), to the end
+
+An I-frame's first byte starts with 1010b, a bundle's with 1000b or 1001b, a short P-frame's with
+11b, a long one's with 0b, so none mix up; 1011b is foreign. The short bundle has no check of its
+own (its copy and its packet carry theirs): at 10 fps one byte a frame is 0.08 kbps.
+A version-1 packet (first byte 0xA4 / 0xA5) or a version-2 I-frame (0xA8) is refused as
+"unsupported bitstream version N (this decoder reads 3...)".
 P-frames carry no version, size or parameters: they cannot be decoded without the frame they
 extend, which carries all of them. At 10 fps one byte a frame costs 0.078 kbps, 16 % of the
 tracked profile's 0.5 kbps budget, hence the one-byte P-frame header. The trade-off: its 4-bit
@@ -52,6 +66,11 @@ MAGIC = 0xA
 VERSION = 3
 P_MARKER = 0b11  # top two bits of a short P-frame's only header byte (an I-frame's are 10b)
 P_LONG_MARKER = 0  # top bit of a long P-frame's first byte (predicted from an older frame)
+BUNDLE_MARKER = 0b1001  # top nibble of a redundancy bundle's first byte
+BUNDLE_SHORT_MARKER = 0b1000  # ... of one carrying one copy of 1 .. 15 bytes
+#: most copies of earlier packets one bundle carries
+MAX_COPIES = 3
+MAX_COPY_BYTES = 0x7FFF
 #: the farthest frame a long P-frame may be predicted from (4 bits of distance); a decoder keeps
 #: this many decoded frames
 MAX_REFERENCE = 15
@@ -220,6 +239,8 @@ def parse_header(packet: bytes) -> FrameHeader:
                                  f"{MAX_REFERENCE} frames back")
         return FrameHeader((data[1] & 0xF0) | ((b0 >> 3) & 0xF), FRAME_P, VERSION, header_bytes=2,
                            packet_bytes=len(data), reference=reference)
+    if is_bundle(data):
+        raise BitstreamError("a redundancy bundle, not one frame's packet: codec.packet.unbundle splits it")
     if b0 >> 4 != MAGIC:
         raise BitstreamError(
             f"foreign packet: first byte 0x{b0:02X} is neither an I-frame (magic nibble 0x{MAGIC:X}) "
@@ -282,6 +303,89 @@ def payload_of(packet: bytes, header: FrameHeader) -> bytes:
 
 
 # --- accounting (rates from bits: semcomm_ros.eval.metrics.kbps / bpp) ---------------------------
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What one semantic packet on the link carries: this frame's packet and copies of the packets
+    of the frames just before it, oldest first (``unbundle``)."""
+
+    primary: bytes
+    copies: tuple[bytes, ...] = ()
+
+    def copy_indices(self, index: int) -> list[int]:
+        """The frame indices of the copies, given this packet's own ``index``."""
+        n = len(self.copies)
+        return [index - (n - i) for i in range(n)]
+
+
+def _bundle_check(first: int, rest: bytes) -> int:
+    return crc8(bytes([first & ~3 & 0xFF]) + rest) & 3
+
+
+def bundle(copies, primary: bytes) -> bytes:
+    """This frame's packet behind copies of the packets of the frames just before it (oldest
+    first): a packet lost on the link is decoded from the next one that arrives, at the cost of its
+    bytes again plus one byte per copy and one for the bundle. No copies: the packet as is."""
+    copies = [bytes(c) for c in copies]
+    if not copies:
+        return bytes(primary)
+    if len(copies) > MAX_COPIES:
+        raise ValueError(f"a bundle carries at most {MAX_COPIES} copies, got {len(copies)}")
+    if not primary:
+        raise ValueError("a bundle needs its own frame's packet")
+    if len(copies) == 1 and 1 <= len(copies[0]) <= 15:
+        return bytes([(BUNDLE_SHORT_MARKER << 4) | len(copies[0])]) + copies[0] + bytes(primary)
+    out = bytearray([(BUNDLE_MARKER << 4) | ((len(copies) - 1) << 2)])
+    for c in copies:
+        if not 1 <= len(c) <= MAX_COPY_BYTES:
+            raise ValueError(f"a copy must be 1..{MAX_COPY_BYTES} bytes, got {len(c)}")
+        out += bytes([len(c)]) if len(c) < 0x80 else bytes([0x80 | len(c) >> 8, len(c) & 0xFF])
+        out += c
+    out += primary
+    out[0] |= _bundle_check(out[0], bytes(out[1:]))
+    return bytes(out)
+
+
+def is_bundle(packet: bytes) -> bool:
+    return bool(packet) and packet[0] >> 4 in (BUNDLE_MARKER, BUNDLE_SHORT_MARKER)
+
+
+def unbundle(packet: bytes) -> Bundle:
+    """A link packet's parts; a plain packet (no bundle) is its own primary. Raises BitstreamError
+    on a damaged bundle (check bits, lengths that run past the end, nothing left for the primary)."""
+    packet = bytes(packet)
+    if not is_bundle(packet):
+        return Bundle(packet)
+    if packet[0] >> 4 == BUNDLE_SHORT_MARKER:
+        length = packet[0] & 0xF
+        if length == 0 or 1 + length >= len(packet):
+            raise BitstreamError(f"redundancy bundle of one {length}-byte copy in {len(packet)} bytes: "
+                                 f"{'no copy' if length == 0 else 'truncated'}")
+        return Bundle(packet[1 + length:], (packet[1:1 + length],))
+    if _bundle_check(packet[0], packet[1:]) != packet[0] & 3:
+        raise BitstreamError("redundancy bundle check bits do not match: corrupt packet")
+    n, pos, copies = ((packet[0] >> 2) & 3) + 1, 1, []
+    if n > MAX_COPIES:
+        raise BitstreamError(f"redundancy bundle names {n} copies (at most {MAX_COPIES})")
+    for k in range(n):
+        if pos >= len(packet):
+            raise BitstreamError(f"redundancy bundle truncated before copy {k + 1} of {n}")
+        length = packet[pos]
+        pos += 1
+        if length & 0x80:
+            if pos >= len(packet):
+                raise BitstreamError(f"redundancy bundle truncated in copy {k + 1}'s length")
+            length = (length & 0x7F) << 8 | packet[pos]
+            pos += 1
+        if length == 0 or pos + length > len(packet):
+            raise BitstreamError(f"redundancy bundle copy {k + 1} of {n}: length {length} runs past the "
+                                 f"packet's {len(packet)} bytes")
+        copies.append(packet[pos:pos + length])
+        pos += length
+    if pos >= len(packet):
+        raise BitstreamError("redundancy bundle without its own frame's packet")
+    return Bundle(packet[pos:], tuple(copies))
 
 
 def frame_bits(packet: bytes) -> int:

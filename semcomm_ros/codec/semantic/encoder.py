@@ -89,6 +89,8 @@ class SemanticEncoder:
         self._ack_floor = 0  # acknowledgements of frames before this one are no longer trusted
         self._suspect = -1  # frames after this one, sent before a refusal, are no anchors
         self._refused_at = -1  # frame index when that refusal was reported
+        self._recover: int | None = None  # the next P-frame's reference, once (``recover_from``)
+        self._recovered: tuple[int, int] | None = None  # (frame recovered from, frame it was sent as)
         self._validate()
 
     def _validate(self) -> None:
@@ -140,6 +142,24 @@ class SemanticEncoder:
             self._suspect, self._refused_at = int(last_good), self.frame_index
         return not (self.predict_from_acked and usable and last_good is not None and last_good >= self._acked)
 
+    def recover_from(self, last_good: int) -> bool:
+        """A decoder lost its chain and reports ``last_good``, the newest frame it decoded: predict
+        the next P-frame from that frame (one long-form P-frame, tens of bits) instead of a whole
+        I-frame (hundreds), if the encoder still holds it under the same parameters. Refused --
+        returns False, and the caller sends an I-frame -- when it does not, or when a recovery from
+        that frame or a newer one was sent already and the decoder still reports it (that packet
+        was lost too, or the decoder lacks the frame: a stale or forged report costs an I-frame,
+        never a wrong map)."""
+        last_good = int(last_good)
+        d = self.frame_index - last_good
+        key = self._coded.get(last_good, (None,))[0]
+        if self._recovered is not None and self._recovered[0] >= last_good:
+            return False
+        if not (1 <= d < MAX_REFERENCE and key is not None and key == self._sent and not self._force):
+            return False
+        self._recover = last_good
+        return True
+
     @property
     def acked(self) -> int | None:
         """The newest frame index acknowledged (None: none since the last forced I-frame)."""
@@ -169,6 +189,9 @@ class SemanticEncoder:
         self._mirror.decode(packet)  # closed loop: the encoder predicts from what the decoder has
         if iframe:
             self.last_reference = 0
+        if self._recover is not None:
+            self._recovered = (self._recover, self.frame_index) if not iframe else None
+            self._recover = None
         self._coded[self.frame_index] = (key, self._reference, self.frame_index - self.last_reference
                                          if self.last_reference else None)
         for k in [k for k in self._coded if not self._mirror.holds(k)]:
@@ -206,6 +229,9 @@ class SemanticEncoder:
             return index is not None and 1 <= self.frame_index - index <= MAX_REFERENCE and \
                 self._coded.get(index, (None,))[0] == key
 
+        if self._recover is not None:
+            # the decoder holds this frame and nothing after it: the only safe reference
+            return [self.frame_index - self._recover] if usable(self._recover) else []
         out = []
         if self.predict_from_acked:
             if usable(self._acked) and self.frame_index - self._acked > 1:
