@@ -480,3 +480,11 @@ def test_recovery_predicts_from_the_decoders_newest_frame_once():
     enc.encode(maps[8])
     assert not enc.recover_from(7)
     assert not enc.recover_from(-20) and not enc.recover_from(100)  # never held / not yet coded
+
+
+def test_mangled_bundles_through_the_receiver_never_raise():
+    from semcomm_ros.codec.fuzz import run_bundle_fuzz
+
+    rep = run_bundle_fuzz(count=400, seed=2)
+    assert not rep.failures, rep.failures[:3]
+    assert rep.packets == 400 and rep.rejected > 100 and rep.decoded > 1000

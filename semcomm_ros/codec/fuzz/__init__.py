@@ -20,6 +20,7 @@ for an I-frame, as the receiver does) -- never a wrong map, never another except
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import re
 import time
@@ -33,7 +34,7 @@ import numpy as np
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.fuzz import lowres, semantic
 from semcomm_ros.codec.lowres import LowResDecoder
-from semcomm_ros.codec.packet import FrameLostError
+from semcomm_ros.codec.packet import FrameLostError, bundle, parse_header
 from semcomm_ros.codec.semantic import PROFILES, SemanticDecoder, SemanticEncoder
 
 MUTATIONS = ("bitflip", "bytes", "truncate", "extend", "random", "splice", "shuffle", "reseal", "header")
@@ -74,6 +75,13 @@ class FuzzReport:
                 f"(FrameLostError), {len(self.failures)} other exceptions/wrong maps",
                 "  acknowledgements: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items())),
                 "  refusals:", *[f"    {n:6d}  {m}" for m, n in self.messages.most_common(3)],
+                *[f"  FAILURE: {f}" for f in self.failures[:10]]])
+        if self.target == "bundle":
+            return "\n".join([
+                f"target bundle: {self.packets} trials of a mangled link packet among valid ones into the Receiver: "
+                f"{self.rejected} packets refused as bad (counted, a refresh asked for), {self.decoded} label maps "
+                f"decoded, {len(self.failures)} exceptions/invalid maps",
+                "  mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items())),
                 *[f"  FAILURE: {f}" for f in self.failures[:10]]])
         lines = [
             f"target {self.target}: {self.packets} bad packets: {self.rejected} BitstreamError, "
@@ -225,9 +233,65 @@ def run_feedback_fuzz(count: int, seed: int = 0, frames: int = 16) -> FuzzReport
     return rep
 
 
+def bundle_streams(seed: int) -> list[tuple[list[bytes], list[np.ndarray]]]:
+    """The semantic corpus as the link carries it under loss (each P-frame's packet repeating the
+    P-frame before it, as ``Sender`` bundles them), with the maps a decoder shows in order."""
+    out = []
+    for stream in semantic.fuzz_corpus(seed):
+        dec, maps, wire = SemanticDecoder(), [], []
+        for k, pkt in enumerate(stream):
+            maps.append(dec.decode(pkt))
+            p_frames = k and not parse_header(pkt).is_iframe and not parse_header(stream[k - 1]).is_iframe
+            wire.append(bundle([stream[k - 1]], pkt) if p_frames else pkt)
+        out.append((wire, maps))
+    return out
+
+
+def run_bundle_fuzz(count: int, seed: int = 0) -> FuzzReport:
+    """``count`` mangled link packets (redundancy bundles and plain ones) into the operator's
+    ``Receiver``, each after a valid start of its stream and followed by the next packets: a pass is
+    no exception, and every label map handed out is a map of the stream's size (never garbage)."""
+    from semcomm_ros.receiver import Receiver  # deferred: the receiver imports this package's decoders
+
+    rng = random.Random(seed)
+    streams = bundle_streams(seed)
+    rep = FuzzReport("bundle")
+    quiet = logging.getLogger("semcomm_fuzz_bundle")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    for n in range(count):
+        wire, maps = rng.choice(streams)
+        pos = rng.randrange(len(wire))
+        kind = MUTATIONS[n % len(MUTATIONS)]
+        bad = _mutate(kind if kind != "shuffle" else "splice", wire[pos], wire, rng, None)
+        rep.by_mutation[kind] += 1
+        rx, t, frames = Receiver(logger=quiet), 0.0, []
+        try:
+            for k, pkt in enumerate(wire[:pos + 4]):
+                rx.push_semantic(k, bad if k == pos else pkt, t)
+                frames += rx.poll(t)
+                t += 0.1
+            frames += rx.flush(t)
+        except Exception as exc:  # noqa: BLE001 - the point of fuzzing
+            rep.failures.append(f"{kind} at {pos}: {type(exc).__name__}: {exc} | packet {bad.hex()[:120]}\n"
+                                + traceback.format_exc(limit=3))
+            continue
+        rep.packets += 1
+        rep.rejected += rx.counts["bad_packets"]
+        rep.decoded += rx.counts["decoded"]
+        for f in frames:
+            if f.labels is not None and (f.labels.shape != maps[0].shape or f.labels.dtype != np.uint8):
+                rep.failures.append(f"{kind} at {pos}: frame {f.index} handed out a {f.labels.dtype} "
+                                    f"{f.labels.shape} map")
+        if [f.index for f in frames] != sorted({f.index for f in frames}):
+            rep.failures.append(f"{kind} at {pos}: frames out of order {[f.index for f in frames]}")
+    return rep
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--target", default="semantic",
-                        help="what to fuzz: semantic, lowres (decoders), feedback (acknowledgements), all")
+                        help="what to fuzz: semantic, lowres (decoders), bundle (the receiver, with redundancy "
+                             "bundles), feedback (acknowledgements), all")
     parser.add_argument("--count", type=int, default=10000, help="number of bad-packet trials (default 10000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit-ms", type=float, default=2000.0, help="a decode slower than this is a failure")
@@ -235,15 +299,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     table = targets()
-    names = [*table, "feedback"] if args.target == "all" else [args.target]
+    names = [*table, "bundle", "feedback"] if args.target == "all" else [args.target]
     bad = 0
     for name in names:
-        if name not in table and name != "feedback":
-            print(f"unknown target {name!r}; available: {', '.join(table)}, feedback")
+        if name not in table and name not in ("bundle", "feedback"):
+            print(f"unknown target {name!r}; available: {', '.join(table)}, bundle, feedback")
             return 2
         t0 = time.perf_counter()
         if name == "feedback":
             rep = run_feedback_fuzz(args.count, args.seed)
+        elif name == "bundle":
+            rep = run_bundle_fuzz(args.count, args.seed)
         else:
             rep = run_fuzz(table[name], args.count, args.seed, args.limit_ms)
         print(rep.summary())
