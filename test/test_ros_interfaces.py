@@ -212,6 +212,12 @@ def test_semantic_message_checked_against_its_payload():
 
     check_semantic(packet(iframe))
     check_semantic(packet(pframe, frame_index=17, frame_type=1))  # index 17 = 1 mod 16
+    # a redundancy bundle is checked by its own frame's packet, behind the copies
+    from semcomm_ros.codec.packet import bundle
+
+    check_semantic(packet(bundle([pframe], pframe), frame_index=17, frame_type=1))
+    with pytest.raises(BitstreamError, match="frame_type I contradicts"):
+        check_semantic(packet(bundle([pframe], pframe), frame_index=17, frame_type=0))
     for payload, kw, what in ((iframe, dict(width=32), r"width = 32 contradicts the payload header \(64\)"),
                               (iframe, dict(frame_index=5), r"frame_index = 5 contradicts"),
                               (pframe, dict(frame_index=1, frame_type=0),

@@ -34,6 +34,7 @@ from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.eval.metrics import miou
 from semcomm_ros.receiver import ReceiverConfig
 from semcomm_ros.scenes import tabletop_clip
+from semcomm_ros.sender import RECOVERY_MODES
 from semcomm_ros.system import ChainConfig, Session
 
 
@@ -63,6 +64,8 @@ def add_arguments(p) -> None:
                         "none)")
     p.add_argument("--redundancy-loss", type=float, default=None,
                    help="reported loss at or above which they are carried (default: the sender's; 1 = never)")
+    p.add_argument("--recovery", choices=RECOVERY_MODES, default=None,
+                   help="answer to a semantic keyframe request (default: the sender's)")
 
 
 def _frames(frames: int, size: int):
@@ -80,7 +83,7 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
                       feedback_latency_ms=getattr(args, "feedback_latency_ms", 0.0))
     session = Session(cfg)
     session.receiver.config = ReceiverConfig(jitter_frames=jitter)
-    for name in ("ack_loss", "redundancy", "redundancy_loss"):
+    for name in ("ack_loss", "redundancy", "redundancy_loss", "recovery"):
         if getattr(args, name, None) is not None:
             session.sender.reconfigure(**{name: getattr(args, name)})
     out, budget, exact, scores = [], [], {}, []
@@ -178,7 +181,8 @@ def run(args) -> int:
           + f"; target {args.target_kbps:g} kbps"
           + (f", ack_loss {args.ack_loss:g}" if args.ack_loss is not None else "")
           + (f", redundancy {args.redundancy}" if args.redundancy is not None else "")
-          + (f", redundancy_loss {args.redundancy_loss:g}" if args.redundancy_loss is not None else ""))
+          + (f", redundancy_loss {args.redundancy_loss:g}" if args.redundancy_loss is not None else "")
+          + (f", recovery {args.recovery}" if args.recovery is not None else ""))
     for jitter in args.jitter:
         m = measure(args, jitter)
         out, c, s = m["out"], m["counts"], m["sender"]

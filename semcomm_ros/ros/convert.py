@@ -17,7 +17,7 @@ import numpy as np
 from semcomm_ros.codec import lowres
 from semcomm_ros.codec.errors import BitstreamError
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
-from semcomm_ros.codec.packet import frame_bits, parse_header
+from semcomm_ros.codec.packet import frame_bits, parse_header, unbundle
 
 # encoding -> (channels, numpy dtype); the ones the nodes produce or accept
 IMAGE_ENCODINGS: dict[str, tuple[int, np.dtype]] = {
@@ -192,7 +192,9 @@ def check_semantic(p: SemanticPacket, against_payload: bool = True) -> SemanticP
     if len(p.payload) > MAX_PAYLOAD_BYTES:
         raise BitstreamError(f"SemanticFrame.payload of {len(p.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     if against_payload:
-        hdr = parse_header(p.payload)  # raises BitstreamError on a corrupt packet
+        # the frame's own packet (behind the copies of a redundancy bundle); raises BitstreamError
+        # on a corrupt packet or bundle
+        hdr = parse_header(unbundle(p.payload).primary)
         for field, got, value in (("width", hdr.width, p.width), ("height", hdr.height, p.height),
                                   ("bitstream_version", hdr.version, p.bitstream_version)):
             if got is not None and got != value:  # P-frames carry no size
