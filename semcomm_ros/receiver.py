@@ -72,7 +72,7 @@ ACK_WINDOW = 100
 
 COUNTERS = ("frames", "decoded", "lost", "stale", "duplicates", "reordered", "bad_packets",
             "waiting_for_keyframe", "keyframe_requests", "concealed", "restarts", "warnings",
-            "warnings_suppressed", "acks", "recovered")
+            "warnings_suppressed", "acks", "recovered", "recovered_lowres")
 
 
 @dataclass(frozen=True)
@@ -238,8 +238,25 @@ class Receiver:
     def push_lowres(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,
                     frame_id: str = "") -> None:
         """A LowResFrame's payload; ``b""`` = the encoder skipped this frame (offline only: the node
-        sends nothing for a skipped frame)."""
-        self._push(self.low, int(index), bytes(payload), now, stamp_ns, frame_id)
+        sends nothing for a skipped frame). A redundancy bundle's copy is an earlier low-res packet,
+        placed by the index in its own header (the encoder skips frames)."""
+        index = int(index)
+        try:
+            parts = unbundle(payload)
+        except BitstreamError as exc:
+            self._bad(self.low, index, str(exc), now)
+            return
+        s = self.low
+        for copy in parts.copies:
+            try:
+                hdr = parse_header(copy)
+            except BitstreamError as exc:
+                self._bad(s, index, f"copy in a redundancy bundle: {exc}", now)
+                continue
+            k = index - ((index - hdr["index"]) % (1 << 16 if hdr["key"] else 256))
+            if k < index and (s.last is None or k > s.last) and k not in s.buffer:
+                self._push(s, k, copy, now, None, frame_id, copy=True)
+        self._push(s, index, parts.primary, now, stamp_ns, frame_id)
 
     def refuse(self, stream: str, index: int, reason: str, now: float) -> None:
         """A packet refused before decoding (its message fields contradict it): counted, and a
@@ -414,6 +431,7 @@ class Receiver:
         elif value is not None:
             s.last_good = index
             self._lowres.append((index, value))
+            self.counts["recovered_lowres"] += packet.copy
         elif self.low_dec.needs_keyframe:
             self.counts["waiting_for_keyframe"] += 1
             self._request(s, REASON_STARTUP if startup else REASON_LOSS,

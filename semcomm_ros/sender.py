@@ -68,6 +68,9 @@ class SenderConfig:
     # a P-frame that re-sends contours -- would hold the link for its length again, and every
     # packet behind it waits (at 2 kbps, 100 bytes is 0.4 s)
     redundancy_bytes: int = 32
+    # the low-res stream's packets repeat their previous one too: off, since at 10 % loss its 91
+    # copies brought back 4 low-res frames and cost a third of its frames (docs/ros.md)
+    redundancy_lowres: bool = False
     # a decoder that lost its semantic chain (a packet and its copy lost) asks for a refresh:
     # "reference" answers with one P-frame predicted from the newest frame it decoded (an I-frame
     # when the encoder no longer holds that frame, or that recovery was lost too), "iframe" always
@@ -94,6 +97,8 @@ class SenderConfig:
                           "1 = never)", 0.0, 1.0),
         "redundancy": Range("most copies of earlier semantic packets each semantic packet carries while the receiver "
                             "reports loss (0 = none)", 0, MAX_COPIES),
+        "redundancy_lowres": Range("the low-res stream's packets repeat the one before as well, under the same "
+                                   "reported loss (true/false)"),
         "redundancy_bytes": Range("largest semantic packet repeated in later ones, bytes", 1, MAX_COPY_BYTES),
         "recovery": Range("answer to a semantic keyframe request: reference (a P-frame from the decoder's newest "
                           "frame, else an I-frame) or iframe", choices=RECOVERY_MODES),
@@ -154,10 +159,12 @@ class Sender:
         self._sent: deque[tuple[float, int]] = deque()
         self.frame_index = 0
         self.counts = {"frames": 0, "iframes": 0, "keyframes": 0, "keyframe_requests": 0, "refreshes": 0, "bits": 0,
-                       "acks": 0, "acked_pframes": 0, "copies": 0, "copy_bits": 0, "recoveries": 0}
+                       "acks": 0, "acked_pframes": 0, "copies": 0, "copies_lowres": 0, "copy_bits": 0,
+                       "recoveries": 0}
         # the last semantic packets sent (this frame's own, unbundled), for the copies; cleared at an
         # I-frame, since nothing before it helps a decoder that has it
         self._recent: deque[bytes] = deque(maxlen=MAX_COPIES)
+        self._recent_low: bytes | None = None  # the last low-res packet sent since its keyframe
         self.reported_loss = 0.0  # the receiver's, from its last acknowledgement
         self._last_refresh = {"semantic": -1e9, "lowres": -1e9}
         self._t = 0.0
@@ -341,6 +348,19 @@ class Sender:
         if self.low:
             low = self.low.encode(rgb)
             key = bool(low) and bool(parse_header(low)["key"])
+        if low:
+            # the low-res stream's packets repeat its previous one the same way (a delta frame names
+            # its reference, so the receiver places a copy by its own header)
+            carry = c.redundancy_lowres and not key and self.redundancy_now and self._recent_low is not None \
+                and len(self._recent_low) <= c.redundancy_bytes
+            copies_low = [self._recent_low] if carry else []
+            self._recent_low = None if key else low
+            if copies_low:
+                wire = bundle(copies_low, low)
+                self.counts["copies_lowres"] += 1
+                copy_bits += frame_bits(wire) - frame_bits(low)
+                self.counts["copy_bits"] += frame_bits(wire) - frame_bits(low)
+                low = wire
         sem_bits, low_bits = frame_bits(sem), frame_bits(low)
         self._sent.append((t, sem_bits + low_bits))
         while self._sent and self._sent[0][0] < t - 600.0:

@@ -295,3 +295,29 @@ def test_a_lost_packet_is_decoded_from_the_next_ones_copy(stream):
         if k != 6:
             rx.push_semantic(k, wire[k], 0.1 * k)
     assert rx.counts["recovered"] == 1 and rx.fraction_lost == pytest.approx(1 / 11, abs=0.01)
+
+
+def test_a_lost_lowres_packet_is_decoded_from_the_next_ones_copy(stream):
+    """Low-res packets skip frames, so a copy is placed by the index in its own header."""
+    from semcomm_ros.codec.lowres import parse_header as low_header
+    from semcomm_ros.codec.packet import bundle
+
+    sem_p, low_p, _, lowres = stream
+    sent = [k for k in range(N) if low_p[k]]
+    deltas = [k for a, k in zip(sent, sent[1:]) if not low_header(low_p[k])["key"] and not low_header(low_p[a])["key"]]
+    assert len(deltas) >= 2
+    lost = deltas[0]  # a delta frame whose successor carries it
+    prev = {k: a for a, k in zip(sent, sent[1:])}
+    after = next(k for k in sent if k > lost)
+    wire = dict((k, low_p[k]) for k in sent)
+    wire[after] = bundle([low_p[lost]], low_p[after])
+    rx = Receiver(ReceiverConfig(jitter_frames=2))
+    events = [e for k in range(N) for e in (("s", k, sem_p[k]), ("l", k, wire.get(k, b"")))
+              if e[2] and not (e[0] == "l" and e[1] == lost)]
+    out = _run(rx, events)
+    assert rx.counts["recovered_lowres"] == 1 and prev[lost] < lost
+    # the copy arrives with the next low-res packet, after its own frame went out: it keeps the
+    # chain, so the next delta frame decodes instead of waiting for a keyframe
+    by = {f.index: f for f in out}
+    assert by[after].lowres_new and np.array_equal(by[after].lowres, lowres[after])
+    assert rx.counts["keyframe_requests"] == 0

@@ -216,8 +216,9 @@ def run(args) -> int:
         print(f"    label map in force vs the exact labels: mIoU {m['miou']:.3f}; feedback: {fb['acks']} "
               f"acknowledgements ({fb['acks'] * ACK_BITS / (args.frames / 10) / 1000:.3f} kbps at {ACK_BITS} bits "
               f"each), {fb['requests']} keyframe requests; P-frames from an acknowledged frame {s['acked_pframes']}")
-        print(f"    redundancy: {s['copies']} copies of earlier semantic packets sent "
-              f"({s['copy_bits'] / (args.frames / 10) / 1000:.3f} kbps), {c['recovered']} frames decoded from a copy; "
+        print(f"    redundancy: {s['copies']} copies of earlier semantic packets and {s['copies_lowres']} of low-res "
+              f"ones sent ({s['copy_bits'] / (args.frames / 10) / 1000:.3f} kbps); decoded from a copy: "
+              f"{c['recovered']} label maps, {c['recovered_lowres']} low-res frames; "
               f"{s['recoveries']} refreshes by a P-frame from the decoder's newest frame")
         w = windows(m["sent"], m["budget"], args.window_s)
         print(f"    kbps sent per {args.window_s:g} s (highest budget in force): "

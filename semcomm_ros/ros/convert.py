@@ -267,7 +267,7 @@ def check_lowres(p: LowResPacket, against_payload: bool = True) -> LowResPacket:
     if len(p.payload) > MAX_PAYLOAD_BYTES:
         raise BitstreamError(f"LowResFrame.payload of {len(p.payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     if against_payload:
-        hdr = lowres.parse_header(p.payload)
+        hdr = lowres.parse_header(unbundle(p.payload).primary)  # behind a redundancy bundle's copies
         if bool(hdr["key"]) != bool(p.keyframe):
             raise BitstreamError(f"LowResFrame.keyframe = {p.keyframe} contradicts the payload "
                                  f"(a {'key' if hdr['key'] else 'delta'} frame)")
