@@ -3,12 +3,16 @@
 # background; safe to run again after a stop: finished stages (in RUN/stages.json) are skipped, an
 # unfinished one resumes from its newest checkpoint (--resume).
 #   nohup bash v6-stages/train.sh > runs/issue22-v6.log 2>&1 &
-# RUN (default runs/issue22-v6) starts as: RUN/model/{vae,scheduler,backbone.json} from v6-stages
-# (the vae stage's output) and RUN/stages.json's "vae" record; the backbone warm-starts from
+# RUN (default runs/issue22-v6) starts from the finished stages' weights committed in v6-stages
+# (vae/, unet/, ... and stages.json, their records); the backbone warm-starts from
 # RUN-init/unet: version 5's shipped UNet wherever shapes agree (all but conv_in/conv_out, whose
 # channels grow 4x with the 2x2 latent patch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${V6_TRAIN_COPY:-}" ]; then  # bash reads a script as it runs: run a copy, so this file may change meanwhile
+  mkdir -p runs && cp v6-stages/train.sh runs/.v6-train.sh
+  V6_TRAIN_COPY=1 exec bash runs/.v6-train.sh "$@"
+fi
 RUN=${RUN:-runs/issue22-v6}
 export SEMCOMM_TRAIN_THREADS=${SEMCOMM_TRAIN_THREADS:-1}
 T="nice -n 19 scripts/with-env semcomm train"
@@ -20,11 +24,13 @@ stage() {
   $T "$name" --preset tabletop-f4 --out "$RUN" --resume --no-progress "$@"
   echo "[$name] end $(date -u +%FT%TZ)"
 }
-if [ ! -d "$RUN/model/vae" ]; then
+if [ ! -d "$RUN/model/vae" ]; then  # a fresh machine: the finished stages committed in v6-stages
   mkdir -p "$RUN/model"
-  cp -r v6-stages/vae "$RUN/model/vae"
+  for part in vae unet controlnet restoration_adapter.safetensors temporal_adapter refiner; do
+    if [ -e "v6-stages/$part" ]; then cp -r "v6-stages/$part" "$RUN/model/$part"; fi
+  done
   cp v6-stages/backbone.json "$RUN/model/backbone.json"
-  printf '{"vae": {"from": "v6-stages/vae"}}\n' > "$RUN/stages.json"
+  cp v6-stages/stages.json "$RUN/stages.json"
 fi
 if [ ! -d "$RUN-init/unet" ]; then
   scripts/with-env python - "$RUN-init/unet" <<'PY'
