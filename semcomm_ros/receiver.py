@@ -218,9 +218,10 @@ class Receiver:
 
     # -- input ---------------------------------------------------------------------------------
     def push_semantic(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,
-                      frame_id: str = "") -> None:
+                      frame_id: str = "", copy_stamps_ns=()) -> None:
         """A SemanticFrame's payload (already checked against its message fields): one frame's
-        packet, or a redundancy bundle whose copies stand in for earlier frames not received."""
+        packet, or a redundancy bundle whose copies stand in for earlier frames not received
+        (``copy_stamps_ns``: their capture stamps, when the message carries them)."""
         index = int(index)
         try:
             parts = unbundle(payload)
@@ -228,11 +229,12 @@ class Receiver:
             self._bad(self.sem, index, str(exc), now)
             return
         s = self.sem
-        for k, copy in zip(parts.copy_indices(index), parts.copies):
+        stamps = list(copy_stamps_ns) if len(copy_stamps_ns) == len(parts.copies) else [None] * len(parts.copies)
+        for k, copy, copy_stamp in zip(parts.copy_indices(index), parts.copies, stamps):
             # only a frame still open: one claimed or waiting in the buffer needs no copy (so a
             # copy is never counted stale or duplicate)
             if k >= 0 and (s.last is None or k > s.last) and k not in s.buffer:
-                self._push(s, k, copy, now, None, frame_id, copy=True)
+                self._push(s, k, copy, now, copy_stamp, frame_id, copy=True)
         self._push(s, index, parts.primary, now, stamp_ns, frame_id)
 
     def push_lowres(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,

@@ -276,7 +276,7 @@ def test_a_lost_packet_is_decoded_from_the_next_ones_copy(stream):
     out, t = [], 0.0
     for k in range(N):
         if k not in (6, 8, 9):
-            rx.push_semantic(k, wire[k], t, stamp_ns=k)
+            rx.push_semantic(k, wire[k], t, stamp_ns=k, copy_stamps_ns=(k - 1,) if wire[k] != sem_p[k] else ())
         out += rx.poll(t)
         t += 0.1
     out += rx.flush(t)
@@ -288,6 +288,7 @@ def test_a_lost_packet_is_decoded_from_the_next_ones_copy(stream):
     assert rx.counts["recovered"] == 2 and rx.counts["stale"] == 0 and rx.counts["duplicates"] == 0
     for k in fresh:
         assert np.array_equal(by[k].labels, labels[k]), k
+        assert by[k].stamp_ns == k  # a repaired frame keeps its capture stamp
     assert rx.counts["bad_packets"] == 1, rx.counts  # the damaged bundle: counted, a fresh start asked for
     # a frame whose own packet was lost counts as lost on the link even when its copy arrived
     rx = Receiver(ReceiverConfig(jitter_frames=2))

@@ -218,6 +218,14 @@ def test_semantic_message_checked_against_its_payload():
     check_semantic(packet(bundle([pframe], pframe), frame_index=17, frame_type=1))
     with pytest.raises(BitstreamError, match="frame_type I contradicts"):
         check_semantic(packet(bundle([pframe], pframe), frame_index=17, frame_type=0))
+    # the capture stamps of the repeated frames travel beside the payload, one per copy
+    from semcomm_ros.ros.convert import semantic_from_msg, semantic_to_msg
+
+    sent = packet(bundle([pframe], pframe), frame_index=17, frame_type=1, stamp_ns=5_000_000_100,
+                  copy_stamps_ns=(4_900_000_100,))
+    assert semantic_from_msg(semantic_to_msg(sent)).copy_stamps_ns == (4_900_000_100,)
+    with pytest.raises(BitstreamError, match="copy_stamps names 2 frames, the payload repeats 1"):
+        check_semantic(packet(bundle([pframe], pframe), frame_index=17, frame_type=1, copy_stamps_ns=(1, 2)))
     for payload, kw, what in ((iframe, dict(width=32), r"width = 32 contradicts the payload header \(64\)"),
                               (iframe, dict(frame_index=5), r"frame_index = 5 contradicts"),
                               (pframe, dict(frame_index=1, frame_type=0),

@@ -300,7 +300,8 @@ class DecoderNode(Node):
             except BitstreamError as exc:
                 self.receiver.refuse(stream, int(msg.frame_index), str(exc), now)
             else:
-                push(p.frame_index, p.payload, now, stamp_ns=p.stamp_ns, frame_id=p.frame_id)
+                extra = {"copy_stamps_ns": p.copy_stamps_ns} if stream == "semantic" else {}
+                push(p.frame_index, p.payload, now, stamp_ns=p.stamp_ns, frame_id=p.frame_id, **extra)
             self._poll()
         except Exception as exc:  # noqa: BLE001 - a packet must never take the node down
             self.receiver.counts["bad_packets"] += 1

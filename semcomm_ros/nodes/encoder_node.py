@@ -27,8 +27,8 @@ from collections import OrderedDict
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from semcomm_ros.codec.packet import MAX_COPIES, frame_bits
 from semcomm_ros.codec.packet import VERSION as SEMANTIC_VERSION
-from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.msg import DecoderStats, KeyframeRequest, LinkStats, LowResFrame, SemanticAck, SemanticFrame
 from semcomm_ros.nodes.common import NAMESPACE, declare, declare_deprecated, declare_fields, run, set_result
 from semcomm_ros.ros import qos
@@ -60,6 +60,7 @@ class EncoderNode(Node):
                                 [n for n in SenderConfig.RANGES if n != "profile"])
         values.update(declare_deprecated(self, RENAMED))
         self.sender = Sender(SenderConfig(profile=profile, **values))
+        self._stamps: dict[int, int] = {}  # capture stamps of the last frames sent, for their copies
         self.add_on_set_parameters_callback(self._on_params)
         self.pub_sem = self.create_publisher(SemanticFrame, "semantic", qos.LINK)
         self.pub_low = self.create_publisher(LowResFrame, "lowres", qos.LINK)
@@ -143,6 +144,12 @@ class EncoderNode(Node):
                 mine.popitem(last=False)
 
     # -- coding --------------------------------------------------------------------------------
+    def _copy_stamps(self, sent) -> tuple[int, ...]:
+        """Capture stamps of the frames ``sent`` repeats (none when one is not known: the decoder
+        then stamps a repaired frame with its arrival)."""
+        stamps = [self._stamps.get(k) for k in range(sent.index - sent.copies, sent.index)]
+        return tuple(stamps) if None not in stamps else ()
+
     def _encode(self, stamp, img_msg, lab_msg):
         try:
             sent = self.sender.encode(rgb_from_msg(img_msg), labels_from_msg(lab_msg), self._t())
@@ -157,7 +164,11 @@ class EncoderNode(Node):
             payload=sent.semantic, frame_index=sent.index, frame_type=FRAME_TYPE_I if sent.iframe else FRAME_TYPE_P,
             width=sent.width, height=sent.height, xi=float(s.sem.xi), iframe_period=int(s.sem.period),
             q_symbols=int(s.sem.q_symbols), bitstream_version=SEMANTIC_VERSION, profile=c.profile,
-            stamp_ns=stamp, frame_id=frame_id)))
+            stamp_ns=stamp, frame_id=frame_id,
+            copy_stamps_ns=self._copy_stamps(sent))))
+        self._stamps[sent.index] = stamp
+        for k in [k for k in self._stamps if k < sent.index - MAX_COPIES]:
+            del self._stamps[k]
         if sent.lowres:
             self.pub_low.publish(lowres_to_msg(LowResPacket(
                 payload=sent.lowres, frame_index=sent.index, codec=c.lowres_codec, width=sent.lowres_width,

@@ -163,6 +163,7 @@ class SemanticPacket:
     profile: str = ""
     stamp_ns: int | None = None
     frame_id: str = "camera"
+    copy_stamps_ns: tuple[int, ...] = ()  # of the frames a redundancy bundle repeats, oldest first
 
     @property
     def is_iframe(self) -> bool:
@@ -194,7 +195,11 @@ def check_semantic(p: SemanticPacket, against_payload: bool = True) -> SemanticP
     if against_payload:
         # the frame's own packet (behind the copies of a redundancy bundle); raises BitstreamError
         # on a corrupt packet or bundle
-        hdr = parse_header(unbundle(p.payload).primary)
+        parts = unbundle(p.payload)
+        hdr = parse_header(parts.primary)
+        if p.copy_stamps_ns and len(p.copy_stamps_ns) != len(parts.copies):
+            raise BitstreamError(f"SemanticFrame.copy_stamps names {len(p.copy_stamps_ns)} frames, the payload "
+                                 f"repeats {len(parts.copies)}")
         for field, got, value in (("width", hdr.width, p.width), ("height", hdr.height, p.height),
                                   ("bitstream_version", hdr.version, p.bitstream_version)):
             if got is not None and got != value:  # P-frames carry no size
@@ -226,6 +231,7 @@ def semantic_to_msg(p: SemanticPacket):
     msg.profile = str(p.profile)
     msg.width, msg.height = int(p.width), int(p.height)
     msg.payload = bytes(p.payload)
+    msg.copy_stamps = [stamp_from_ns(ns) for ns in p.copy_stamps_ns]
     return msg
 
 
@@ -235,7 +241,8 @@ def semantic_from_msg(msg, against_payload: bool = True) -> SemanticPacket:
         width=int(msg.width), height=int(msg.height), xi=float(msg.xi),
         iframe_period=int(msg.iframe_period), q_symbols=int(msg.q_symbols),
         bitstream_version=int(msg.bitstream_version), profile=str(msg.profile),
-        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=str(msg.header.frame_id))
+        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=str(msg.header.frame_id),
+        copy_stamps_ns=tuple(stamp_to_ns(t) for t in msg.copy_stamps))
     return check_semantic(p, against_payload)
 
 
