@@ -11,7 +11,11 @@ forced I-frame or keyframe is paid for from the same budget. Acknowledgements fr
 receiver (``acknowledge``) name the newest semantic frame it decoded and the loss it sees: while
 that loss is at least ``ack_loss``, P-frames are predicted from the newest frame acknowledged
 (reference picture selection), so a lost packet costs the operator that frame alone; on a clean
-link they extend the previous frame, as cheap as before. The encoder node wraps this class.
+link they extend the previous frame, as cheap as before. While that loss is at least
+``redundancy_loss``, each semantic P-frame's packet also repeats the one before it (a redundancy
+bundle, ``codec.packet.bundle``), paid from the low-res stream's share; a decoder that still lost
+its chain is answered with one P-frame predicted from its newest frame (``recovery``). The encoder
+node wraps this class.
 """
 
 from __future__ import annotations
