@@ -102,7 +102,7 @@ class SenderConfig:
         "redundancy": Range("most copies of earlier semantic packets each semantic packet carries while the receiver "
                             "reports loss (0 = none)", 0, MAX_COPIES),
         "redundancy_lowres": Range("the low-res stream's packets repeat the one before as well, under the same "
-                                   "reported loss (true/false)"),
+                                   "reported loss", choices=(False, True)),
         "redundancy_bytes": Range("largest semantic packet repeated in later ones, bytes", 1, MAX_COPY_BYTES),
         "recovery": Range("answer to a semantic keyframe request: reference (a P-frame from the decoder's newest "
                           "frame, else an I-frame) or iframe", choices=RECOVERY_MODES),
