@@ -23,6 +23,9 @@ runs. A link loses, delays, reorders, duplicates and corrupts packets; the recei
 - **pairs the low-res frame by frame index** (the newest decoded one at or before the frame, never
   "whatever arrived last"), waiting at most ``lowres_wait_s`` for it, because the low-res encoder
   skips frames and sends nothing for them;
+- **splits redundancy bundles** (``codec.packet.unbundle``): a packet's copies of earlier packets
+  stand in for frames whose own packets were lost (counted ``recovered``; such a frame still counts
+  as lost on the link in the reported loss, which sizes the encoder's redundancy);
 - **conceals**: a frame whose semantic packet is lost holds the last good label map;
 - numbers frames from the stream's start (``Frame.seed_index``), the synthesizer's noise seed, so
   a replay of the same packets synthesizes the same frames;
