@@ -144,6 +144,14 @@ def test_shipped_model_matches_the_tabletop_preset():
     assert shipped.noise == get_preset("tabletop").backbone.noise == "shared"
     assert get_preset("paper").backbone.noise == "per_frame"
     assert load_scheduler(DEFAULT_MODEL_DIR / "scheduler").config.prediction_type == "v_prediction"
+    # the operating point too: the preset writes it into the model it assembles (not by hand)
+    from semcomm_ros.training.config import OPERATING_POINT
+
+    assembled = random_model(get_preset("tabletop")).config
+    for name in (*OPERATING_POINT, "noise"):
+        assert getattr(assembled, name) == getattr(shipped, name), name
+    with pytest.raises(ValueError, match="operating_point fields"):
+        get_preset("tabletop").__class__(name="x", operating_point={"height": 64})
 
 
 def test_vae_and_backbone_warm_start_from_a_model_directory(preset, tmp_path):

@@ -54,7 +54,8 @@ def build_model(preset: Preset, unet, vae, scheduler=None, null_embedding: torch
         extra["null_tokens"] = int(null_embedding.shape[1])
     cfg = SynthConfig(height=res, width=res, num_classes=num_classes(preset), lowres_factor=preset.data.lowres_factor,
                       vae_class=type(vae).__name__, vae_factor=sbb.vae_factor(vae),
-                      latent_patch=preset.backbone.latent_patch, noise=preset.backbone.noise, **extra)
+                      latent_patch=preset.backbone.latent_patch, noise=preset.backbone.noise,
+                      **{**preset.operating_point, **extra})
     return SynthModel.from_components(unet, vae, cfg, scheduler=scheduler or build_scheduler(preset.backbone),
                                       null_embedding=null_embedding, controlnet=controlnet, temporal=temporal,
                                       **adapter_shapes(unet))

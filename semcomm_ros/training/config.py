@@ -148,6 +148,11 @@ class PretrainedConfig:
     controlnet: str = ""  # diffusers ControlNet folder: the initial psi
 
 
+#: the SynthConfig fields a preset's operating point may set (what is tuned after training)
+OPERATING_POINT = ("lambda_c", "lambda_r", "lambda_t", "lambda_rho", "consistency", "consistency_objects", "window",
+                   "num_steps", "strength", "causal", "degraded_noise")
+
+
 @dataclass
 class Preset:
     name: str
@@ -155,6 +160,16 @@ class Preset:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     stages: dict[str, StageConfig] = field(default_factory=dict)
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
+    # the operating point the assembled model ships with (SynthConfig fields: lambdas, data
+    # consistency, strength...), tuned after training and written here so that a from-scratch
+    # `semcomm train all` reproduces the shipped synthesizer.json; {} = SynthConfig's defaults
+    operating_point: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.operating_point) - set(OPERATING_POINT))
+        if unknown:
+            raise ValueError(f"preset {self.name!r}: operating_point fields {unknown} are not among "
+                             f"{', '.join(OPERATING_POINT)}")
 
     def stage(self, name: str) -> StageConfig:
         if name not in STAGES:
@@ -168,6 +183,7 @@ class Preset:
             "backbone": dataclasses.asdict(self.backbone),
             "stages": {k: v.to_dict() for k, v in self.stages.items()},
             "pretrained": dataclasses.asdict(self.pretrained),
+            "operating_point": dict(self.operating_point),
         }
 
     @classmethod
@@ -182,6 +198,7 @@ class Preset:
             backbone=BackboneConfig(**bb),
             stages={k: StageConfig(**v) for k, v in d.get("stages", {}).items()},
             pretrained=PretrainedConfig(**d.get("pretrained", {})),
+            operating_point=dict(d.get("operating_point", {})),
         )
 
     def save(self, path: str | Path) -> None:
@@ -233,6 +250,9 @@ def _tabletop() -> Preset:
             # the Semantic Refiner rho on the finished synthesizer's outputs (training/refiner.py)
             "refiner": StageConfig(steps=1500, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=4.0),
         },
+        # tuned on the tuning clips after training (MODEL_CARD.md): psi at 0.7 (it was trained with
+        # omega on at 0.7) and the table's low band from the received frame
+        operating_point={"lambda_c": 0.7, "consistency": 0.7},
     )
 
 
