@@ -370,8 +370,8 @@ class FrameGraphs:
                 self._render_beside = self._session("render", 1)
             session = self._render_beside
         images, pixels = session.run({"latents": _numpy(latents), "onehot": _numpy(onehot),
-                                                 "degraded": _numpy(degraded),
-                                                 "lambda_rho": np.asarray(lambda_rho, np.float32)})
+                                      "degraded": _numpy(degraded),
+                                      "lambda_rho": np.asarray(lambda_rho, np.float32)})
         return self._tensor(images), pixels
 
 
