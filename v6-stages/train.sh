@@ -29,6 +29,7 @@ if [ ! -d "$RUN/model/vae" ]; then  # a fresh machine: the finished stages commi
   for part in vae unet controlnet restoration_adapter.safetensors temporal_adapter refiner; do
     if [ -e "v6-stages/$part" ]; then cp -r "v6-stages/$part" "$RUN/model/$part"; fi
   done
+  if [ -e v6-stages/teacher_temporal ]; then cp -r v6-stages/teacher_temporal "$RUN/teacher_temporal"; fi
   cp v6-stages/backbone.json "$RUN/model/backbone.json"
   cp v6-stages/stages.json "$RUN/stages.json"
 fi
