@@ -225,42 +225,45 @@ class Receiver:
         """A SemanticFrame's payload (already checked against its message fields): one frame's
         packet, or a redundancy bundle whose copies stand in for earlier frames not received
         (``copy_stamps_ns``: their capture stamps, when the message carries them)."""
-        index = int(index)
-        try:
-            parts = unbundle(payload)
-        except BitstreamError as exc:
-            self._bad(self.sem, index, str(exc), now)
-            return
-        s = self.sem
-        stamps = list(copy_stamps_ns) if len(copy_stamps_ns) == len(parts.copies) else [None] * len(parts.copies)
-        for k, copy, copy_stamp in zip(parts.copy_indices(index), parts.copies, stamps):
-            # only a frame still open: one claimed or waiting in the buffer needs no copy (so a
-            # copy is never counted stale or duplicate)
-            if k >= 0 and (s.last is None or k > s.last) and k not in s.buffer:
-                self._push(s, k, copy, now, copy_stamp, frame_id, copy=True)
-        self._push(s, index, parts.primary, now, stamp_ns, frame_id)
+        def copies_at(index, parts):
+            stamps = list(copy_stamps_ns) if len(copy_stamps_ns) == len(parts.copies) else [None] * len(parts.copies)
+            # a bundle at the stream's start repeats frames before index 0: nothing to fill there
+            return [(k, c, u) for k, c, u in zip(parts.copy_indices(index), parts.copies, stamps) if k >= 0]
+
+        self._push_link(self.sem, int(index), payload, now, stamp_ns, frame_id, copies_at)
 
     def push_lowres(self, index: int, payload: bytes, now: float, stamp_ns: int | None = None,
                     frame_id: str = "") -> None:
         """A LowResFrame's payload; ``b""`` = the encoder skipped this frame (offline only: the node
         sends nothing for a skipped frame). A redundancy bundle's copy is an earlier low-res packet,
         placed by the index in its own header (the encoder skips frames)."""
-        index = int(index)
+        def copies_at(index, parts):
+            out = []
+            for copy in parts.copies:
+                try:
+                    hdr = parse_header(copy)
+                except BitstreamError as exc:
+                    self._bad(self.low, index, f"copy in a redundancy bundle: {exc}", now)
+                    continue
+                out.append((index - ((index - hdr["index"]) % (1 << 16 if hdr["key"] else 256)), copy, None))
+            return out
+
+        self._push_link(self.low, int(index), payload, now, stamp_ns, frame_id, copies_at)
+
+    def _push_link(self, s: _Stream, index: int, payload: bytes, now: float, stamp_ns, frame_id, copies_at) -> None:
+        """One link packet of stream ``s``: a frame's own packet, or a redundancy bundle whose copies
+        (``copies_at(index, parts)`` -> [(frame index, copy, capture stamp)]) stand in for earlier
+        frames not received."""
         try:
             parts = unbundle(payload)
         except BitstreamError as exc:
-            self._bad(self.low, index, str(exc), now)
+            self._bad(s, index, str(exc), now)
             return
-        s = self.low
-        for copy in parts.copies:
-            try:
-                hdr = parse_header(copy)
-            except BitstreamError as exc:
-                self._bad(s, index, f"copy in a redundancy bundle: {exc}", now)
-                continue
-            k = index - ((index - hdr["index"]) % (1 << 16 if hdr["key"] else 256))
+        for k, copy, copy_stamp in copies_at(index, parts):
+            # only a frame still open: one claimed or waiting in the buffer needs no copy (so a
+            # copy is never counted stale or duplicate)
             if k < index and (s.last is None or k > s.last) and k not in s.buffer:
-                self._push(s, k, copy, now, None, frame_id, copy=True)
+                self._push(s, k, copy, now, copy_stamp, frame_id, copy=True)
         self._push(s, index, parts.primary, now, stamp_ns, frame_id)
 
     def refuse(self, stream: str, index: int, reason: str, now: float) -> None:

@@ -337,7 +337,7 @@ class Sender:
         iframe = self.sem.last_frame_type == "I"
         self.counts["acked_pframes"] += int(self.sem.last_reference > 1)
         copies = self._copies(iframe)
-        copy_bits0 = self.counts["copy_bits"]
+        copy_bits = 0  # what the copies add to this frame's packets, both streams
         if iframe:
             self._recent.clear()
         else:
@@ -345,9 +345,8 @@ class Sender:
         if copies:
             wire = bundle(copies, sem)
             self.counts["copies"] += len(copies)
-            self.counts["copy_bits"] += frame_bits(wire) - frame_bits(sem)
+            copy_bits += frame_bits(wire) - frame_bits(sem)
             sem = wire
-        copy_bits = self.counts["copy_bits"] - copy_bits0
         low, key = b"", False
         if self.low:
             low = self.low.encode(rgb)
@@ -363,7 +362,6 @@ class Sender:
                 wire = bundle(copies_low, low)
                 self.counts["copies_lowres"] += 1
                 copy_bits += frame_bits(wire) - frame_bits(low)
-                self.counts["copy_bits"] += frame_bits(wire) - frame_bits(low)
                 low = wire
         sem_bits, low_bits = frame_bits(sem), frame_bits(low)
         self._sent.append((t, sem_bits + low_bits))
@@ -376,6 +374,7 @@ class Sender:
         self.counts["iframes"] += int(iframe)
         self.counts["keyframes"] += int(key)
         self.counts["bits"] += sem_bits + low_bits
+        self.counts["copy_bits"] += copy_bits
         if self.controller is not None:
             self.controller.target_kbps = self.congestion.budget(t)
             sem_kbps, low_kbps = self._measured()

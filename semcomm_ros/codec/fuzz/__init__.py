@@ -68,31 +68,27 @@ class FuzzReport:
     messages: Counter = field(default_factory=Counter)
 
     def summary(self) -> str:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items()))
+        failures = [f"  FAILURE: {f}" for f in self.failures[:10]]
         if self.target == "feedback":
             return "\n".join([
                 f"target feedback: {self.by_mutation.total()} acknowledgements, then {self.packets} packets: "
                 f"{self.decoded} decoded exactly as the encoder coded them, {self.rejected} refused "
                 f"(FrameLostError), {len(self.failures)} other exceptions/wrong maps",
-                "  acknowledgements: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items())),
-                "  refusals:", *[f"    {n:6d}  {m}" for m, n in self.messages.most_common(3)],
-                *[f"  FAILURE: {f}" for f in self.failures[:10]]])
+                "  acknowledgements: " + kinds,
+                "  refusals:", *[f"    {n:6d}  {m}" for m, n in self.messages.most_common(3)], *failures])
         if self.target == "bundle":
             return "\n".join([
                 f"target bundle: {self.packets} trials of a mangled link packet among valid ones into the Receiver: "
                 f"{self.rejected} packets refused as bad (counted, a refresh asked for), {self.decoded} label maps "
                 f"decoded, {len(self.failures)} exceptions/invalid maps",
-                "  mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items())),
-                *[f"  FAILURE: {f}" for f in self.failures[:10]]])
-        lines = [
+                "  mutations: " + kinds, *failures])
+        return "\n".join([
             f"target {self.target}: {self.packets} bad packets: {self.rejected} BitstreamError, "
             f"{self.decoded} decoded to a valid map, {len(self.failures)} other exceptions/failures; "
             f"slowest decode {self.max_ms:.1f} ms",
-            "  mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mutation.items())),
-            "  most common errors:",
-        ]
-        lines += [f"    {n:6d}  {m}" for m, n in self.messages.most_common(6)]
-        lines += [f"  FAILURE: {f}" for f in self.failures[:10]]
-        return "\n".join(lines)
+            "  mutations: " + kinds,
+            "  most common errors:", *[f"    {n:6d}  {m}" for m, n in self.messages.most_common(6)], *failures])
 
 
 def _mutate(kind: str, pkt: bytes, stream: list[bytes], rng: random.Random, reseal) -> bytes:
