@@ -13,7 +13,9 @@ runs. A link loses, delays, reorders, duplicates and corrupts packets; the recei
 - follows a **restarted** encoder (an index 50+ behind the last one) and drops **stale** packets
   (at or below the last claimed index);
 - asks for a semantic I-frame / low-res keyframe after a loss or a bad packet, at most once per
-  ``request_interval_s`` and stream (:meth:`Receiver.take_requests`);
+  ``request_interval_s`` and stream (:meth:`Receiver.take_requests`); on a link that has lost
+  semantic packets, as soon as a later packet shows a hole its copies do not fill, without the
+  jitter buffer's wait;
 - **acknowledges** decoded semantic frames (:meth:`Receiver.take_acks`, at most one per
   ``ack_interval_s``) with the share of semantic frames lost on the link over its last
   ``ACK_WINDOW`` frames, while that share is above zero (and once more when it falls to zero): the
@@ -381,6 +383,11 @@ class Receiver:
                 oldest = min(c.t_arrival for copies in s.buffer.values() for c in copies)
                 if not (force or len(s.buffer) > self.config.jitter_frames
                         or now - oldest >= self.config.jitter_timeout_s):
+                    if s is self.sem and self.fraction_lost > 0 and s.last_good is not None:
+                        # a link that loses packets: the hole is more likely lost than late, so the
+                        # recovery is asked for now, not after the jitter buffer's wait (it costs a
+                        # P-frame from an older reference when the packet was only reordered)
+                        self._request(s, REASON_LOSS, f"semantic frame {s.last + 1} missing", now)
                     return
                 self._gap(s, index, now)
             for packet in s.buffer.pop(index):
@@ -419,7 +426,8 @@ class Receiver:
                 self._ack(s.last_good, now, force=True)  # what it holds, whatever the encoder believes
             self.counts["waiting_for_keyframe"] += 1
             self.logger.debug(f"semantic frame {index}: {exc}")
-            self._request(s, REASON_STARTUP if startup else REASON_LOSS, str(exc), now)
+            if not packet.copy:  # a copy's carrier is decoded next, and asks itself if it fails too
+                self._request(s, REASON_STARTUP if startup else REASON_LOSS, str(exc), now)
             self._claim_semantic(index, None, packet.stamp_ns, packet.frame_id, now)
             return True
         except BitstreamError as exc:

@@ -37,6 +37,9 @@ from semcomm_ros.ranges import Range, check_ranges
 XI_MAX = 63.75
 LOWRES_CODECS = ("vp9", "av1", "hevc")
 RECOVERY_MODES = ("reference", "iframe")
+#: the receiver acknowledges at least every 0.2 s while it sees loss: feedback older than this is
+#: taken as gone, and the periodic I-frames come back (SenderConfig.loss_period)
+FEEDBACK_HEARD_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class SenderConfig:
     # when the encoder no longer holds that frame, or that recovery was lost too), "iframe" always
     # with an I-frame
     recovery: str = "reference"
+    # while copies are sent (the receiver reports loss, acknowledges and asks for what it lacks),
+    # the I-frame period is this one (0: none): a lost periodic I-frame (100-240 bytes, up to 1 s of
+    # a 2 kbps link) is never repeated, its repair waits behind it, and at 10 % loss that was most
+    # of the label-map gaps over 1 s (docs/ros.md); a decoder that starts or loses its chain asks
+    loss_period: int = 0
 
     RANGES = {
         "profile": Range("semantic codec profile: tracked (ours) or paper (the paper's exact scheme; xi and P "
@@ -106,6 +114,9 @@ class SenderConfig:
         "redundancy_bytes": Range("largest semantic packet repeated in later ones, bytes", 1, MAX_COPY_BYTES),
         "recovery": Range("answer to a semantic keyframe request: reference (a P-frame from the decoder's newest "
                           "frame, else an I-frame) or iframe", choices=RECOVERY_MODES),
+        "loss_period": Range("I-frame period while semantic packets carry copies (the receiver reports loss and "
+                             "acknowledges), frames; 0 = no periodic I-frames then (the decoder asks for one)",
+                             0, 255),
         "redundancy_loss": Range("semantic loss reported by the receiver at or above which semantic packets carry "
                                  "copies of earlier ones (1 = never)", 0.0, 1.0),
     }
@@ -170,6 +181,7 @@ class Sender:
         self._recent: deque[bytes] = deque(maxlen=MAX_COPIES)
         self._recent_low: bytes | None = None  # the last low-res packet sent since its keyframe
         self.reported_loss = 0.0  # the receiver's, from its last acknowledgement
+        self._last_ack_t = -1e18
         self._last_refresh = {"semantic": -1e9, "lowres": -1e9}
         self._t = 0.0
 
@@ -247,7 +259,7 @@ class Sender:
         if sem_needed and last_good is not None and self.cfg.recovery == "reference" and \
                 self.sem.recover_from(last_good):
             # one P-frame from the decoder's newest frame: tens of bits where an I-frame is hundreds,
-            # so not held to min_refresh_s (a second request naming the same frame gets the I-frame)
+            # so not held to min_refresh_s (a frame named again after RECOVERY_TRIES recoveries gets the I-frame)
             self.counts["recoveries"] += 1
             done.append("semantic")
             sem_needed = False
@@ -271,6 +283,7 @@ class Sender:
         of a frame not sent, or older than one already taken, is ignored); a loss that is not a
         number in [0, 1] is ignored."""
         self.counts["acks"] += 1
+        self._last_ack_t = t
         if isinstance(fraction_lost, (int, float)) and math.isfinite(fraction_lost) and 0 <= fraction_lost <= 1:
             self.reported_loss = float(fraction_lost)
         self._reference_mode()
@@ -333,6 +346,9 @@ class Sender:
                 self.low, self.low_error = False, f"low-res stream off for {w}x{h}: {exc}"
         index = self.frame_index
         self.frame_index += 1
+        # loss_period only while the receiver's feedback is heard: without it nobody would ask
+        lossy = self.redundancy_now > 0 and t - self._last_ack_t <= FEEDBACK_HEARD_S
+        self.sem.period_override = c.loss_period if lossy else None
         sem = self.sem.encode(labels)
         iframe = self.sem.last_frame_type == "I"
         self.counts["acked_pframes"] += int(self.sem.last_reference > 1)

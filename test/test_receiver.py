@@ -322,3 +322,49 @@ def test_a_lost_lowres_packet_is_decoded_from_the_next_ones_copy(stream):
     by = {f.index: f for f in out}
     assert by[after].lowres_new and np.array_equal(by[after].lowres, lowres[after])
     assert rx.counts["keyframe_requests"] == 0
+
+
+def test_on_a_lossy_link_a_hole_is_asked_for_at_once(stream):
+    """Once the receiver has seen loss, a missing semantic frame is asked for as soon as a later
+    packet shows the hole, not after the jitter buffer's wait (a reordered packet still fills it)."""
+    sem_p, *_ = stream
+    first, second = 2, 8  # P-frames, each followed by a P-frame (the stream fixture's I/P pattern)
+    assert not _is_iframe(sem_p[first + 1]) and not _is_iframe(sem_p[second + 1])
+    rx = Receiver(ReceiverConfig(jitter_frames=3, jitter_timeout_s=0.3, request_interval_s=0.0))
+    t = 0.0
+    for k in range(second + 2):
+        if k not in (first, second):
+            rx.push_semantic(k, sem_p[k], t)
+        rx.poll(t)
+        if k == first + 1:
+            # a clean link so far: the hole waits out the jitter buffer before anything is asked
+            assert not rx.take_requests() and rx.fraction_lost == 0
+        if k == second - 1:
+            assert rx.take_requests()  # the first hole's, once the jitter buffer gave up on it
+        t += 0.1
+    reqs = rx.take_requests()  # the second hole, asked 0 s after the packet behind it arrived
+    assert rx.fraction_lost > 0 and reqs and {r.last_good_frame_index for r in reqs} == {second - 1}, reqs
+    rx.push_semantic(second, sem_p[second], t)  # it was only late: used, nothing lost by asking
+    assert [f.index for f in rx.flush(t) if f.labels_new][-2:] == [second, second + 1]
+
+
+def test_a_copy_that_cannot_decode_asks_nothing_when_its_carrier_does():
+    """A recovery P-frame (predicted from the decoder's newest frame) carries a copy of a frame
+    that was predicted from a lost one: the copy fails, the carrier decodes, and the receiver,
+    in sync again, asks for nothing."""
+    from semcomm_ros.codec.packet import bundle
+
+    enc, dec = SemanticEncoder(period=64, profile="tracked"), SemanticDecoder()
+    maps = [lab for _, lab in tabletop_clip(78, 8, 128, 128)]
+    packets = [enc.encode(maps[k]) for k in range(6)]  # 4 and 5 lost on the link
+    assert enc.recover_from(3)
+    recovery = enc.encode(maps[6])
+    rx = Receiver(ReceiverConfig(jitter_frames=1))
+    for k in range(4):
+        rx.push_semantic(k, packets[k], 0.1 * k)
+        dec.decode(packets[k])
+    rx.push_semantic(6, bundle([packets[5]], recovery), 0.7)
+    out = rx.poll(0.7) + rx.flush(1.5)
+    assert [f.index for f in out if f.labels_new] == [0, 1, 2, 3, 6]
+    assert np.array_equal(out[-1].labels, dec.decode(recovery))
+    assert rx.counts["waiting_for_keyframe"] == 1 and not rx.take_requests()

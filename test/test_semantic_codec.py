@@ -457,10 +457,10 @@ def test_redundancy_bundles_round_trip_and_refuse_damage():
         bundle(pkts[:4], pkts[4])
 
 
-def test_recovery_predicts_from_the_decoders_newest_frame_once():
+def test_recovery_predicts_from_the_decoders_newest_frame():
     """A decoder that lost its chain reports its newest frame; the next P-frame is predicted from
-    it (long form) and decodes exactly; a second report naming the same frame gets an I-frame, and
-    a frame the encoder no longer holds too."""
+    it (long form) and decodes exactly; a report naming the same frame again gets one more
+    recovery (the first may be lost), a third an I-frame, and a frame the encoder no longer holds too."""
     enc, dec, ref = SemanticEncoder(period=64, profile="tracked"), SemanticDecoder(), SemanticDecoder()
     maps = [scene(t=t) for t in range(14)]
     for k in range(4):
@@ -475,10 +475,16 @@ def test_recovery_predicts_from_the_decoders_newest_frame_once():
     p = enc.encode(maps[7])
     assert parse_header(p).reference == 4 and not parse_header(p).is_iframe
     assert np.array_equal(dec.decode(p), ref.decode(p))
-    assert not enc.recover_from(3)  # the same frame again: that recovery was lost, or refused
-    assert enc.recover_from(7)
-    enc.encode(maps[8])
-    assert not enc.recover_from(7)
+    assert enc.recover_from(3)  # the same frame again: that recovery was lost, or refused
+    p = enc.encode(maps[8])
+    assert parse_header(p).reference == 5 and np.array_equal(dec.decode(p), ref.decode(p))
+    assert not enc.recover_from(3)  # a third time: the decoder cannot use what it is sent
+    assert enc.recover_from(8)
+    enc.encode(maps[9])
+    assert enc.recover_from(8)
+    enc.encode(maps[10])
+    assert not enc.recover_from(8)
+    assert not enc.recover_from(7)  # older than a frame recovered from
     assert not enc.recover_from(-20) and not enc.recover_from(100)  # never held / not yet coded
 
 

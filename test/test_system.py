@@ -136,3 +136,25 @@ def test_redundancy_and_recovery_keep_the_semantic_view_fresh_under_loss():
     clean0, session0 = _fresh_share(ack_loss=1.0, loss=0.0, frames=80)
     assert session.sender.counts["copies"] == 0
     assert [s.semantic for s in session.sent] == [s.semantic for s in session0.sent]
+
+
+def test_no_periodic_iframes_while_the_receiver_reports_loss_and_is_heard():
+    """While copies are sent (the receiver reports loss and acknowledges), the I-frame period is
+    loss_period (0: none; the decoder asks for one when it must); once the feedback falls silent
+    for FEEDBACK_HEARD_S the profile's period is back."""
+    from semcomm_ros.sender import FEEDBACK_HEARD_S, Sender, SenderConfig
+
+    clip = list(tabletop_clip(4001, 100, 128, 128))
+
+    def iframes(**cfg):
+        s, out = Sender(SenderConfig(target_kbps=1.8, **cfg)), []
+        for k, (rgb, labels) in enumerate(clip):
+            if 0 < k < 60:
+                s.acknowledge(k / 10, k - 1, 0.1)
+            out.append(s.encode(rgb, labels, k / 10).iframe)
+        return [k for k, i in enumerate(out) if i]
+
+    silent = 60 + int(FEEDBACK_HEARD_S * 10)  # the first frame after the last acknowledgement is 2 s old
+    assert iframes() == [0, silent]  # the period (32) has long passed: an I-frame at once
+    assert iframes(loss_period=16) == [0, 16, 32, 48, 64, 96]  # 64 still under the acknowledgements
+    assert iframes(redundancy=0) == [0, 32, 64, 96]  # no copies sent: the periodic I-frames stay

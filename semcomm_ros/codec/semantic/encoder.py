@@ -19,6 +19,10 @@ from semcomm_ros.codec.semantic.profiles import CODERS, PROFILE_DEFAULTS
 #: contours and saves this many bits, about a contour vertex or two, and this share of them
 SPECULATE_BITS = 24
 SPECULATE_SHARE = 0.4
+#: recoveries sent from one reported frame before the next report of it gets an I-frame: at 10 %
+#: loss one recovery in ten is lost, and a second one (tens of bits) still beats an I-frame
+#: (hundreds, and 0.4-0.9 s of a 2 kbps link); a forged report then costs one P-frame more
+RECOVERY_TRIES = 2
 
 
 def _contours(counts: dict) -> int:
@@ -73,6 +77,9 @@ class SemanticEncoder:
                       "move": 0}
         self._force = True
         self._since_i = 0
+        # the I-frame period in force instead of ``period`` (0: none), set by a caller that knows
+        # the decoder asks for an I-frame when it needs one (sender.SenderConfig.loss_period)
+        self.period_override: int | None = None
         self.predict_from_acked = False
         # also weigh a frame anchored on an acknowledged one against the acknowledged frame itself
         # (docs/semantic_codec.md: fewer bits, more frames lost with their reference)
@@ -90,7 +97,7 @@ class SemanticEncoder:
         self._suspect = -1  # frames after this one, sent before a refusal, are no anchors
         self._refused_at = -1  # frame index when that refusal was reported
         self._recover: int | None = None  # the next P-frame's reference, once (``recover_from``)
-        self._recovered: tuple[int, int] | None = None  # (frame recovered from, frame it was sent as)
+        self._recovered: tuple[int, int] | None = None  # (frame recovered from, recoveries sent from it)
         self._validate()
 
     def _validate(self) -> None:
@@ -146,14 +153,15 @@ class SemanticEncoder:
         """A decoder lost its chain and reports ``last_good``, the newest frame it decoded: predict
         the next P-frame from that frame (one long-form P-frame, tens of bits) instead of a whole
         I-frame (hundreds), if the encoder still holds it under the same parameters. Refused --
-        returns False, and the caller sends an I-frame -- when it does not, or when a recovery from
-        that frame or a newer one was sent already and the decoder still reports it (that packet
-        was lost too, or the decoder lacks the frame: a stale or forged report costs an I-frame,
-        never a wrong map)."""
+        returns False, and the caller sends an I-frame -- when it does not, when a recovery from a
+        newer frame was sent already, or when ``RECOVERY_TRIES`` recoveries from this frame were
+        sent and the decoder still reports it (those packets were lost too, or the decoder lacks
+        the frame: a stale or forged report costs an I-frame, never a wrong map)."""
         last_good = int(last_good)
         d = self.frame_index - last_good
         key = self._coded.get(last_good, (None,))[0]
-        if self._recovered is not None and self._recovered[0] >= last_good:
+        if self._recovered is not None and (self._recovered[0] > last_good or
+                                            self._recovered == (last_good, RECOVERY_TRIES)):
             return False
         if not (1 <= d < MAX_REFERENCE and key is not None and key == self._sent and not self._force):
             return False
@@ -174,7 +182,8 @@ class SemanticEncoder:
             raise ValueError(f"label map size {w}x{h} outside 1..{MAX_SIDE}")
         self._validate()
         key = (self.profile, int(self.q_symbols), h, w)
-        iframe = self._force or self._sent != key or self._since_i >= int(self.period)
+        period = int(self.period if self.period_override is None else self.period_override)
+        iframe = self._force or self._sent != key or 0 < period <= self._since_i
         packet = None
         if not iframe:
             packet = self._encode_p(labels)
@@ -190,7 +199,8 @@ class SemanticEncoder:
         if iframe:
             self.last_reference = 0
         if self._recover is not None:
-            self._recovered = (self._recover, self.frame_index) if not iframe else None
+            tries = self._recovered[1] if self._recovered and self._recovered[0] == self._recover else 0
+            self._recovered = (self._recover, tries + 1) if not iframe else None
             self._recover = None
         self._coded[self.frame_index] = (key, self._reference, self.frame_index - self.last_reference
                                          if self.last_reference else None)
