@@ -333,8 +333,9 @@ def test_refiner_stage_on_the_whole_chain_lowers_loss_trains_only_rho_and_saves_
 
 
 def test_a_latent_patch_preset_trains_its_backbone_on_patched_latents(preset, tmp_path):
-    """tabletop-f4's layout on the tiny preset: an f=4 VAE, the UNet on its latents 2x2 at a time;
-    the vae and backbone stages run and the assembled model streams with the patch."""
+    """The tabletop preset's layout (version 6) on the tiny preset: an f=4 VAE, the UNet on its
+    latents 2x2 at a time; the vae and backbone stages run and the assembled model streams with
+    the patch."""
     from dataclasses import replace
 
     from semcomm_ros.synth import CausalSynthesizer, SynthModel
@@ -347,6 +348,14 @@ def test_a_latent_patch_preset_trains_its_backbone_on_patched_latents(preset, tm
                                                                    checkpoint_every=0)})
     run_stage("vae", f4, tmp_path / "run", progress=False)
     run_stage("backbone", f4, tmp_path / "run", progress=False)
+    # the tabletop preset's VAE schedule: lr halved from lr_halve_at on (one stage, as the shipped
+    # VAE's two runs were)
+    halved = replace(f4, stages={**f4.stages, "vae": replace(f4.stage("vae"), steps=3, lr_halve_at=2, log_every=1)})
+    run_stage("vae", halved, tmp_path / "halved", progress=False)
+    lrs = [float(r.split(",")[3]) for r in (tmp_path / "halved" / "vae" / "log.csv").read_text().splitlines()[1:]]
+    # the log's lr is the rate after the step (its scheduler stepped): steps 1 and 2 ran at lr, 3 at lr/2
+    assert lrs == pytest.approx([preset.stage("vae").lr] + [preset.stage("vae").lr / 2] * 2), lrs
+    assert get_preset("tabletop").stage("vae").lr_halve_at == 3000
     model = SynthModel.from_pretrained(tmp_path / "run" / "model")
     res = preset.data.resolution
     assert (model.config.vae_factor, model.config.latent_patch) == (4, 2)

@@ -7,8 +7,9 @@ round-trip through JSON (``to_dict`` / ``from_dict``), as diffusers configs do.
 Presets:
 - ``paper``: the values printed in the paper (batch 16, lr 2e-6 / 1e-5, 1e5 iterations, K=16, ...)
   for an SD-1.5-sized model on GPUs. Listed for reference and for users with real hardware.
-- ``tabletop``: what trains the shipped default model on 2 CPU cores in about an hour.
-- ``tabletop-f4``: tabletop with an f=4 VAE and a 2x2 latent patch around the UNet (issue 22's candidate (a)).
+- ``tabletop``: what trains the shipped default model (version 6: an f=4 VAE, a 32x32 latent at
+  128x128, with a 2x2 latent patch around the 16x16 UNet) on 2 CPU cores in about four hours.
+- ``tabletop-v5``: the version-5 recipe (the f=8 VAE, a 16x16 latent), kept for its runs.
 - ``tiny``: a few-second configuration for tests and ``semcomm bench train``.
 """
 
@@ -36,6 +37,7 @@ class StageConfig:
     grad_clip: float = 1.0  # paper: gradient clipping of 1
     grad_accum: int = 1
     warmup_steps: int = 0
+    lr_halve_at: int = 0  # from this step on, half the learning rate (0: never)
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -151,6 +153,11 @@ class PretrainedConfig:
 #: the SynthConfig fields a preset's operating point may set (what is tuned after training)
 OPERATING_POINT = ("lambda_c", "lambda_r", "lambda_t", "lambda_rho", "consistency", "consistency_objects", "window",
                    "num_steps", "strength", "causal", "degraded_noise")
+#: version 5's, tuned on the tuning clips after training (MODEL_CARD.md): psi at 0.7 (it was
+#: trained with omega on at 0.7) and the table's low band from the received frame
+OPERATING_POINT_V5 = {"lambda_c": 0.7, "consistency": 0.7}
+#: version 6's (MODEL_CARD.md, "Operating point"), tuned the same way
+OPERATING_POINT_V6 = {"lambda_c": 0.7, "consistency": 0.7}
 
 
 @dataclass
@@ -227,13 +234,13 @@ def _paper() -> Preset:
     )
 
 
-def _tabletop() -> Preset:
-    # The per-stage budgets of the shipped model (version 4, MODEL_CARD.md: there the backbone
+def _tabletop_v5() -> Preset:
+    # The per-stage budgets of version 5 (version 4's, MODEL_CARD.md, and rho's: there the backbone
     # started from version 3's and the VAE was version 3's). Far below the paper's budgets.
     # dmd: 0 steps -- at this budget (100 steps) DMD made the LCM student worse (PSNR 17.2 ->
     # 15.5 dB, more flicker), so the shipped phi is the LCM student; `train dmd --steps N` still runs it.
     return Preset(
-        name="tabletop",
+        name="tabletop-v5",
         data=DataConfig(resolution=128, clips=48, frames_per_clip=16),
         backbone=BackboneConfig(prediction_type="v_prediction", noise="shared"),
         stages={
@@ -250,20 +257,23 @@ def _tabletop() -> Preset:
             # the Semantic Refiner rho on the finished synthesizer's outputs (training/refiner.py)
             "refiner": StageConfig(steps=1500, batch_size=16, lr=1e-3, checkpoint_every=250, object_weight=4.0),
         },
-        # tuned on the tuning clips after training (MODEL_CARD.md): psi at 0.7 (it was trained with
-        # omega on at 0.7) and the table's low band from the received frame
-        operating_point={"lambda_c": 0.7, "consistency": 0.7},
+        operating_point=dict(OPERATING_POINT_V5),
     )
 
 
-def _tabletop_f4() -> Preset:
-    # Issue 22 candidate (a): the tabletop preset with an f=4 VAE (32x32 latent at 128x128) and a
-    # 2x2 space-to-depth around the 16x16 UNet. The shipped VAE's coarsest level is dropped, so
-    # every resolution keeps the blocks it had.
-    p = _tabletop()
-    p.name = "tabletop-f4"
+def _tabletop() -> Preset:
+    # Version 6, the shipped model (MODEL_CARD.md): the f=4 VAE (version 5's without its coarsest
+    # level, so each resolution keeps its blocks) gives a 32x32 latent at 128x128, and the 2x2
+    # latent patch keeps the UNet at 16x16 (4x the channels in and out, only conv_in/conv_out
+    # grow). The VAE ran 3000 steps at 1e-3, then 3000 at 5e-4; the shipped backbone started from
+    # version 5's UNet where the shapes agree (`--init`), a run from scratch starts at random.
+    p = _tabletop_v5()
+    p.name = "tabletop"
     p.backbone = dataclasses.replace(p.backbone, vae_encoder_blocks=(0, 1, 1), vae_decoder_blocks=(2, 1, 0),
                                      latent_patch=2)
+    p.stages["vae"] = dataclasses.replace(p.stages["vae"], steps=6000, lr_halve_at=3000, checkpoint_every=100)
+    p.stages["backbone"] = dataclasses.replace(p.stages["backbone"], steps=4000)
+    p.operating_point = dict(OPERATING_POINT_V6)
     return p
 
 
@@ -283,7 +293,7 @@ def _tiny() -> Preset:
     )
 
 
-PRESETS = {"paper": _paper, "tabletop": _tabletop, "tabletop-f4": _tabletop_f4, "tiny": _tiny}
+PRESETS = {"paper": _paper, "tabletop": _tabletop, "tabletop-v5": _tabletop_v5, "tiny": _tiny}
 
 
 def get_preset(name: str) -> Preset:

@@ -92,8 +92,8 @@ class Trainer:
         self.step = 0
 
     def _lr_lambda(self, step: int) -> float:
-        w = self.cfg.warmup_steps
-        return min(1.0, (step + 1) / w) if w > 0 else 1.0
+        w, h = self.cfg.warmup_steps, self.cfg.lr_halve_at
+        return (min(1.0, (step + 1) / w) if w > 0 else 1.0) * (0.5 if 0 < h <= step else 1.0)
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
