@@ -34,6 +34,7 @@ from semcomm_ros.codec.packet import frame_bits
 from semcomm_ros.eval.metrics import miou
 from semcomm_ros.receiver import ReceiverConfig
 from semcomm_ros.scenes import tabletop_clip
+from semcomm_ros.scenes.splits import TABLE_SEED0
 from semcomm_ros.sender import RECOVERY_MODES
 from semcomm_ros.system import ChainConfig, Session
 
@@ -66,12 +67,19 @@ def add_arguments(p) -> None:
                    help="reported loss at or above which they are carried (default: the sender's; 1 = never)")
     p.add_argument("--recovery", choices=RECOVERY_MODES, default=None,
                    help="answer to a semantic keyframe request (default: the sender's)")
+    p.add_argument("--clips", choices=("bench", "held-out"), default="bench",
+                   help="scenes: the codec bench's (seeds 4000+) or the evaluation's held-out clips (the "
+                        "scenes of `semcomm eval`, continued to 100 frames each) (default: %(default)s)")
+    p.add_argument("--segmenter", choices=("labels", "ultralytics"), default="labels",
+                   help="what the robot sends: the exact label maps, or the shipped segmenter's (the whole "
+                        "chain; the label map in force is scored against the exact labels either way) "
+                        "(default: %(default)s)")
 
 
-def _frames(frames: int, size: int):
+def _frames(frames: int, size: int, first_seed: int = 4000):
     seed, left = 0, frames
     while left > 0:
-        for item in tabletop_clip(4000 + seed, min(100, left), size, size):
+        for item in tabletop_clip(first_seed + seed, min(100, left), size, size):
             yield item
         left -= 100
         seed += 1
@@ -97,13 +105,15 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
         return frames
 
     narrowed = False
-    for k, (rgb, labels) in enumerate(_frames(args.frames, args.size)):
+    segment = _segmenter(getattr(args, "segmenter", "labels"))
+    first_seed = TABLE_SEED0 if getattr(args, "clips", "bench") == "held-out" else 4000
+    for k, (rgb, labels) in enumerate(_frames(args.frames, args.size, first_seed)):
         t = k / fps
         if args.narrow and narrowed != (args.narrow[0] <= t < args.narrow[1]):
             narrowed = not narrowed
             session.link.set_params(t, bandwidth_kbps=args.link_kbps / (2 if narrowed else 1))
         exact[k] = labels
-        out += score(session.step(rgb, labels))
+        out += score(session.step(rgb, labels if segment is None else segment(rgb)))
         budget.append(session.sender.budget_kbps)
     out += score(session.finish())
     return dict(jitter=jitter, out=out, sent=session.sent, arrived=session.arrived, budget=budget,
@@ -111,6 +121,15 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
                 counts=dict(session.receiver.counts), sender=dict(session.sender.counts),
                 cuts=session.sender.congestion.cuts if session.sender.congestion else 0,
                 latency=float(np.median([f.t_ready - f.index / fps for f in out])))
+
+
+def _segmenter(name: str):
+    """None for the exact labels, else the robot's segmenter (rgb -> label map)."""
+    if name == "labels":
+        return None
+    from semcomm_ros.segmentation import load_segmenter  # deferred: loads torch / onnxruntime
+
+    return load_segmenter()
 
 
 def explain_gaps(decoded, iframe, arrived, capture_s, skip=None, min_gap_s: float = 1.0) -> dict:
@@ -182,7 +201,9 @@ def run(args) -> int:
           + (f", ack_loss {args.ack_loss:g}" if args.ack_loss is not None else "")
           + (f", redundancy {args.redundancy}" if args.redundancy is not None else "")
           + (f", redundancy_loss {args.redundancy_loss:g}" if args.redundancy_loss is not None else "")
-          + (f", recovery {args.recovery}" if args.recovery is not None else ""))
+          + (f", recovery {args.recovery}" if args.recovery is not None else "")
+          + f"; {args.clips} clips, robot sends "
+          + ("exact labels" if args.segmenter == "labels" else "the segmenter's"))
     for jitter in args.jitter:
         m = measure(args, jitter)
         out, c, s = m["out"], m["counts"], m["sender"]
