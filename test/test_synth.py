@@ -405,3 +405,31 @@ def test_a_latent_patch_runs_the_unet_on_a_finer_vae_latent(tmp_path):
     assert (again.config.vae_factor, again.config.latent_patch) == (4, 2)
     with pytest.raises(ValueError, match="latent patch"):
         SynthModel(cfg.replace(latent_patch=1), model.unet, model.vae)
+
+
+def test_cross_attention_to_a_one_token_null_embedding_skips_the_queries_exactly():
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from semcomm_ros.synth.backbone import OneTokenCrossAttnProcessor
+
+    model = tiny_model(RES, seed=4).eval()
+    cross = [m for net in (model.unet, model.controlnet) for m in net.modules()
+             if isinstance(m, Attention) and m.is_cross_attention]
+    assert cross and all(isinstance(m.processor, OneTokenCrossAttnProcessor) for m in cross)
+    # a non-zero token: with the zero default only to_out's bias would be compared
+    model.null_embedding.copy_(torch.randn_like(model.null_embedding))
+    torch.manual_seed(0)
+    x = torch.randn(2, model.unet.config.in_channels, RES // 8, RES // 8)
+    t = torch.tensor([500, 500])
+    onehot = torch.nn.functional.one_hot(torch.randint(0, 8, (2, RES, RES)), 8).permute(0, 3, 1, 2).float()
+    general = []
+    for m in cross:  # the fast path, not diffusers' processor, answers every call
+        m.processor.general = lambda *a, **k: general.append(a) or AttnProcessor2_0()(*a, **k)
+    with torch.no_grad():
+        fast = model.denoise_rows(x, t, onehot, None, 1.0, 0.0, None)
+        assert not general
+        for m in cross:
+            m.set_processor(AttnProcessor2_0())
+        full = model.denoise_rows(x, t, onehot, None, 1.0, 0.0, None)
+    assert (fast - full).abs().max().item() < 1e-5
+    assert (fast - model.denoise_rows(x, t, None, None, 0.0, 0.0, None)).abs().max().item() > 1e-3  # psi acts

@@ -286,6 +286,45 @@ def zero_null_embedding(tokens: int, dim: int) -> torch.Tensor:
     return torch.zeros(1, tokens, dim)
 
 
+class OneTokenCrossAttnProcessor:
+    """Cross-attention to a one-token condition (a null embedding of ``null_tokens`` = 1, the
+    tabletop models'): the softmax over one key is 1 whatever the query, so the output is
+    to_out(to_v(c)) at every position, exactly. Queries, keys and scores are not computed (in the
+    graph runtime they were ~90 operators of a denoising call). Inference only: with gradients on
+    (training) and for any other call -- several tokens, a mask, 4-D input -- diffusers' own
+    processor runs, so training sees the same parameters and gradients as before."""
+
+    def __init__(self):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.general = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if (torch.is_grad_enabled() or encoder_hidden_states is None or encoder_hidden_states.shape[1] != 1
+                or attention_mask is not None or hidden_states.ndim != 3 or attn.spatial_norm is not None
+                or attn.group_norm is not None or attn.residual_connection):
+            return self.general(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states))) / attn.rescale_output_factor
+        return out.expand(hidden_states.shape[0], hidden_states.shape[1], -1)
+
+
+def use_one_token_cross_attention(*models) -> int:
+    """Install ``OneTokenCrossAttnProcessor`` on every cross-attention of ``models`` (None skipped);
+    returns how many."""
+    from diffusers.models.attention_processor import Attention
+
+    count = 0
+    for model in models:
+        for m in model.modules() if model is not None else ():
+            if isinstance(m, Attention) and m.is_cross_attention:
+                m.set_processor(OneTokenCrossAttnProcessor())
+                count += 1
+    return count
+
+
 def freeze(module: nn.Module | None) -> None:
     if module is not None:
         for p in module.parameters():

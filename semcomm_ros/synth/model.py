@@ -49,6 +49,8 @@ class SynthModel(nn.Module):
         if null_embedding.ndim != 3 or null_embedding.shape[0] != 1 or null_embedding.shape[2] != cross:
             raise ValueError(f"null embedding must be [1, tokens, {cross}], got {tuple(null_embedding.shape)}")
         self.register_buffer("null_embedding", null_embedding.clone(), persistent=False)
+        if null_embedding.shape[1] == 1:
+            bb.use_one_token_cross_attention(unet, controlnet)
         self._check_shapes()
         self._state = RunState()
         if restoration is not None:

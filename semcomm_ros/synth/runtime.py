@@ -54,7 +54,7 @@ from .semantic_control import condition_embedding
 log = logging.getLogger(__name__)
 
 #: bump when the exported graphs change (invalidates every cached export)
-EXPORT_VERSION = 5
+EXPORT_VERSION = 6
 OPSET = 18
 _LAMBDAS = ("lambda_c", "lambda_r", "lambda_t")
 

@@ -169,7 +169,8 @@ def _fixed_cache_attention(q_c, kc_new, vc_new, tab: dict, run: TemporalRun, key
     v = (vc + tab["v"][pos]).reshape(n, w, heads, d)
     # W keys a pixel: products summed over d are a few elementwise operators over all pixels in the
     # graph, where a head split and two products of N*heads tiny matrices were the graph's costliest
-    # operators after the convolutions (denoiser call 14.4 -> 12.9 ms on one core, docs/synth.md)
+    # operators after the convolutions (the graph's motion modules 6.9 -> 5.2 ms a call profiled,
+    # docs/synth.md)
     scores = (q * k).sum(-1).float() * d ** -0.5 + bias[:, None]  # [N, W, heads]
     p = scores.softmax(dim=1).to(v.dtype)
     return (p[..., None] * v).sum(1).reshape(n, 1, dim)
