@@ -181,6 +181,31 @@ def test_vae_and_backbone_warm_start_from_a_model_directory(preset, tmp_path):
         assert torch.allclose(unet.state_dict()[k], v, atol=1e-6), k
 
 
+def test_control_starts_from_a_given_controlnet_on_a_trained_backbone(preset, tmp_path):
+    """--controlnet: psi starts from that ControlNet, also when the backbone is the run's own (the
+    tabletop presets); the run's model directory was assembled with a fresh psi before."""
+    from dataclasses import replace
+
+    from diffusers import ControlNetModel
+
+    from semcomm_ros.training.backbone import save_backbone
+    from semcomm_ros.training.pipeline import run_stage
+
+    src = _model(preset, seed=5)
+    src.controlnet.save_pretrained(tmp_path / "psi")
+    save_backbone(tmp_path / "run" / "model", src.vae, src.unet, 1.0, preset.backbone)
+    one_step = replace(preset, stages={**preset.stages, "control": replace(preset.stage("control"), steps=1, lr=1e-12,
+                                                                           checkpoint_every=0)})
+    run_stage("control", one_step, tmp_path / "run", progress=False)  # a fresh psi: the directory's
+    fresh = ControlNetModel.from_pretrained(tmp_path / "run" / "model" / "controlnet").state_dict()
+    given = replace(one_step, pretrained=replace(one_step.pretrained, controlnet=str(tmp_path / "psi")))
+    run_stage("control", given, tmp_path / "run", progress=False)
+    psi = ControlNetModel.from_pretrained(tmp_path / "run" / "model" / "controlnet").state_dict()
+    want = src.controlnet.state_dict()
+    assert all(torch.allclose(psi[k], v, atol=1e-6) for k, v in want.items())
+    assert not all(torch.allclose(fresh[k], v, atol=1e-6) for k, v in want.items())
+
+
 @pytest.mark.parametrize("kind", ["control", "restoration", "teacher"])
 def test_adapter_stage_lowers_loss_and_trains_only_its_adapter(kind, preset, clips, encoded, tmp_path):
     model = _model(preset)

@@ -38,7 +38,7 @@ from .assembly import MODEL, TEACHER, load_model, save_part
 from .config import Preset, StageConfig
 from .data import BatchSampler, ClipSet, _key, flip_array
 from .losses import batch_generator, object_weights, weighted_mse
-from .pretrained import load_motion_adapter, load_phi_weights
+from .pretrained import load_controlnet, load_motion_adapter, load_phi_weights
 from .recorded import _fingerprint
 from .sources import load_clips
 from .trainer import Plan, count_params
@@ -412,7 +412,16 @@ def _clip_plan(stage_cls, preset: Preset, cfg: StageConfig, root: Path, resume: 
     return Plan(stage_cls(model, enc, cfg), sampler.batch, _finish(root, stage_cls.stage_param, also))
 
 
-plan_control = partial(_clip_plan, ControlStage)
+def plan_control(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progress: bool) -> Plan:
+    model = load_model(preset, root)
+    if preset.pretrained.controlnet:
+        # psi starts from the given ControlNet whatever the backbone (a trained run's model directory
+        # was assembled with a fresh psi); --resume then goes on from the stage's own checkpoint
+        init = load_controlnet(preset.pretrained.controlnet, model.unet, model.config.num_classes, preset.data)
+        model.controlnet.load_state_dict(init.state_dict())
+    return _clip_plan(ControlStage, preset, cfg, root, resume, progress, model=model)
+
+
 plan_restoration = partial(_clip_plan, RestorationStage)
 
 
