@@ -3,8 +3,10 @@ controller, congestion control, keyframe requests), a lossy reordering link and 
 Receiver, as the five nodes run them but without ROS, DDS or a busy CPU.
 
 ``system.Session`` runs generated tabletop clips (ground-truth label maps, as the soak's
-``labels`` segmentation) through issue 16's conditions by default (2 kbps link, target 1.8 kbps,
-10 % loss, 5 % reordering, 200 ms); ``--narrow A B`` halves the link between A and B seconds.
+``labels`` segmentation; ``--segmenter ultralytics`` sends the robot's segmenter's instead, and
+``--clips held-out`` takes the evaluation's scenes) through issue 16's conditions by default
+(2 kbps link, target 1.8 kbps, 10 % loss, 5 % reordering, 200 ms); ``--narrow A B`` halves the
+link between A and B seconds.
 Prints, per ``--jitter`` value:
 
 - frames handed out and label maps decoded (what ``decoded_labels`` publishes);
