@@ -28,6 +28,7 @@ processes, DDS and the synthesizer.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -39,6 +40,9 @@ from semcomm_ros.scenes import tabletop_clip
 from semcomm_ros.scenes.splits import TABLE_SEED0
 from semcomm_ros.sender import RECOVERY_MODES
 from semcomm_ros.system import ChainConfig, Session
+
+#: the first scene of the bench's own clips (``--clips bench``), inside the codec bench's seeds
+BENCH_SEED0 = 4000
 
 
 def add_arguments(p) -> None:
@@ -70,7 +74,7 @@ def add_arguments(p) -> None:
     p.add_argument("--recovery", choices=RECOVERY_MODES, default=None,
                    help="answer to a semantic keyframe request (default: the sender's)")
     p.add_argument("--clips", choices=("bench", "held-out"), default="bench",
-                   help="scenes: the codec bench's (seeds 4000+) or the evaluation's held-out clips (the "
+                   help=f"scenes: the codec bench's (seeds {BENCH_SEED0}+) or the evaluation's held-out clips (the "
                         "scenes of `semcomm eval`, continued to 100 frames each) (default: %(default)s)")
     p.add_argument("--segmenter", choices=("labels", "ultralytics"), default="labels",
                    help="what the robot sends: the exact label maps, or the shipped segmenter's (the whole "
@@ -78,7 +82,7 @@ def add_arguments(p) -> None:
                         "(default: %(default)s)")
 
 
-def _frames(frames: int, size: int, first_seed: int = 4000):
+def _frames(frames: int, size: int, first_seed: int):
     seed, left = 0, frames
     while left > 0:
         for item in tabletop_clip(first_seed + seed, min(100, left), size, size):
@@ -108,7 +112,7 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
 
     narrowed = False
     segment = _segmenter(getattr(args, "segmenter", "labels"))
-    first_seed = TABLE_SEED0 if getattr(args, "clips", "bench") == "held-out" else 4000
+    first_seed = TABLE_SEED0 if getattr(args, "clips", "bench") == "held-out" else BENCH_SEED0
     for k, (rgb, labels) in enumerate(_frames(args.frames, args.size, first_seed)):
         t = k / fps
         if args.narrow and narrowed != (args.narrow[0] <= t < args.narrow[1]):
@@ -125,8 +129,10 @@ def measure(args, jitter: int, fps: float = 10.0) -> dict:
                 latency=float(np.median([f.t_ready - f.index / fps for f in out])))
 
 
+@functools.cache
 def _segmenter(name: str):
-    """None for the exact labels, else the robot's segmenter (rgb -> label map)."""
+    """None for the exact labels, else the robot's segmenter (rgb -> label map), loaded once for all
+    the ``--jitter`` values of a run."""
     if name == "labels":
         return None
     from semcomm_ros.segmentation import load_segmenter  # deferred: loads torch / onnxruntime

@@ -311,18 +311,14 @@ class OneTokenCrossAttnProcessor:
         return out.expand(hidden_states.shape[0], hidden_states.shape[1], -1)
 
 
-def use_one_token_cross_attention(*models) -> int:
-    """Install ``OneTokenCrossAttnProcessor`` on every cross-attention of ``models`` (None skipped);
-    returns how many."""
+def use_one_token_cross_attention(*models) -> None:
+    """Install ``OneTokenCrossAttnProcessor`` on every cross-attention of ``models`` (None skipped)."""
     from diffusers.models.attention_processor import Attention
 
-    count = 0
     for model in models:
         for m in model.modules() if model is not None else ():
             if isinstance(m, Attention) and m.is_cross_attention:
                 m.set_processor(OneTokenCrossAttnProcessor())
-                count += 1
-    return count
 
 
 def freeze(module: nn.Module | None) -> None:
