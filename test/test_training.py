@@ -329,6 +329,38 @@ def test_restoration_with_control_runs_psi(preset, clips, encoded):
         assert same is (not flag)
 
 
+def test_decoded_labels_are_what_the_operator_receives_and_the_sampler_conditions_on_them(preset, clips, tmp_path,
+                                                                                          monkeypatch):
+    """StageConfig.decoded_labels: psi can learn the label maps it is given in use, the robot's
+    segmenter and the semantic codec's over the 2 kbps link, against the camera's frame."""
+    import dataclasses
+
+    from semcomm_ros.training import sources
+    from semcomm_ros.training.data import flip_array
+
+    monkeypatch.setattr(sources, "CACHE_DIR", tmp_path)
+    dec = sources.decoded_labels(preset.data, progress=False)
+    assert dec.shape == clips.labels.shape and dec.dtype == np.uint8
+    # the same scenes, coarsened by the segmenter and the contours: mostly, not exactly, the truth
+    assert (dec == clips.labels).mean() > 0.8 and not np.array_equal(dec, clips.labels)
+    assert len(list(tmp_path.glob("decoded_*.npz"))) == 1
+    assert np.array_equal(sources.decoded_labels(preset.data, progress=False), dec)  # from the cache
+
+    plain = BatchSampler(clips, 4, seed=3).batch(5)
+    both = dataclasses.replace(clips, decoded=dec)
+    unchanged = BatchSampler(both, 4, seed=3).batch(5)  # share 0: the batches drawn before
+    assert all(np.array_equal(plain[k], unchanged[k]) for k in plain)
+    b = BatchSampler(both, 4, seed=3, decoded_share=1.0).batch(5)
+    assert np.array_equal(b["frames"], plain["frames"])  # the target stays the camera's frame
+    for i in range(4):
+        want = flip_array(dec[b["clip"][i], b["start"][i]:b["start"][i] + 1], b["flip"][i], spatial_axes=(1, 2))
+        assert np.array_equal(b["labels"][i], want)
+    with pytest.raises(ValueError, match="decoded label maps"):
+        BatchSampler(clips, 4, decoded_share=0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        BatchSampler(both, 4, decoded_share=1.5)
+
+
 def test_refiner_stage_on_the_whole_chain_lowers_loss_trains_only_rho_and_saves_it(preset, tmp_path):
     from semcomm_ros.synth import SynthModel
     from semcomm_ros.training import refiner as rf

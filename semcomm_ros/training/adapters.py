@@ -40,7 +40,7 @@ from .data import BatchSampler, ClipSet, _key, flip_array
 from .losses import batch_generator, object_weights, weighted_mse
 from .pretrained import load_controlnet, load_motion_adapter, load_phi_weights
 from .recorded import _fingerprint
-from .sources import load_clips
+from .sources import decoded_labels, load_clips
 from .trainer import Plan, count_params
 
 
@@ -124,6 +124,8 @@ def _cache_file(root: Path, preset: Preset, degradation: str) -> Path:
 
 def stage_data(model, preset: Preset, cfg: StageConfig, root: Path, progress: bool):
     clips = load_clips(preset.data, degradation=cfg.degradation, progress=progress)
+    if cfg.decoded_labels:
+        clips.decoded = decoded_labels(preset.data, progress=progress)
     enc = EncodedClips.build(model, clips, _cache_file(root, preset, cfg.degradation), progress=progress)
     return clips, enc
 
@@ -363,7 +365,7 @@ def sample_teacher(model, teacher_phi, enc: EncodedClips, clips: ClipSet, cfg: S
     from tqdm.auto import tqdm
 
     stage = _DistillStage(model, enc, cfg, teacher_phi)
-    sampler = BatchSampler(clips, 1, frames=cfg.frames, seed=cfg.seed + 7)
+    sampler = BatchSampler(clips, 1, frames=cfg.frames, seed=cfg.seed + 7, decoded_share=cfg.decoded_labels)
     dev = model.null_embedding.device
     n_t = model.scheduler.config.num_train_timesteps
     ts = np.linspace(n_t - 1, 0, cfg.teacher_steps).round().astype(int)
@@ -408,7 +410,7 @@ def _clip_plan(stage_cls, preset: Preset, cfg: StageConfig, root: Path, resume: 
                also=None, model=None) -> Plan:
     model = model if model is not None else load_model(preset, root)
     clips, enc = stage_data(model, preset, cfg, root, progress)
-    sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
+    sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed, decoded_share=cfg.decoded_labels)
     return Plan(stage_cls(model, enc, cfg), sampler.batch, _finish(root, stage_cls.stage_param, also))
 
 
@@ -477,7 +479,7 @@ def plan_dmd(preset: Preset, cfg: StageConfig, root: Path, resume: bool, progres
     critic = copy.deepcopy(teacher)  # the critic starts as the teacher (bidirectional)
     clips, enc = stage_data(model, preset, cfg, root, progress)
     st = DMDStage(model, enc, cfg, teacher, critic)
-    sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed)
+    sampler = BatchSampler(clips, cfg.batch_size, frames=cfg.frames, seed=cfg.seed, decoded_share=cfg.decoded_labels)
     return Plan(st, sampler.batch, _finish(root, PHI.symbol),
                 phases={"student": st.student_parameters(), "critic": st.critic_parameters()},
                 phase_lr={"critic": cfg.critic_lr or cfg.lr},

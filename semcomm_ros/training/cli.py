@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--object-weight", type=float, default=None,
                            help="extra loss weight on object pixels, 0 = unweighted (tabletop preset: "
                                 "9 for vae, 4 for the diffusion stages)")
+        if name in ("control", "restoration", "teacher", "lcm", "dmd"):
+            p.add_argument("--decoded-labels", type=float, default=None, metavar="SHARE",
+                           help="share of samples conditioned on the label maps the operator receives "
+                                "(robot segmenter, semantic codec, 2 kbps link; computed once and cached) "
+                                "instead of the exact ones (default: the preset's)")
         if name in ("vae", "backbone"):
             p.add_argument("--init", default=None,
                            help="warm start from the vae/ or unet/ of this model directory (e.g. "
@@ -111,7 +116,8 @@ def _overrides(args) -> dict:
     return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
             "grad_clip": args.grad_clip, "grad_accum": args.grad_accum, "seed": args.seed,
             "checkpoint_every": args.checkpoint_every, "degradation": args.degradation,
-            "object_weight": getattr(args, "object_weight", None), "init": getattr(args, "init", None)}
+            "object_weight": getattr(args, "object_weight", None), "init": getattr(args, "init", None),
+            "decoded_labels": getattr(args, "decoded_labels", None)}
 
 
 def run(args) -> int:

@@ -59,6 +59,11 @@ class StageConfig:
     t_min: int = 20  # dmd: t ~ U[t_min, t_max] for the score estimates
     t_max: int = 980
     degradation: str = "codec"  # restoration: "codec" (real low-res stream) | "realesrgan" | "mixed"
+    # control, restoration, teacher, lcm (its teacher samples), dmd: share of samples conditioned on the label maps the
+    # operator receives (the robot's segmenter, the semantic codec, the 2 kbps link:
+    # sources.decoded_labels) instead of the exact ones, so that psi learns the shapes it is given
+    # in use; the target stays the camera's frame
+    decoded_labels: float = 0.0
     # vae, backbone, control, restoration, teacher: extra weight of the loss on object pixels
     # (labels > 0; latent cells by their share of object pixels). The table fills ~90 % of a
     # tabletop frame, so an unweighted loss learns the table and blurs the objects away, and with

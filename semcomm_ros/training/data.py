@@ -38,6 +38,9 @@ class ClipSet:
     labels: np.ndarray
     lowres: np.ndarray
     degradation: str
+    # the label maps as the operator receives them (sources.decoded_labels), same shape as labels;
+    # None where no stage asked for them
+    decoded: np.ndarray | None = None
 
     @property
     def num_clips(self) -> int:
@@ -166,10 +169,15 @@ class BatchSampler:
     """
 
     def __init__(self, clips: ClipSet, batch_size: int, frames: int = 1, seed: int = 0,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, decoded_share: float = 0.0):
         if frames > clips.frames_per_clip:
             raise ValueError(f"stage wants {frames} frames per sample but clips have {clips.frames_per_clip}")
+        if not 0.0 <= decoded_share <= 1.0:
+            raise ValueError(f"decoded_labels must lie in [0, 1], got {decoded_share}")
+        if decoded_share and clips.decoded is None:
+            raise ValueError("decoded_labels > 0 needs the clips' decoded label maps (sources.decoded_labels)")
         self.clips, self.batch_size, self.frames = clips, batch_size, frames
+        self.decoded_share = decoded_share
         self.seed, self.rank, self.world = seed, rank, world
 
     def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +195,11 @@ class BatchSampler:
             "labels": np.stack([self.clips.labels[c, s] for c, s in zip(ci, sl)]),
             "lowres": np.stack([self.clips.lowres[c, s] for c, s in zip(ci, sl)]),
         }
+        if self.decoded_share:
+            # its own stream: a run without decoded label maps draws exactly the batches it drew before
+            pick = np.random.default_rng([self.seed, step, self.rank, 2]).random(self.batch_size) < self.decoded_share
+            for b in np.flatnonzero(pick):
+                out["labels"][b] = self.clips.decoded[ci[b], sl[b]]
         rng = np.random.default_rng([self.seed, step, self.rank, 1])
         # Flip augmentation: the top-down camera has no preferred orientation. flip = h + 2 * v,
         # kept in the batch so stages can look up latents cached per flip (LatentCache).

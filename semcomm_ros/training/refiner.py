@@ -26,37 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from semcomm_ros.receiver import model_inputs
-from semcomm_ros.scenes import tabletop_clip
-from semcomm_ros.segmentation import load_segmenter
 from semcomm_ros.synth import CausalSynthesizer
 from semcomm_ros.synth.config import SynthConfig
-from semcomm_ros.system import ChainConfig, transmit
+from semcomm_ros.system import transmit
 
 from .assembly import MODEL, load_model
 from .config import Preset, StageConfig
-from .sources import load_clips
+from .sources import chain_config, chain_inputs
 from .trainer import Plan, count_params
 
 #: share of samples that start from E(I) instead of the denoiser's x_0 / that have no low-res frame
 P_CLEAN_LATENT = 0.2
 P_NO_LOWRES = 0.1
 GRADIENT_WEIGHT = 0.5
-
-
-def _chain_inputs(preset: Preset, progress: bool):
-    """Yield (camera frames, robot segmenter) per training clip: the camera's view of each scene."""
-    data = preset.data
-    if data.source:
-        clips = load_clips(data, degradation="codec", progress=progress)
-        for frames, labels in zip(clips.frames, clips.labels):
-            truth = {id(f): lab for f, lab in zip(frames, labels)}
-            yield list(frames), (lambda f, truth=truth: truth[id(f)])
-        return
-    seg = load_segmenter()
-    for i in range(data.clips):
-        clip = tabletop_clip(data.first_seed + i, data.frames_per_clip, width=data.camera_resolution,
-                             height=data.camera_resolution)
-        yield [np.asarray(c[0], np.uint8) for c in clip], seg
 
 
 def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.ndarray]:
@@ -68,7 +50,7 @@ def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.
     out = {k: [] for k in ("z", "zc", "labels", "lowres", "clean", "objects")}
     total = preset.data.clips
     bar = tqdm(total=total, desc="refiner data (whole chain)", disable=not progress)
-    for i, (frames, segment) in enumerate(_chain_inputs(preset, progress)):
+    for i, (frames, segment) in enumerate(chain_inputs(preset.data, progress)):
         robot_labels: dict[int, np.ndarray] = {}
 
         def robot(frame, segment=segment):
@@ -77,8 +59,7 @@ def chain_samples(model, preset: Preset, progress: bool = True) -> dict[str, np.
             robot_labels[id(frame)] = out = segment(frame)  # noqa: B023
             return out
 
-        rx = transmit(frames, robot, ChainConfig(fps=preset.data.fps, lowres_kbps=preset.data.lowres_kbps,
-                                                 seed=preset.data.first_seed + i))
+        rx = transmit(frames, robot, chain_config(preset.data, i))
         synth.reset()
         for k, frame in enumerate(frames):
             labels, low = model_inputs(rx.labels[k], rx.lowres[k], synth.output_size, synth.lowres_size)
