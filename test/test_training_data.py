@@ -27,6 +27,22 @@ def test_codec_degradation_is_the_real_lowres_stream():
     np.testing.assert_array_equal(low[0], cv2.resize(first, (16, 16), interpolation=cv2.INTER_AREA))
 
 
+def test_training_frames_labels_and_lowres_show_the_same_instant():
+    """A scene rendered at the model's size is another video than the camera's (its motion drifts
+    apart within a second): frames and labels are the camera's render brought down, as the
+    operator's synthesizer meets them, so that the low-res frame and the decoded label maps, made
+    from the camera's frames, match the target frame."""
+    import cv2
+
+    cfg = replace(get_preset("tabletop").data, resolution=64, camera_resolution=256, clips=1, frames_per_clip=12)
+    clips = build_clipset(cfg, degradation="codec", cache=False, progress=False)
+    cam, cam_labels = render_clip(cfg.first_seed, 12, 256)
+    for k in (0, 11):
+        np.testing.assert_array_equal(clips.frames[0, k], cv2.resize(cam[k], (64, 64), interpolation=cv2.INTER_AREA))
+        np.testing.assert_array_equal(clips.labels[0, k],
+                                      cv2.resize(cam_labels[k], (64, 64), interpolation=cv2.INTER_NEAREST))
+
+
 def test_realesrgan_degradation_shrinks_and_changes_the_frame():
     rgb, _ = render_clip(100_001, 1, 64)
     low = realesrgan_degrade(rgb[0], 4, np.random.default_rng(0))

@@ -107,9 +107,9 @@ def codec_degrade(frames: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 
 def _key(cfg: DataConfig, degradation: str) -> str:
-    # v3: "codec" degrades camera-sized renders through the session-2 low-res rate control
+    # v4: frames and labels are the camera's render brought to the model's size
     d = {k: v for k, v in asdict(cfg).items() if k not in SOURCE_FIELDS or cfg.source}
-    blob = json.dumps({"cfg": d, "deg": degradation, "v": 3}, sort_keys=True).encode()
+    blob = json.dumps({"cfg": d, "deg": degradation, "v": 4}, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
@@ -119,6 +119,22 @@ def render_clip(seed: int, frames: int, resolution: int) -> tuple[np.ndarray, np
         rgb.append(np.asarray(f_rgb, np.uint8))
         lab.append(np.asarray(f_lab, np.uint8))
     return np.stack(rgb), np.stack(lab)
+
+
+def camera_clip(seed: int, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training clip as the operator's synthesizer meets it: (camera frames, frames and labels at
+    the model's size). A scene rendered at another size is another video (its motion is integrated
+    in pixels and drifts apart within a second), so the model's frames are the camera's render
+    brought down as ``receiver.model_inputs`` brings a received frame: area-averaged frames,
+    nearest-neighbour labels. The low-res stream and the decoded label maps come from the same
+    camera frames, so every input of a sample shows the same instant."""
+    cam, cam_labels = render_clip(seed, cfg.frames_per_clip, cfg.camera_resolution)
+    size = (cfg.resolution, cfg.resolution)
+    if cam.shape[1:3] == size:
+        return cam, cam, cam_labels
+    rgb = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in cam])
+    lab = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_NEAREST) for f in cam_labels])
+    return cam, rgb, lab
 
 
 def build_clipset(cfg: DataConfig, degradation: str = "codec", cache: bool = True,
@@ -139,13 +155,11 @@ def build_clipset(cfg: DataConfig, degradation: str = "codec", cache: bool = Tru
     bar = tqdm(it, desc=f"render {cfg.clips} clips ({degradation})", disable=not progress)
     for i in bar:
         seed = cfg.first_seed + i
-        rgb, lab = render_clip(seed, cfg.frames_per_clip, cfg.resolution)
+        cam, rgb, lab = camera_clip(seed, cfg)
         deg = degradation
         if deg == "mixed":
             deg = "codec" if i % 2 == 0 else "realesrgan"
         if deg == "codec":
-            cam = rgb if cfg.camera_resolution == cfg.resolution else \
-                render_clip(seed, cfg.frames_per_clip, cfg.camera_resolution)[0]
             low = codec_degrade(cam, cfg)
         else:
             rng = np.random.default_rng(seed)
