@@ -7,8 +7,8 @@ round-trip through JSON (``to_dict`` / ``from_dict``), as diffusers configs do.
 Presets:
 - ``paper``: the values printed in the paper (batch 16, lr 2e-6 / 1e-5, 1e5 iterations, K=16, ...)
   for an SD-1.5-sized model on GPUs. Listed for reference and for users with real hardware.
-- ``tabletop``: what trains the shipped default model (version 6: an f=4 VAE, a 32x32 latent at
-  128x128, with a 2x2 latent patch around the 16x16 UNet) on 2 CPU cores in about four hours.
+- ``tabletop``: what trains the shipped default model (versions 6 and 7: an f=4 VAE, a 32x32 latent
+  at 128x128, with a 2x2 latent patch around the 16x16 UNet) on 2 CPU cores in about four hours.
 - ``tabletop-v5``: the version-5 recipe (the f=8 VAE, a 16x16 latent), kept for its runs.
 - ``tiny``: a few-second configuration for tests and ``semcomm bench train``.
 """
@@ -161,7 +161,7 @@ OPERATING_POINT = ("lambda_c", "lambda_r", "lambda_t", "lambda_rho", "consistenc
 #: version 5's, tuned on the tuning clips after training (MODEL_CARD.md): psi at 0.7 (it was
 #: trained with omega on at 0.7) and the table's low band from the received frame
 OPERATING_POINT_V5 = {"lambda_c": 0.7, "consistency": 0.7}
-#: version 6's (MODEL_CARD.md, "Operating point"), tuned the same way
+#: version 6's (MODEL_CARD.md, "Operating point"), tuned the same way; version 7 keeps it
 OPERATING_POINT_V6 = {"lambda_c": 0.7, "consistency": 0.7}
 
 

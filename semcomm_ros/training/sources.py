@@ -15,7 +15,12 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+from semcomm_ros.scenes import tabletop_clip
+from semcomm_ros.segmentation import load_segmenter
+from semcomm_ros.system import ChainConfig, transmit
 
 from .classes import class_names  # noqa: F401 -- its home before classes.py; callers still import it from here
 from .config import DataConfig
@@ -36,9 +41,6 @@ def chain_inputs(data: DataConfig, progress: bool = True):
     """Yield (camera frames, robot segmenter) per training clip: the camera's view of each scene,
     clip i of ``load_clips``. Recorded clips keep their label maps (a label topic or the segmenter's
     pseudo-labels) as what the robot's segmenter says."""
-    from semcomm_ros.scenes import tabletop_clip  # deferred: only the chain's users render at the camera's size
-    from semcomm_ros.segmentation import load_segmenter
-
     if data.source:
         clips = load_clips(data, degradation="codec", progress=progress)
         for frames, labels in zip(clips.frames, clips.labels):
@@ -54,8 +56,6 @@ def chain_inputs(data: DataConfig, progress: bool = True):
 
 def chain_config(data: DataConfig, clip: int):
     """The whole chain's settings for training clip ``clip``: the eval's (2 kbps, rate-controlled)."""
-    from semcomm_ros.system import ChainConfig
-
     return ChainConfig(fps=data.fps, lowres_kbps=data.lowres_kbps, seed=data.first_seed + clip)
 
 
@@ -63,10 +63,7 @@ def decoded_labels(data: DataConfig, cache: bool = True, progress: bool = True) 
     """The label maps the operator receives for each frame of ``load_clips(data)``, (N, F, H, W) uint8 at
     ``data.resolution``: the robot's segmenter, the semantic codec and the 2 kbps link of
     ``semcomm eval`` (``system.transmit``), held over lost frames as the receiver does. Cached."""
-    import cv2
     from tqdm.auto import tqdm
-
-    from semcomm_ros.system import transmit
 
     blob = {"data": asdict(data), "v": DECODED_VERSION}
     if data.source:
