@@ -15,9 +15,9 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from semcomm_ros.receiver import model_inputs
 from semcomm_ros.scenes import tabletop_clip
 from semcomm_ros.segmentation import load_segmenter
 from semcomm_ros.system import ChainConfig, transmit
@@ -75,11 +75,10 @@ def decoded_labels(data: DataConfig, cache: bool = True, progress: bool = True) 
             return z["labels"]
     out = []
     bar = tqdm(total=data.clips, desc="decoded label maps (robot + link)", disable=not progress)
+    size = (data.resolution, data.resolution)
     for i, (frames, segment) in enumerate(chain_inputs(data, progress)):
         rx = transmit(frames, segment, chain_config(data, i))
-        size = (data.resolution, data.resolution)
-        out.append(np.stack([cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST) if lab.shape != size else lab
-                             for lab in rx.labels]))
+        out.append(np.stack([model_inputs(lab, None, size, size)[0] for lab in rx.labels]))
         bar.update(1)
     bar.close()
     labels = np.stack(out).astype(np.uint8)
