@@ -29,19 +29,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ChainConfig:
-    fps: float = 10.0
+    fps: float = SenderConfig.fps
     # semantic codec (paper IV-A): our "tracked" profile by default, "paper" for the exact scheme
     xi: float | None = None  # None: the profile's default (paper 6 px, P=4; tracked 4 px, P=32)
     period: int | None = None
-    q_symbols: int = 256
-    profile: str = "tracked"
+    q_symbols: int = SenderConfig.q_symbols
+    profile: str = SenderConfig.profile
     # low-res stream (paper V-C)
     # the low-res stream's share of link_kbps under the rate controller (its rate when fixed): a
     # 4 s clip pays its first keyframe (~1 kbit) within it, and 0.7 of 2 kbps leaves the semantic
     # stream its ~1 kbps
     lowres_kbps: float = 0.7
-    lowres_scale: int = 4
-    lowres_codec: str = "vp9"
+    lowres_scale: int = SenderConfig.lowres_scale
+    lowres_codec: str = SenderConfig.lowres_codec
     # the link both streams share
     link_kbps: float = 2.0  # 0: unlimited
     # hold both streams together to link_kbps with the robot's rate controller (the encoder
