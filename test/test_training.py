@@ -420,3 +420,22 @@ def test_a_latent_patch_preset_trains_its_backbone_on_patched_latents(preset, tm
     synth = CausalSynthesizer(model, runtime="torch")
     frame = synth(np.zeros((res, res), np.uint8), np.zeros((res // 4, res // 4, 3), np.uint8), seed=0)
     assert frame.shape == (res, res, 3)
+
+
+@pytest.mark.parametrize("encoder,decoder,patch", [((0, 1, 1), (1, 1, 0), 1), ((0, 1, 1, 1), (1, 1, 1, 0), 2)])
+def test_psi_hint_encoder_lands_on_the_unet_grid_for_any_vae_factor_and_patch(preset, encoder, decoder, patch):
+    """psi's hint encoder brings the label map down to the UNet's grid, f * p frame pixels per cell:
+    an f=4 VAE without a patch (4x) and an f=8 VAE with a 2x2 patch (16x) stream a frame."""
+    from dataclasses import replace
+
+    from semcomm_ros.synth import CausalSynthesizer
+    from semcomm_ros.training.assembly import random_model
+
+    bb = replace(preset.backbone, vae_encoder_blocks=encoder, vae_decoder_blocks=decoder, latent_patch=patch)
+    model = random_model(replace(preset, backbone=bb), window=2)
+    res, f = preset.data.resolution, model.config.vae_factor
+    levels = len(model.controlnet.config.conditioning_embedding_out_channels)
+    assert 2 ** (levels - 1) == f * patch == res // model.unet.config.sample_size
+    synth = CausalSynthesizer(model, runtime="torch")
+    frame = synth(np.ones((res, res), np.uint8), np.zeros((res // 4, res // 4, 3), np.uint8), seed=0)
+    assert frame.shape == (res, res, 3)

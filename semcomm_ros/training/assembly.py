@@ -32,13 +32,28 @@ MODEL = "model"
 TEACHER = "teacher_temporal"
 
 
-def adapter_shapes(unet) -> dict:
-    """ControlNet hint-encoder widths and motion heads for a backbone UNet (from_components kwargs)."""
+def _hint_levels(widths: tuple[int, ...], downsampling: int) -> tuple[int, ...]:
+    """``widths`` (the 8x hint encoder's four) re-levelled for ``downsampling``: the hint encoder
+    halves the label map at each level after the first and must land on the UNet's own grid."""
+    levels = downsampling.bit_length()  # log2 + 1
+    if downsampling < 1 or downsampling & (downsampling - 1):
+        raise ValueError(f"the frame-to-UNet downsampling must be a power of 2, got {downsampling}")
+    head = tuple(widths[:-1])
+    body = head[:levels - 1] + head[-1:] * max(levels - 1 - len(head), 0)
+    return body + (widths[-1],)
+
+
+def adapter_shapes(unet, downsampling: int = 8) -> dict:
+    """ControlNet hint-encoder widths and motion heads for a backbone UNet (from_components kwargs).
+
+    downsampling: frame pixels per UNet cell (the VAE's factor f times the latent patch p)."""
     ch = tuple(unet.config.block_out_channels)
     if ch[0] >= 256:
-        return {"controlnet_embedding_channels": SD_CONTROL_EMBEDDING, "motion_heads": SD_MOTION_HEADS}
+        return {"controlnet_embedding_channels": _hint_levels(SD_CONTROL_EMBEDDING, downsampling),
+                "motion_heads": SD_MOTION_HEADS}
     emb = CONTROL_EMBEDDING if ch[0] >= CONTROL_EMBEDDING[-1] // 2 else tuple(max(4, ch[0] // 2) for _ in range(4))
-    return {"controlnet_embedding_channels": emb, "motion_heads": max(1, ch[0] // 16) if ch[0] % 16 == 0 else 1}
+    return {"controlnet_embedding_channels": _hint_levels(emb, downsampling),
+            "motion_heads": max(1, ch[0] // 16) if ch[0] % 16 == 0 else 1}
 
 
 def num_classes(preset: Preset) -> int:
@@ -58,7 +73,7 @@ def build_model(preset: Preset, unet, vae, scheduler=None, null_embedding: torch
                       **{**preset.operating_point, **extra})
     return SynthModel.from_components(unet, vae, cfg, scheduler=scheduler or build_scheduler(preset.backbone),
                                       null_embedding=null_embedding, controlnet=controlnet, temporal=temporal,
-                                      **adapter_shapes(unet))
+                                      **adapter_shapes(unet, cfg.vae_factor * cfg.latent_patch))
 
 
 def random_model(preset: Preset, seed: int = 0, window: int | None = None):
