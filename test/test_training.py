@@ -429,10 +429,9 @@ def test_psi_hint_encoder_lands_on_the_unet_grid_for_any_vae_factor_and_patch(pr
     from dataclasses import replace
 
     from semcomm_ros.synth import CausalSynthesizer
-    from semcomm_ros.training.assembly import random_model
 
     bb = replace(preset.backbone, vae_encoder_blocks=encoder, vae_decoder_blocks=decoder, latent_patch=patch)
-    model = random_model(replace(preset, backbone=bb), window=2)
+    model = _model(replace(preset, backbone=bb))
     res, f = preset.data.resolution, model.config.vae_factor
     levels = len(model.controlnet.config.conditioning_embedding_out_channels)
     assert 2 ** (levels - 1) == f * patch == res // model.unet.config.sample_size

@@ -35,9 +35,9 @@ TEACHER = "teacher_temporal"
 def _hint_levels(widths: tuple[int, ...], downsampling: int) -> tuple[int, ...]:
     """``widths`` (the 8x hint encoder's four) re-levelled for ``downsampling``: the hint encoder
     halves the label map at each level after the first and must land on the UNet's own grid."""
-    levels = downsampling.bit_length()  # log2 + 1
     if downsampling < 1 or downsampling & (downsampling - 1):
         raise ValueError(f"the frame-to-UNet downsampling must be a power of 2, got {downsampling}")
+    levels = downsampling.bit_length()  # log2 + 1
     head = tuple(widths[:-1])
     body = head[:levels - 1] + head[-1:] * max(levels - 1 - len(head), 0)
     return body + (widths[-1],)
